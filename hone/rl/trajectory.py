@@ -2,7 +2,7 @@
 
 A rollout talks to the model through an OpenAI-style client. Every chat completion hone serves
 carries, besides the usual fields, the prompt's token ids (`prompt_token_ids` on the response)
-and each choice's sampled token ids (`token_ids`) with their logprobs. `Trajectory.add_response`
+and each choice's sampled token ids (`token_ids`) with their fp32 logprobs (`token_logprobs`). `Trajectory.add_response`
 keeps those ids as a `SampledTurn`, so training uses exactly what was sampled and never
 re-tokenises the conversation.
 """
@@ -46,12 +46,9 @@ class Trajectory(BaseModel):
                 "this response carries no token ids; trajectories need a hone endpoint "
                 "(its responses include prompt_token_ids and token_ids)"
             )
-        logprobs = [entry["logprob"] for entry in (choice.get("logprobs") or {}).get("content") or []]
-        if len(logprobs) != len(token_ids):
-            raise ValueError(
-                f"response has {len(token_ids)} token ids but {len(logprobs)} logprobs; "
-                "request it with logprobs=True"
-            )
+        logprobs = choice.get("token_logprobs")
+        if logprobs is None or len(logprobs) != len(token_ids):
+            raise ValueError(f"response choice has {len(token_ids)} token ids but no matching token_logprobs")
         self.turns.append(
             SampledTurn(
                 prompt_tokens=list(prompt_tokens),

@@ -1,0 +1,149 @@
+"""`hone` on the command line: chat, serve, train, demo.
+
+A HoneError is a user's mistake or an environment's limit: it is printed as one sentence and the
+command exits with status 2. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from hone.errors import HoneError
+from hone.models import DEFAULT_MODEL
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train small language models into agents with RL.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def friendly_errors(command: Callable) -> Callable:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except HoneError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            err_console.print("interrupted; a training run resumes from its last checkpoint with the same command")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+@app.command()
+@friendly_errors
+def chat(
+    prompt: str = typer.Argument(..., help="What to say to the model."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Model alias, folder, .gguf file or hub id."),
+    max_tokens: int = typer.Option(128, help="Most tokens to generate."),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    system: Optional[str] = typer.Option(None, help="System prompt."),
+) -> None:
+    """Print one reply from a model (the embedded one by default)."""
+    from hone.backends import LocalBackend
+
+    backend = LocalBackend()
+    backend.add_model(model, model)
+    client = backend.openai_client_sync()
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=temperature)
+    console.print(reply.choices[0].message.content, highlight=False, markup=False)
+    backend.close()
+
+
+@app.command()
+@friendly_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8000, help="Port to bind."),
+    model: list[str] = typer.Option([DEFAULT_MODEL], help="Models to serve (repeatable)."),
+) -> None:
+    """Serve the OpenAI-compatible API over HTTP."""
+    import uvicorn
+
+    from hone.backends import LocalBackend
+
+    backend = LocalBackend()
+    for name in model:
+        backend.add_model(name, name)
+    console.print(f"hone serving {', '.join(model)} at http://{host}:{port}/v1")
+    uvicorn.run(backend.app, host=host, port=port, log_level="warning")
+
+
+@app.command()
+@friendly_errors
+def train(
+    env: str = typer.Argument(..., help="Built-in environment (toolcall, inbox) or a Python file defining make_env()."),
+    out: Path = typer.Option(Path("runs/train"), help="Run directory: checkpoints, metrics.jsonl. Re-run to resume."),
+    steps: int = typer.Option(20, help="Training steps."),
+    group_size: int = typer.Option(8, help="Attempts per task."),
+    groups_per_step: int = typer.Option(4, help="Tasks per step."),
+    learning_rate: float = typer.Option(5e-5, "--learning-rate", "--lr", help="AdamW learning rate."),
+    loss: str = typer.Option("cispo", help="cispo, ppo, importance_sampling or cross_entropy."),
+    lora_rank: int = typer.Option(16, help="LoRA rank; 0 = full fine-tuning."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
+    seed: int = typer.Option(0, help="Seed for data order and sampling."),
+    concurrency: int = typer.Option(32, help="Rollouts in flight at once."),
+    max_exceptions: float = typer.Option(0.25, help="Failed rollouts tolerated per step: a count, or a fraction if < 1."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature for rollouts."),
+    log: list[str] = typer.Option([], help="Also log to wandb or tensorboard (repeatable)."),
+) -> None:
+    """Train a model on an environment with GRPO; re-running the same command resumes."""
+    from hone.rl.loop import RunConfig, run_training
+
+    environment = load_env(env)
+    config = RunConfig(
+        out_dir=str(out),
+        base_model=model,
+        steps=steps,
+        group_size=group_size,
+        groups_per_step=groups_per_step,
+        learning_rate=learning_rate,
+        loss=loss,
+        lora_rank=lora_rank,
+        seed=seed,
+        concurrency=concurrency,
+        max_exceptions=int(max_exceptions) if max_exceptions >= 1 else max_exceptions,
+        temperature=temperature,
+        log_sinks=tuple(log),
+    )
+    result = asyncio.run(run_training(environment, config))
+    if result.resumed_from:
+        console.print(f"resumed from step {result.resumed_from}")
+    console.print(f"done: {steps} steps in {out}")
+
+
+def load_env(spec: str) -> Any:
+    if spec == "toolcall":
+        from hone.envs.toolcall import ToolCallEnv
+
+        return ToolCallEnv()
+    if spec == "inbox":
+        from hone.envs.inbox import InboxEnv
+
+        return InboxEnv()
+    path = Path(spec)
+    if path.suffix == ".py":
+        if not path.exists():
+            raise HoneError(f"no environment file at {path}")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[path.stem] = module
+        module_spec.loader.exec_module(module)
+        if not hasattr(module, "make_env"):
+            raise HoneError(f"{path} must define make_env() returning an environment")
+        return module.make_env()
+    raise HoneError(f"unknown environment '{spec}'; use toolcall, inbox, or a path to a .py file defining make_env()")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,71 @@
+"""Scored trajectory groups to training datums.
+
+Each trajectory's sampled turns become training sequences token for token. Consecutive turns
+are merged into one sequence when the later prompt begins with exactly the earlier prompt and
+completion (a prefix-stable conversation); otherwise each turn is its own sequence. Prompt and
+tool tokens get weight 0; sampled tokens weight 1, with their sampler logprobs and the
+trajectory's advantage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hone.rl.trajectory import SampledTurn, Trajectory, TrajectoryGroup
+from hone.training.advantages import group_advantages, is_zero_variance
+from hone.types import Datum
+
+
+@dataclass
+class GroupsToDatums:
+    datums: list[Datum]
+    groups_used: int
+    groups_dropped_zero_variance: int
+    groups_dropped_too_small: int
+
+
+def datums_from_groups(groups: list[TrajectoryGroup], scale_by_std: bool = False) -> GroupsToDatums:
+    """Advantages per group (reward − group mean), then datums; groups without signal are dropped."""
+    datums: list[Datum] = []
+    used = zero_variance = too_small = 0
+    for group in groups:
+        rewards_G = group.rewards
+        if len(rewards_G) < 2:
+            too_small += 1
+            continue
+        if is_zero_variance(rewards_G):
+            zero_variance += 1
+            continue
+        used += 1
+        for trajectory, advantage in zip(group.trajectories, group_advantages(rewards_G, scale_by_std=scale_by_std)):
+            datums.extend(datums_from_trajectory(trajectory, advantage))
+    return GroupsToDatums(datums, used, zero_variance, too_small)
+
+
+def datums_from_trajectory(trajectory: Trajectory, advantage: float) -> list[Datum]:
+    datums = []
+    for tokens, weights, logprobs in _merged_sequences(trajectory.turns):
+        if not any(weights):
+            continue
+        advantages = [advantage * w for w in weights]
+        datums.append(Datum.from_sequence(tokens, weights, logprobs, advantages))
+    return datums
+
+
+def _merged_sequences(turns: list[SampledTurn]) -> list[tuple[list[int], list[float], list[float]]]:
+    sequences: list[tuple[list[int], list[float], list[float]]] = []
+    for turn in turns:
+        if sequences and turn.prompt_tokens[: len(sequences[-1][0])] == sequences[-1][0]:
+            tokens, weights, logprobs = sequences[-1]
+            extra = turn.prompt_tokens[len(tokens) :]  # tool results and the next turn's header
+        else:
+            tokens, weights, logprobs = [], [], []
+            sequences.append((tokens, weights, logprobs))
+            extra = turn.prompt_tokens
+        tokens.extend(extra)
+        weights.extend([0.0] * len(extra))
+        logprobs.extend([0.0] * len(extra))
+        tokens.extend(turn.completion_tokens)
+        weights.extend([1.0] * len(turn.completion_tokens))
+        logprobs.extend(turn.completion_logprobs)
+    return sequences

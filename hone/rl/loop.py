@@ -1,0 +1,169 @@
+"""The training run, top to bottom: resume, then for each step sample → score → train → checkpoint → log.
+
+1. Resume first: the newest complete checkpoint gives the step to start from and the trainer's
+   state; metric lines written after it (by a run killed before its next checkpoint) are dropped.
+2. Each step's tasks are a pure function of (seed, step), so the data cursor is the step and a
+   resumed run sees exactly the batches an uninterrupted one would.
+3. Each rollout's sampling seed is a pure function of (seed, step, task, attempt), so a run with
+   `concurrency=1` is reproducible bit for bit (with more concurrency, batch composition can move
+   bf16 rounding and so, rarely, a sampled token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import fmean, pstdev
+from typing import Any, Callable
+
+from hone.models import DEFAULT_MODEL
+from hone.monitor import MetricsLog, StepPrinter
+from hone.rl.checkpoints import CheckpointDir
+from hone.rl.env import Environment
+from hone.rl.gather import GatherConfig, gather_groups
+from hone.rl.model import TrainableModel, TrainConfig
+from hone.rl.trajectory import TrajectoryGroup
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = "runs/default"
+    base_model: str = DEFAULT_MODEL
+    steps: int = 20
+    groups_per_step: int = 4
+    group_size: int = 8
+    learning_rate: float = 5e-5
+    loss: str = "cispo"
+    lora_rank: int = 16  # 0 = full fine-tuning
+    temperature: float = 1.0
+    seed: int = 0
+    concurrency: int = 32
+    retries: int = 0
+    max_exceptions: int | float = 0.25
+    keep_last: int = 2
+    best_metric: str = "reward/mean"
+    scale_by_std: bool = False
+    autocast_bf16: bool = False
+    log_sinks: tuple[str, ...] = ()  # "wandb", "tensorboard"
+    show_progress: bool = True
+
+
+@dataclass
+class RunResult:
+    model: TrainableModel
+    history: list[dict[str, Any]]
+    resumed_from: int
+
+
+async def run_training(
+    env: Environment,
+    config: RunConfig,
+    backend: Any = None,
+    model: TrainableModel | None = None,
+    on_step: Callable[[int, dict[str, Any]], None] | None = None,
+    printer: StepPrinter | None = None,
+) -> RunResult:
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        model = TrainableModel(
+            "policy",
+            config.base_model,
+            backend,
+            lora_rank=config.lora_rank or 16,
+            full_finetune=config.lora_rank == 0,
+            autocast_bf16=config.autocast_bf16,
+            seed=config.seed,
+        )
+    client = model.openai_client()
+    checkpoints = CheckpointDir(out / "checkpoints", keep_last=config.keep_last, best_metric=config.best_metric)
+    log = MetricsLog(out / "metrics.jsonl", sinks=config.log_sinks)
+    printer = printer or StepPrinter()
+
+    # 1) resume
+    start_step = 0
+    latest = checkpoints.latest()
+    if latest is not None:
+        await model.load_state(latest.trainer_path)
+        start_step = latest.step
+    log.truncate_after(start_step)
+
+    tasks = list(env.train_tasks())
+    gather_config = GatherConfig(
+        group_size=config.group_size,
+        concurrency=config.concurrency,
+        retries=config.retries,
+        max_exceptions=config.max_exceptions,
+        show_progress=config.show_progress,
+    )
+    train_config = TrainConfig(learning_rate=config.learning_rate, loss=config.loss, scale_by_std=config.scale_by_std)
+
+    for step in range(start_step, config.steps):
+        # 2) sample and score
+        started = time.perf_counter()
+        batch = tasks_for_step(tasks, step, config.groups_per_step, config.seed)
+
+        async def rollout(task_and_index: tuple[int, Any], attempt: int, step: int = step):
+            task_index, task = task_and_index
+            seed = rollout_seed(config.seed, step, task_index, attempt)
+            return await env.rollout(client, model.name, task, seed=seed, temperature=config.temperature)
+
+        groups = await gather_groups(list(enumerate(batch)), rollout, gather_config)
+        metrics = rollout_metrics(groups)
+        metrics["time/sample"] = time.perf_counter() - started
+
+        # 3) train
+        metrics.update(await model.train(groups, train_config))
+
+        # 4) checkpoint, then log: a step is done once its checkpoint exists
+        loop_state = {"data_cursor": (step + 1) * config.groups_per_step, "metrics": metrics, "config": _jsonable(config)}
+        await checkpoints.save(step + 1, model.save_state, loop_state)
+        metrics["time/step"] = time.perf_counter() - started
+        log.append(step + 1, metrics)
+        printer.print(step + 1, metrics)
+        if on_step is not None:
+            on_step(step + 1, metrics)
+
+    return RunResult(model=model, history=log.read(), resumed_from=start_step)
+
+
+def tasks_for_step(tasks: list[Any], step: int, groups_per_step: int, seed: int) -> list[Any]:
+    """The step's tasks: walk a seeded shuffle of all tasks, reshuffled each epoch."""
+    chosen = []
+    for position in range(step * groups_per_step, (step + 1) * groups_per_step):
+        epoch, offset = divmod(position, len(tasks))
+        order = list(range(len(tasks)))
+        random.Random(f"{seed}/{epoch}").shuffle(order)
+        chosen.append(tasks[order[offset]])
+    return chosen
+
+
+def rollout_seed(seed: int, step: int, task_index: int, attempt: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{step}/{task_index}/{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def rollout_metrics(groups: list[TrajectoryGroup]) -> dict[str, float]:
+    trajectories = [t for g in groups for t in g.trajectories]
+    rewards = [t.reward for t in trajectories]
+    metrics: dict[str, float] = {
+        "reward/mean": fmean(rewards) if rewards else float("nan"),
+        "reward/std": pstdev(rewards) if len(rewards) > 1 else 0.0,
+        "rollouts/ok": float(len(trajectories)),
+        "rollouts/failed": float(sum(len(g.exceptions) for g in groups)),
+        "tokens/sampled": float(sum(len(turn.completion_tokens) for t in trajectories for turn in t.turns)),
+    }
+    successes = [t.metrics["success"] for t in trajectories if "success" in t.metrics]
+    if successes:
+        metrics["success/rate"] = fmean(successes)
+    for key in sorted({k for t in trajectories for k in t.metrics if k != "success"}):
+        values = [t.metrics[key] for t in trajectories if key in t.metrics]
+        metrics[f"env/{key}"] = fmean(values)
+    return metrics
+
+
+def _jsonable(config: RunConfig) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (int, float, str, bool, type(None), list, tuple)) else repr(v)) for k, v in asdict(config).items()}
