@@ -1,0 +1,237 @@
+"""Benchmark: hone's torch engine against Hugging Face `generate`, and against this machine's matmul peak.
+
+1. Model: the embedded SmolLM2-135M. Batch B = B concurrent `sample` calls, each with its own
+   distinct 64-token prompt (what an agent workload looks like), n=1 each. Hugging Face gets the
+   same B prompts as one left-padded batch.
+2. Both sample at temperature 1 with no top-k/top-p and exactly 128 new tokens (hone: no eos ids;
+   HF: min_new_tokens = max_new_tokens = 128). Tokens/s = B * 128 / wall time, prefill included.
+3. Each figure is the best of `--repeats` runs (the machine is shared; the worst runs measure the
+   neighbours). The load average before and after is recorded with the figures.
+4. fraction_of_peak = hone tokens/s at batch 32 x FLOPs per token / matmul peak of the engine's dtype,
+   FLOPs per token = 2 x (parameters that multiply: every layer plus the LM head; the embedding
+   lookup is free).
+
+5. Threads: every measured workload (hone's worker, HF generate, the matmul peaks) runs in its own
+   non-main thread with `--threads` OpenMP threads, and the main thread stays single-threaded
+   (OMP_NUM_THREADS=1 before torch loads). Once the main thread has its own OpenMP pool, libgomp
+   sees more threads than cores and any other thread's torch ops run ~30-40% slower on 2 cores;
+   the same conditions for both systems keep the comparison fair.
+
+Run: .venv/bin/python bench/engine.py [--threads N] [--repeats R] [--quick]
+Writes bench/results/engine.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads: see point 5
+
+import argparse
+import asyncio
+import json
+import platform
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from hone.engine import Engine
+from hone.models import load_model
+from hone.types import SamplingParams
+
+BATCHES = (1, 8, 32)
+PROMPT_TOKENS = 64
+NEW_TOKENS = 128
+RESULTS = Path(__file__).parent / "results" / "engine.json"
+
+_TEXT = """Agents built on small language models call tools, read what comes back, and decide what to do
+next. A mail assistant searches an inbox, opens the threads that look relevant, drafts a reply and
+asks before sending it. A coding helper lists a directory, reads a file, edits three lines and runs
+the tests. A travel planner compares fares, checks the calendar and books the cheaper of two
+flights. Each step is a short completion that must follow a format exactly, or the tool call fails.
+Reinforcement learning lets the model try, scores the outcome, and nudges the weights toward the
+tries that worked. The sampler does most of the work: thousands of short completions per step,
+many of them sharing a prompt, each returned with the log-probability of every token it drew."""
+
+
+def distinct_prompts(tokenizer, count: int) -> list[list[int]]:
+    """`count` different 64-token windows of a fixed text (each starts a few tokens later)."""
+    stream = tokenizer.encode(_TEXT)
+    while len(stream) < PROMPT_TOKENS + 4 * count:
+        stream = stream + stream
+    return [stream[4 * i : 4 * i + PROMPT_TOKENS] for i in range(count)]
+
+
+# --------------------------------------------------------------------------- hone
+def hone_tokens_per_s(engine: Engine, prompts: list[list[int]], repeats: int) -> float:
+    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0)
+
+    async def run():
+        return await asyncio.gather(*[engine.sample(p, 1, params) for p in prompts])
+
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = asyncio.run(run())
+        elapsed = time.perf_counter() - start
+        tokens = sum(len(r[0].tokens) for r in results)
+        assert tokens == NEW_TOKENS * len(prompts), tokens
+        best = max(best, tokens / elapsed)
+    return best
+
+
+# --------------------------------------------------------------------------- Hugging Face
+def hf_tokens_per_s(model, tokenizer, prompts: list[list[int]], repeats: int) -> float:
+    pad = tokenizer.pad_token_id
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # left-padded
+    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                pad_token_id=pad,
+            )
+        elapsed = time.perf_counter() - start
+        tokens = (out.shape[1] - width) * len(prompts)
+        assert tokens == NEW_TOKENS * len(prompts), tokens
+        best = max(best, tokens / elapsed)
+    return best
+
+
+# --------------------------------------------------------------------------- machine
+def in_thread(threads: int, fn, *args):
+    """Run fn(*args) in a fresh thread with `threads` torch threads and return its result."""
+    box = {}
+
+    def target():
+        torch.set_num_threads(threads)
+        try:
+            box["result"] = fn(*args)
+        except BaseException as exc:
+            box["error"] = exc
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def matmul_peak_gflops(dtype: torch.dtype, sizes=(1024, 2048), repeats: int = 5) -> dict[int, float]:
+    peaks = {}
+    for n in sizes:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        peaks[n] = 2 * n**3 / best / 1e9
+    return peaks
+
+
+def flops_per_token(model) -> float:
+    """2 x the parameters a token's forward multiplies by: all layers, the final norm and the LM head."""
+    body = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name and "lm_head" not in name)
+    head = model.get_output_embeddings().weight.numel()
+    return 2.0 * (body + head)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="hone only, no HF generate (for profiling)")
+    args = parser.parse_args()
+    load_before = load_average()
+
+    loaded = load_model("smollm2-135m")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    prompts = distinct_prompts(tokenizer, max(BATCHES))
+
+    engine = Engine(model, eos_token_ids=[], decode=tokenizer.decode, num_threads=args.threads)  # dtype: auto
+    engine.sample_sync(prompts[0], 4, SamplingParams(max_tokens=8))  # warm-up
+    hone = {b: hone_tokens_per_s(engine, prompts[:b], args.repeats) for b in BATCHES}
+    dtype, attention = engine.dtype, engine._runner.attention_impl
+    engine.close()
+    with Engine(model, eos_token_ids=[], dtype=dtype, lm_head_dtype=torch.bfloat16, num_threads=args.threads) as bf16_head:
+        bf16_head.sample_sync(prompts[0], 4, SamplingParams(max_tokens=8))
+        hone_bf16_head = hone_tokens_per_s(bf16_head, prompts[:32], args.repeats)
+
+    hf = {}
+    if not args.quick:
+        hf = {b: in_thread(args.threads, hf_tokens_per_s, model, tokenizer, prompts[:b], args.repeats) for b in BATCHES}
+
+    peaks = {str(d).replace("torch.", ""): in_thread(args.threads, matmul_peak_gflops, d) for d in (torch.float32, torch.bfloat16)}
+    peak = {name: max(by_size.values()) for name, by_size in peaks.items()}
+    fpt = flops_per_token(model)
+    dtype_name = str(dtype).replace("torch.", "")
+    result = {
+        "hone_tokens_per_s": {str(b): round(v, 1) for b, v in hone.items()},
+        "hf_generate_tokens_per_s": {str(b): round(v, 1) for b, v in hf.items()},
+        "speedup_vs_hf": {str(b): round(hone[b] / hf[b], 2) for b in hf},
+        "hone_tokens_per_s_bf16_lm_head": {"32": round(hone_bf16_head, 1)},
+        "matmul_peak_gflops": {name: round(v, 1) for name, v in peak.items()},
+        "matmul_gflops_by_size": {name: {str(n): round(v, 1) for n, v in s.items()} for name, s in peaks.items()},
+        "flops_per_token_gflop": round(fpt / 1e9, 4),
+        "fraction_of_peak": round(hone[32] * fpt / (peak[dtype_name] * 1e9), 4),
+        "dtype": dtype_name,
+        "lm_head_dtype": "float32",
+        "attention": attention,  # "cpp": the compiled decode-attention kernel; "torch": the fallback
+        "workload": f"B concurrent requests, distinct {PROMPT_TOKENS}-token prompts, n=1, temperature 1, "
+        f"{NEW_TOKENS} new tokens each, prefill included; best of {args.repeats}",
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "torch_threads": args.threads,
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+            "torch": torch.__version__,
+        },
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"{'batch':>5}  {'hone tok/s':>10}  {'HF generate tok/s':>17}  {'speed-up':>8}")
+    for b in BATCHES:
+        hf_b = hf.get(b)
+        print(f"{b:>5}  {hone[b]:>10.1f}  {hf_b or float('nan'):>17.1f}  {(hone[b] / hf_b if hf_b else float('nan')):>7.2f}x")
+    print(f"batch 32 with a bf16 LM head: {hone_bf16_head:.1f} tok/s")
+    print(f"matmul peak GFLOP/s: {result['matmul_peak_gflops']}  engine dtype: {dtype_name}")
+    print(f"fraction of {dtype_name} peak at batch 32: {result['fraction_of_peak']:.1%}")
+    print(f"load average before/after: {load_before} / {result['machine']['load_average_after']}")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Samplers: token ids in, sampled token ids with fp32 logprobs out.
+
+The engine knows nothing about chat formats, tokenizers (beyond an optional `decode` callable used
+only to spot stop strings), rewards or training: it is purely token id sequences. It keeps its own
+copy of the model's weights, which a trainer replaces with `load_weights` after each step.
+
+- `Engine` (engine.py): the torch sampler. Requests from many coroutines are batched in one worker
+  thread (dynamic and continuous batching), the n samples of a prompt share one prefill, and the
+  logprob of each sampled token is log_softmax of fp32 logits from an fp32 LM head.
+- llama.py: the forward pass of Llama-family models (Llama/SmolLM, Qwen2, Qwen3) over a slot KV
+  cache, with fused and prepacked weights.
+- sampling.py: temperature, top-k, top-p, seeds, stop strings, for a batch of rows at once.
+- kernels.py: an optional C++ decode-attention kernel (built on first use), with the same
+  computation in torch ops as the fallback and the tests' reference.
+"""
+
+from hone.engine.engine import Engine, preferred_dtype
+
+__all__ = ["Engine", "preferred_dtype"]

@@ -1,0 +1,524 @@
+"""The torch sampler: many concurrent `sample` calls in, batched KV-cached decoding in one worker thread.
+
+How a request travels:
+1. `sample` checks it (one-sentence `InvalidRequestError` before any compute), queues it and
+   awaits a future.
+2. The worker thread, idle, waits `batch_window_s` for company, then admits what fits in
+   `max_batch_size` rows; while decoding it admits new arrivals between steps (continuous batching).
+3. Admission prefills each distinct prompt once (right-padded batch) and copies its cache into
+   the n slots of its samples; the first tokens are drawn from the shared prefill logits.
+4. Each decode step feeds every active row one token; finished rows leave and their slots are
+   refilled by compaction. When all n samples of a request are done its future is resolved
+   (asyncio futures are resolved on their own loop via `call_soon_threadsafe`).
+5. An exception while computing fails the requests in flight, not the worker: it goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import math
+import random
+import secrets
+import threading
+import time
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from hone.engine.llama import LlamaRunner
+from hone.engine.sampling import RowSettings, find_stop_cut, sample_rows, stop_window
+from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
+from hone.types import SampledSequence, SamplingParams
+
+MAX_TOP_LOGPROBS = 20
+_RESERVE_AHEAD = 512  # cache positions reserved past a prompt at admission; later growth is geometric
+_PREFILL_TOKEN_BUDGET = 8192  # padded prompt tokens per prefill forward; bounds activation memory
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    n: int
+    params: SamplingParams
+    seed: int
+    future: concurrent.futures.Future
+    results: list[SampledSequence | None]
+    remaining: int
+    stop_ids: frozenset[int]
+    failed: bool = False
+
+
+@dataclass
+class _Row:
+    """One sampled sequence in flight; its index in the engine's row list is its cache slot."""
+
+    request: _Request
+    index: int  # which of the request's n samples
+    settings: RowSettings
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top: list[list[tuple[int, float]]] | None = None
+    done: bool = False
+
+    @property
+    def position(self) -> int:
+        """Cache position of the newest sampled token, which the next decode step feeds."""
+        return len(self.request.prompt) + len(self.tokens) - 1
+
+
+class Engine:
+    """Batched sampler over its own copy of a Llama-family model. Token ids in, tokens + fp32 logprobs out.
+
+    `dtype=None` picks bf16 where this machine multiplies faster in it, else fp32. The LM head and
+    log-softmax always run in `lm_head_dtype` (fp32 by default, from an fp32 copy of the head);
+    `lm_head_dtype=torch.bfloat16` trades logprob accuracy for speed (bf16 matmul, fp32 softmax).
+
+    CPU threads: the compute runs in the worker thread with `num_threads` OpenMP threads. If the
+    process's main thread has already run multi-threaded torch ops, libgomp sees more threads
+    than cores and stops spinning between ops, and the worker runs ~30-40% slower on a 2-core
+    machine (measured). Processes that sample on a small CPU should start with OMP_NUM_THREADS=1
+    and pass `num_threads` here (bench/engine.py does).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        *,
+        eos_token_ids: Sequence[int],
+        decode: Callable[[list[int]], str] | None = None,  # only needed for stop strings
+        dtype: torch.dtype | None = None,  # None = bf16 where faster on this machine, fp32 otherwise
+        max_batch_size: int = 64,
+        batch_window_s: float = 0.005,
+        max_seq_len: int = 4096,
+        lm_head_dtype: torch.dtype = torch.float32,
+        num_threads: int | None = None,  # torch intra-op threads of the worker; None = the creating thread's
+    ):
+        self.dtype = dtype if dtype is not None else preferred_dtype(model.config.hidden_size, model.config.intermediate_size)
+        self.lm_head_dtype = lm_head_dtype
+        self.max_batch_size = max_batch_size
+        self.batch_window_s = batch_window_s
+        self.max_seq_len = max_seq_len
+        self.eos_token_ids = frozenset(int(t) for t in eos_token_ids)
+        self.decode = decode
+        self.vocab_size = model.config.vocab_size
+        self._runner = LlamaRunner(
+            model, dtype=self.dtype, head_dtype=lm_head_dtype, max_slots=max_batch_size, max_seq_len=max_seq_len
+        )
+        self.stats: dict[str, int] = {
+            "requests": 0,  # accepted by sample()
+            "sequences": 0,  # rows finished (n per request)
+            "batches": 0,  # admission rounds: requests that joined the decode together
+            "prefill_forwards": 0,
+            "prefill_tokens": 0,  # rows x positions run through prefill, padding included
+            "decode_steps": 0,
+            "tokens_sampled": 0,
+            "failed_batches": 0,
+            "failed_requests": 0,
+            "weight_loads": 0,
+        }
+        self._queue: deque[_Request] = deque()
+        self._rows: list[_Row] = []
+        self._cv = threading.Condition()
+        self._paused = 0  # weight loads waiting for the decode to drain
+        self._busy = False  # the worker holds rows (or is admitting): weights must not change
+        self._closed = False
+        self._load_lock = threading.Lock()
+        self._repack_needed = False
+        # torch's intra-op thread count is per OS thread: the worker adopts the creator's unless told
+        self._threads = num_threads or torch.get_num_threads()
+        self._worker = threading.Thread(target=self._run, name="hone-engine", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------------ public API
+    async def sample(self, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
+        """Draw `n` completions of `prompt_tokens`; the prompt is prefilled once and shared by all n."""
+        future = self._submit(prompt_tokens, n, params)
+        # wrap_future resolves the asyncio future on its loop with call_soon_threadsafe, and
+        # cancelling it cancels the request, whose rows then leave the batch at the next step
+        return await asyncio.wrap_future(future)
+
+    def sample_sync(self, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
+        """Blocking `sample`, for scripts and tests; safe from any thread except the engine's own."""
+        return self._submit(prompt_tokens, n, params).result()
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Copy new weights (plain Hugging Face names, any dtype) into the engine's own copy.
+
+        Waits for the sequences being decoded to finish (new requests queue meanwhile), so no
+        sequence is sampled from two sets of weights; a partial state dict updates only its names.
+        """
+        self._runner.check_state_dict(state_dict)
+        if threading.current_thread() is self._worker:
+            raise HoneError("load_weights cannot be called from the engine's worker thread")
+        with self._load_lock:
+            with self._cv:
+                self._paused += 1
+                self._cv.notify_all()
+                while self._busy and not self._closed:
+                    self._cv.wait()
+            try:
+                self._runner.load_state_dict(state_dict, repack=False)
+                self._repack_needed = True  # the worker repacks, in its own thread, before computing
+                self.stats["weight_loads"] += 1
+            finally:
+                with self._cv:
+                    self._paused -= 1
+                    self._cv.notify_all()
+
+    def close(self) -> None:
+        """Stop the worker; requests still queued or in flight fail with a HoneError."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if threading.current_thread() is not self._worker:
+            self._worker.join()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------ requests
+    def _submit(self, prompt_tokens: list[int], n: int, params: SamplingParams) -> concurrent.futures.Future:
+        prompt = self._validate(prompt_tokens, n, params)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        request = _Request(
+            prompt=prompt,
+            n=n,
+            params=params,
+            seed=params.seed if params.seed is not None else secrets.randbits(63),
+            future=future,
+            results=[None] * n,
+            remaining=n,
+            stop_ids=self.eos_token_ids | frozenset(params.stop_token_ids),
+        )
+        with self._cv:
+            if self._closed:
+                raise HoneError("the engine is closed; create a new one to sample")
+            self._queue.append(request)
+            self.stats["requests"] += 1
+            self._cv.notify_all()
+        return future
+
+    def _validate(self, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[int]:
+        """Every reason a request cannot be served, as one sentence, before any compute."""
+        prompt = [int(t) for t in prompt_tokens]
+        if not prompt:
+            raise InvalidRequestError("the prompt is empty; sampling needs at least one prompt token", param="prompt_tokens")
+        if any(t < 0 or t >= self.vocab_size for t in prompt):
+            bad = next(t for t in prompt if t < 0 or t >= self.vocab_size)
+            raise InvalidRequestError(
+                f"prompt token {bad} is outside this model's vocabulary (0..{self.vocab_size - 1})", param="prompt_tokens"
+            )
+        if not 1 <= n <= self.max_batch_size:
+            raise InvalidRequestError(f"n must be between 1 and max_batch_size ({self.max_batch_size}); got {n}", param="n")
+        if params.max_tokens < 1:
+            raise InvalidRequestError(f"max_tokens must be at least 1; got {params.max_tokens}", param="max_tokens")
+        if len(prompt) > self.max_seq_len:
+            raise SequenceTooLongError(
+                f"the prompt has {len(prompt)} tokens, more than this engine's max_seq_len of {self.max_seq_len}",
+                param="prompt_tokens",
+            )
+        if len(prompt) + params.max_tokens > self.max_seq_len:
+            raise SequenceTooLongError(
+                f"the prompt ({len(prompt)} tokens) plus max_tokens ({params.max_tokens}) exceeds this engine's "
+                f"max_seq_len of {self.max_seq_len}; lower max_tokens or shorten the prompt",
+                param="max_tokens",
+            )
+        if not (params.temperature >= 0.0 and math.isfinite(params.temperature)):
+            raise InvalidRequestError(f"temperature must be a finite number >= 0; got {params.temperature}", param="temperature")
+        if not 0.0 < params.top_p <= 1.0:
+            raise InvalidRequestError(f"top_p must be in (0, 1]; got {params.top_p}", param="top_p")
+        if params.top_k < 0:
+            raise InvalidRequestError(f"top_k must be >= 0 (0 = off); got {params.top_k}", param="top_k")
+        if not 0 <= params.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequestError(
+                f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}; got {params.top_logprobs}", param="top_logprobs"
+            )
+        if any(not isinstance(s, str) or not s for s in params.stop):
+            raise InvalidRequestError("stop strings must be non-empty strings", param="stop")
+        if params.stop and self.decode is None:
+            raise InvalidRequestError(
+                "stop strings need a decode function; create the Engine with decode=tokenizer.decode", param="stop"
+            )
+        if any(not 0 <= t < self.vocab_size for t in params.stop_token_ids):
+            raise InvalidRequestError("stop_token_ids must be ids in this model's vocabulary", param="stop_token_ids")
+        return prompt
+
+    # ------------------------------------------------------------------------ worker
+    def _run(self) -> None:
+        torch.set_num_threads(self._threads)
+        with torch.inference_mode():
+            self._runner.repack()  # packed for this thread's thread count (see LlamaRunner.repack)
+            while True:
+                admitted = self._take_requests()
+                if admitted is None:
+                    break
+                try:
+                    if self._repack_needed:  # new weights arrived while we were idle
+                        self._repack_needed = False
+                        self._runner.repack()
+                    if admitted:
+                        self._admit(admitted)
+                    if self._rows:
+                        self._step()
+                except Exception as exc:  # a bug or a bad input in compute: fail this batch, keep serving
+                    self.stats["failed_batches"] += 1
+                    self._fail_rows(exc, admitted)
+        self._shutdown()
+
+    def _take_requests(self) -> list[_Request] | None:
+        """Requests to admit now: blocks while idle, waits a batch window for company. None = closed."""
+        with self._cv:
+            while not self._closed and not self._rows and (not self._queue or self._paused):
+                if self._busy:
+                    self._busy = False
+                    self._cv.notify_all()  # a waiting load_weights may go ahead
+                self._cv.wait()
+            if self._closed:
+                return None
+            if self._paused:
+                return []  # finish the rows in flight first; admit after the weights change
+            if not self._rows:  # starting a new batch: give concurrent callers a moment to join
+                deadline = time.monotonic() + self.batch_window_s
+                while not self._closed and not self._paused and self._queued_rows() < self.max_batch_size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cv.wait(remaining)
+                if self._closed:
+                    return None
+                if self._paused:
+                    return []
+            free = self.max_batch_size - len(self._rows)
+            taken: list[_Request] = []
+            while self._queue and self._queue[0].n <= free:
+                request = self._queue.popleft()
+                if request.future.cancelled():
+                    continue
+                taken.append(request)
+                free -= request.n
+            if taken:
+                self._busy = True
+            return taken
+
+    def _queued_rows(self) -> int:
+        return sum(r.n for r in self._queue)
+
+    def _admit(self, requests: list[_Request]) -> None:
+        """Prefill each distinct prompt once, give every sample its own slot, draw the first tokens."""
+        self.stats["batches"] += 1
+        distinct: dict[tuple[int, ...], list[_Request]] = {}
+        for request in requests:
+            distinct.setdefault(tuple(request.prompt), []).append(request)
+        for group in _prefill_groups(list(distinct)):
+            # 1) slots: the samples of the requests sharing a prompt take consecutive slots
+            first_slot, sources, copies, new_rows = [], [], [], []
+            for prompt in group:
+                first_slot.append(len(self._rows) + len(new_rows))
+                for request in distinct[prompt]:
+                    for i in range(request.n):
+                        slot = len(self._rows) + len(new_rows)
+                        if slot != first_slot[-1]:
+                            sources.append(first_slot[-1])
+                            copies.append(slot)
+                        new_rows.append(self._new_row(request, i))
+            # room for every slot's prompt and (up to a limit) its completion: fewer regrowths later
+            room = max(len(r.request.prompt) + min(r.request.params.max_tokens, _RESERVE_AHEAD) for r in new_rows)
+            self._runner.reserve(len(self._rows) + len(new_rows), room)
+            # 2) prefill the distinct prompts once, right-padded into one batch
+            logits = self._runner.prefill([list(p) for p in group], first_slot)  # (P, V) fp32
+            self.stats["prefill_forwards"] += 1
+            self.stats["prefill_tokens"] = self._runner.prefill_tokens
+            # 3) replicate each prompt's cache into the slots of its other samples
+            self._runner.copy_slots(sources, copies, max(len(p) for p in group))
+            # 4) first tokens, drawn from the shared prefill logits
+            which = [j for j, prompt in enumerate(group) for request in distinct[prompt] for _ in range(request.n)]
+            logits_rows = logits[torch.tensor(which)]  # (R, V)
+            self._rows.extend(new_rows)
+            draw = sample_rows(logits_rows, [row.settings for row in new_rows])
+            self._record(new_rows, draw)
+        self._compact()
+
+    def _step(self) -> None:
+        """One decode step for every active row."""
+        self._drop_cancelled()
+        if not self._rows:
+            return
+        tokens = torch.tensor([row.tokens[-1] for row in self._rows])
+        positions = torch.tensor([row.position for row in self._rows])
+        self._runner.reserve(len(self._rows), int(positions.max()) + 1)
+        logits = self._runner.decode(tokens, positions)  # (B, V) fp32
+        self.stats["decode_steps"] += 1
+        draw = sample_rows(logits, [row.settings for row in self._rows])
+        self._record(self._rows, draw)
+        self._compact()
+
+    def _new_row(self, request: _Request, index: int) -> _Row:
+        p = request.params
+        # Each sample's stream is derived from (seed, prompt, sample index): reproducible, and two
+        # prompts sent with the same seed do not share random numbers (inverse-CDF sampling would
+        # otherwise correlate their draws).
+        prompt_digest = hashlib.blake2b(array("q", request.prompt).tobytes(), digest_size=8).hexdigest()
+        rng = random.Random(f"{request.seed}/{prompt_digest}/{index}")
+        settings = RowSettings(
+            temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, top_logprobs=p.top_logprobs, rng=rng
+        )
+        return _Row(request=request, index=index, settings=settings, top=[] if p.top_logprobs else None)
+
+    def _record(self, rows: list[_Row], draw) -> None:
+        """Append each row's new token and finish the rows that stop here."""
+        self.stats["tokens_sampled"] += len(rows)
+        for b, row in enumerate(rows):
+            if row.done:
+                continue
+            row.tokens.append(draw.tokens[b])
+            row.logprobs.append(draw.logprobs[b])
+            if row.top is not None:
+                row.top.append(draw.top_logprobs[b])
+            params = row.request.params
+            try:
+                if draw.tokens[b] in row.request.stop_ids:
+                    self._finish(row, "stop")
+                elif params.stop and (cut := self._stop_cut(row)) is not None:
+                    del row.tokens[cut:], row.logprobs[cut:]
+                    if row.top is not None:
+                        del row.top[cut:]
+                    self._finish(row, "stop")
+                elif len(row.tokens) >= params.max_tokens:
+                    self._finish(row, "length")
+            except Exception as exc:  # e.g. a user's decode function raising: fail only this request
+                self._fail_request(row.request, exc)
+
+    def _stop_cut(self, row: _Row) -> int | None:
+        stops = row.request.params.stop
+        return find_stop_cut(self.decode, row.tokens, stops, stop_window(stops))
+
+    def _finish(self, row: _Row, reason: str) -> None:
+        row.done = True
+        request = row.request
+        if request.failed:
+            return
+        request.results[row.index] = SampledSequence(
+            tokens=row.tokens, logprobs=row.logprobs, finish_reason=reason, top_logprobs=row.top
+        )
+        self.stats["sequences"] += 1
+        request.remaining -= 1
+        if request.remaining == 0:
+            _resolve(request.future, result=list(request.results))
+
+    def _fail_request(self, request: _Request, exc: BaseException) -> None:
+        if not request.failed:
+            request.failed = True
+            self.stats["failed_requests"] += 1
+            _resolve(request.future, exc=exc)
+        for row in self._rows:
+            if row.request is request:
+                row.done = True
+
+    def _fail_rows(self, exc: BaseException, admitted: list[_Request]) -> None:
+        """Fail every request in flight (and any just admitted); the cache is left as is and reused."""
+        for request in {id(r.request): r.request for r in self._rows}.values():
+            self._fail_request(request, exc)
+        for request in admitted:
+            self._fail_request(request, exc)
+        self._rows = []
+
+    def _drop_cancelled(self) -> None:
+        if any(row.request.future.cancelled() for row in self._rows):
+            for row in self._rows:
+                if row.request.future.cancelled():
+                    row.done = True
+            self._compact()
+
+    def _compact(self) -> None:
+        """Move live rows from the end of the batch into the slots of finished ones."""
+        live = [b for b, row in enumerate(self._rows) if not row.done]
+        n_live = len(live)
+        holes = [b for b in range(n_live) if self._rows[b].done]
+        movers = [b for b in live if b >= n_live]
+        if holes:
+            length = max(self._rows[b].position for b in movers) + 1
+            self._runner.copy_slots(movers, holes, length)
+            for hole, mover in zip(holes, movers):
+                self._rows[hole] = self._rows[mover]
+        self._rows = self._rows[:n_live]
+
+    def _shutdown(self) -> None:
+        closed = HoneError("the engine was closed before this request finished")
+        with self._cv:
+            pending = list(self._queue)
+            self._queue.clear()
+            self._busy = False
+            self._cv.notify_all()
+        for request in pending + [row.request for row in self._rows]:
+            if not request.failed:
+                request.failed = True
+                _resolve(request.future, exc=closed)
+        self._rows = []
+        self._runner.release()
+
+
+# --------------------------------------------------------------------------- helpers
+def _prefill_groups(prompts: list[tuple[int, ...]]) -> list[list[tuple[int, ...]]]:
+    """Split prompts into right-padded batches with little padding and a bounded token count."""
+    groups: list[list[tuple[int, ...]]] = []
+    current: list[tuple[int, ...]] = []
+    real = 0
+    for prompt in sorted(prompts, key=len):
+        padded = (len(current) + 1) * len(prompt)  # sorted, so this prompt is the longest so far
+        if current and (padded > 1.25 * (real + len(prompt)) + 16 * len(current) or padded > _PREFILL_TOKEN_BUDGET):
+            groups.append(current)
+            current, real = [], 0
+        current.append(prompt)
+        real += len(prompt)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _resolve(future: concurrent.futures.Future, result=None, exc: BaseException | None = None) -> None:
+    """Complete a future unless its caller already cancelled it."""
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled by the caller meanwhile; nobody is waiting for this result
+
+
+@lru_cache(maxsize=None)
+def preferred_dtype(hidden: int = 576, intermediate: int = 1536) -> torch.dtype:
+    """bf16 where the hardware multiplies in it natively (CUDA with bf16, x86 with AVX512-BF16 or
+    AMX), else bf16 only if a model-shaped batch-32 matmul measures clearly faster than fp32."""
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        if torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported():
+            return torch.bfloat16
+    except AttributeError:  # a torch without these probes: measure instead
+        pass
+    timings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(32, hidden, dtype=dtype)
+        w = torch.randn(intermediate, hidden, dtype=dtype)
+        for _ in range(3):
+            F.linear(x, w)
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(5):
+                F.linear(x, w)
+            best = min(best, time.perf_counter() - start)
+        timings[dtype] = best
+    return torch.bfloat16 if timings[torch.bfloat16] < 0.8 * timings[torch.float32] else torch.float32

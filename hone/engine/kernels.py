@@ -1,0 +1,317 @@
+"""An optional C++ kernel for the decode step's attention, compiled on first use; torch ops otherwise.
+
+Decode attention on a CPU is many tiny matrix products (one per slot and key/value head), which
+torch runs as batched GEMMs with a fixed cost per product: ~20 ms of an ~80 ms step for SmolLM2 at
+batch 32. One fused loop per (slot, kv head) instead rotates q and k (RoPE), writes k and v into
+the cache at the slot's position, and attends over exactly the slot's own positions with an fp32
+softmax, reading each cached key and value once.
+
+`decode_attention` is that kernel; `decode_attention_reference` is the same computation in torch
+ops, used when the kernel cannot be built (no C++ compiler, another platform) and by the tests
+as the slow obvious version. Set HONE_ENGINE_KERNELS=0 to never build or use the kernel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+static inline float to_float(float x) { return x; }
+static inline float to_float(c10::BFloat16 x) {  // the top half of an fp32, by hand so loops vectorise
+  uint16_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  const uint32_t bits = static_cast<uint32_t>(u) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// Attention of one (slot, kv head) over positions 0..n-1 for its G queries (already rotated and
+// scaled, fp32). kc: (E, S) keys transposed; vc: (S, E) values; out: (G, E). Compile-time G and E
+// let the compiler unroll over queries and keep the output accumulators in vector registers.
+template <typename T, int G, int E>
+static void attend_one(const float* q, const T* kc, const T* vc, int64_t n, int64_t S, float* scores, T* out) {
+  // 1) scores (G, n): for each dimension e, add q[g][e] times the key row, which runs along
+  // positions (one contiguous read per row: friendlier to the prefetcher than blocks of positions)
+  std::fill(scores, scores + G * n, 0.f);
+  for (int e = 0; e < E; ++e) {
+    const T* kr = kc + e * S;
+    for (int g = 0; g < G; ++g) {
+      const float qe = q[g * E + e];
+      float* sg = scores + g * n;
+#pragma omp simd
+      for (int64_t t = 0; t < n; ++t) sg[t] += qe * to_float(kr[t]);
+    }
+  }
+  // 2) an fp32 softmax per query
+  for (int g = 0; g < G; ++g) {
+    float* sg = scores + g * n;
+    float mx = sg[0];
+    for (int64_t t = 1; t < n; ++t) mx = sg[t] > mx ? sg[t] : mx;
+    float total = 0.f;
+#pragma omp simd reduction(+ : total)
+    for (int64_t t = 0; t < n; ++t) {
+      sg[t] = std::exp(sg[t] - mx);  // vectorised (libmvec) under -ffast-math
+      total += sg[t];
+    }
+    const float inv = 1.f / total;
+#pragma omp simd
+    for (int64_t t = 0; t < n; ++t) sg[t] *= inv;
+  }
+  // 3) weighted sum of the value rows
+  float acc[G][E] = {};
+  for (int64_t t = 0; t < n; ++t) {
+    const T* vr = vc + t * E;
+    float x[E];
+#pragma omp simd
+    for (int e = 0; e < E; ++e) x[e] = to_float(vr[e]);
+    for (int g = 0; g < G; ++g) {
+      const float p = scores[g * n + t];
+#pragma omp simd
+      for (int e = 0; e < E; ++e) acc[g][e] += p * x[e];
+    }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int e = 0; e < E; ++e) out[g * E + e] = static_cast<T>(acc[g][e]);
+}
+
+// The same for any G and E, with run-time sizes (slower: nothing stays in registers).
+template <typename T>
+static void attend_any(const float* q, const T* kc, const T* vc, int64_t n, int64_t S, float* scores, T* out,
+                       int64_t G, int64_t E) {
+  std::fill(scores, scores + G * n, 0.f);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t g = 0; g < G; ++g) {
+      const float qe = q[g * E + e];
+      for (int64_t t = 0; t < n; ++t) scores[g * n + t] += qe * to_float(kc[e * S + t]);
+    }
+  for (int64_t g = 0; g < G; ++g) {
+    float* sg = scores + g * n;
+    float mx = sg[0], total = 0.f;
+    for (int64_t t = 1; t < n; ++t) mx = std::max(mx, sg[t]);
+    for (int64_t t = 0; t < n; ++t) total += (sg[t] = std::exp(sg[t] - mx));
+    for (int64_t t = 0; t < n; ++t) sg[t] /= total;
+  }
+  std::vector<float> acc(G * E, 0.f);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t e = 0; e < E; ++e) acc[g * E + e] += scores[g * n + t] * to_float(vc[t * E + e]);
+  for (int64_t i = 0; i < G * E; ++i) out[i] = static_cast<T>(acc[i]);
+}
+
+template <typename T, int E>
+static bool dispatch_g(int64_t G, const float* q, const T* kc, const T* vc, int64_t n, int64_t S, float* sc, T* out) {
+  switch (G) {
+    case 1: attend_one<T, 1, E>(q, kc, vc, n, S, sc, out); return true;
+    case 2: attend_one<T, 2, E>(q, kc, vc, n, S, sc, out); return true;
+    case 3: attend_one<T, 3, E>(q, kc, vc, n, S, sc, out); return true;
+    case 4: attend_one<T, 4, E>(q, kc, vc, n, S, sc, out); return true;
+    case 5: attend_one<T, 5, E>(q, kc, vc, n, S, sc, out); return true;
+    case 6: attend_one<T, 6, E>(q, kc, vc, n, S, sc, out); return true;
+    case 7: attend_one<T, 7, E>(q, kc, vc, n, S, sc, out); return true;
+    case 8: attend_one<T, 8, E>(q, kc, vc, n, S, sc, out); return true;
+    default: return false;
+  }
+}
+
+template <typename T>
+static void attend_dispatch(int64_t G, int64_t E, const float* q, const T* kc, const T* vc, int64_t n, int64_t S,
+                            float* sc, T* out) {
+  bool done = false;
+  if (E == 16) done = dispatch_g<T, 16>(G, q, kc, vc, n, S, sc, out);
+  else if (E == 32) done = dispatch_g<T, 32>(G, q, kc, vc, n, S, sc, out);
+  else if (E == 64) done = dispatch_g<T, 64>(G, q, kc, vc, n, S, sc, out);
+  else if (E == 128) done = dispatch_g<T, 128>(G, q, kc, vc, n, S, sc, out);
+  if (!done) attend_any<T>(q, kc, vc, n, S, sc, out, G, E);
+}
+
+template <typename T>
+static inline void prefetch_next(const T* k_cache, const T* v_cache, const int64_t* positions, int64_t task,
+                                 int64_t K, int64_t E, int64_t S) {
+  const int64_t b = task / K, k = task % K, n = positions[b] + 1;
+  const char* kc = reinterpret_cast<const char*>(k_cache + (b * K + k) * E * S);
+  const char* vc = reinterpret_cast<const char*>(v_cache + (b * K + k) * S * E);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t o = 0; o < n * (int64_t)sizeof(T); o += 64) __builtin_prefetch(kc + e * S * sizeof(T) + o, 0, 2);
+  for (int64_t o = 0; o < n * E * (int64_t)sizeof(T); o += 64) __builtin_prefetch(vc + o, 0, 2);
+}
+
+// One decode step of attention for B slots. qkv: (B, (H + 2K) * E) straight from the fused
+// projection; cos, sin: (B, E) rows of the rotary tables at each slot's position, or empty for no
+// rotation; k_cache: (slots, K, E, S) (keys transposed), v_cache: (slots, K, S, E), this layer's;
+// positions: (B,) int64. Writes the rotated k and the v of position positions[b] into the caches
+// and returns (B, H * E).
+template <typename T>
+static void attend(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_cache, const int64_t* positions,
+                   T* out, int64_t B, int64_t H, int64_t K, int64_t E, int64_t S, double scale, bool rope) {
+  const int64_t G = H / K, half = E / 2, row = (H + 2 * K) * E;
+  at::parallel_for(0, B * K, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> q(G * E), scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / K, k = task % K, pos = positions[b], n = pos + 1;
+      const T* src = qkv + b * row;
+      T* kc = k_cache + (b * K + k) * E * S;  // (E, S)
+      T* vc = v_cache + (b * K + k) * S * E;  // (S, E)
+      const T* c = rope ? cos + b * E : nullptr;
+      const T* s = rope ? sin + b * E : nullptr;
+      // 1) rotate the new key, write it and the new value at this slot's position
+      const T* kin = src + H * E + k * E;
+      const T* vin = src + H * E + K * E + k * E;
+      for (int64_t e = 0; e < E; ++e) {
+        float v = to_float(kin[e]);
+        if (rope) v = v * to_float(c[e]) + (e < half ? -to_float(kin[e + half]) : to_float(kin[e - half])) * to_float(s[e]);
+        kc[e * S + pos] = static_cast<T>(v);
+        vc[pos * E + e] = vin[e];
+      }
+      // 2) rotate and scale this kv head's G queries
+      for (int64_t g = 0; g < G; ++g) {
+        const T* qin = src + (k * G + g) * E;
+        for (int64_t e = 0; e < E; ++e) {
+          float v = to_float(qin[e]);
+          if (rope) v = v * to_float(c[e]) + (e < half ? -to_float(qin[e + half]) : to_float(qin[e - half])) * to_float(s[e]);
+          // rounded as the cached keys are, so an fp32 engine matches a full forward exactly
+          q[g * E + e] = to_float(static_cast<T>(v)) * static_cast<float>(scale);
+        }
+      }
+      // 3) ask for the next task's keys and values now, so they arrive while this one computes
+      if (task + 1 < end) prefetch_next(k_cache, v_cache, positions, task + 1, K, E, S);
+      // 4) attend over this slot's positions 0..pos
+      scores.resize(G * n);
+      attend_dispatch<T>(G, E, q.data(), kc, vc, n, S, scores.data(), out + b * H * E + k * G * E);
+    }
+  });
+}
+
+torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
+                               torch::Tensor v_cache, torch::Tensor positions, int64_t H, int64_t K, double scale) {
+  TORCH_CHECK(qkv.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(), "contiguous inputs");
+  TORCH_CHECK(positions.scalar_type() == at::kLong, "int64 positions");
+  const int64_t B = qkv.size(0), E = k_cache.size(2), S = k_cache.size(3);
+  const bool rope = cos.numel() > 0;
+  auto cos_c = cos.contiguous(), sin_c = sin.contiguous(), pos_c = positions.contiguous();
+  auto out = torch::empty({B, H * E}, qkv.options());
+  if (qkv.scalar_type() == at::kBFloat16) {
+    using T = c10::BFloat16;
+    attend<T>(qkv.data_ptr<T>(), rope ? cos_c.data_ptr<T>() : nullptr, rope ? sin_c.data_ptr<T>() : nullptr,
+              k_cache.data_ptr<T>(), v_cache.data_ptr<T>(), pos_c.data_ptr<int64_t>(), out.data_ptr<T>(),
+              B, H, K, E, S, scale, rope);
+  } else {
+    TORCH_CHECK(qkv.scalar_type() == at::kFloat, "float32 or bfloat16");
+    attend<float>(qkv.data_ptr<float>(), rope ? cos_c.data_ptr<float>() : nullptr,
+                  rope ? sin_c.data_ptr<float>() : nullptr, k_cache.data_ptr<float>(), v_cache.data_ptr<float>(),
+                  pos_c.data_ptr<int64_t>(), out.data_ptr<float>(), B, H, K, E, S, scale, rope);
+  }
+  return out;
+}
+"""
+
+_lock = threading.Lock()
+_module = None
+_tried = False
+
+
+def kernels_enabled() -> bool:
+    return os.environ.get("HONE_ENGINE_KERNELS", "1") != "0"
+
+
+def load_kernels():
+    """The compiled kernel module, building it on first call (~30-60 s, then cached), or None."""
+    global _module, _tried
+    with _lock:
+        if _tried:
+            return _module
+        _tried = True
+        if not kernels_enabled():
+            return None
+        try:
+            from torch.utils.cpp_extension import load_inline
+
+            # -march=native: the build is for this CPU, so its name carries the CPU's flags
+            flags = _cpu_flags()
+            digest = hashlib.sha1((_SOURCE + flags + torch.__version__).encode()).hexdigest()[:12]
+            _module = load_inline(
+                name=f"hone_engine_kernels_{digest}",
+                cpp_sources=_SOURCE,
+                functions=["decode_attention"],
+                extra_cflags=_cflags(),
+                extra_ldflags=["-fopenmp"],
+                verbose=False,
+            )
+        except Exception as exc:  # no compiler, no ninja, another platform: the torch path is correct, only slower
+            log.warning("hone: the engine's C++ attention kernel could not be built (%s); using torch ops", exc)
+            _module = None
+        return _module
+
+
+def _cflags() -> list[str]:
+    # -ffast-math only when compiling (never linking, which would flush denormals process-wide);
+    # 256-bit vectors (gcc's default preference) measured faster here than 512-bit ones
+    return ["-O3", "-march=native", "-fopenmp", "-ffast-math"]
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line
+    except OSError:
+        pass
+    return ""
+
+
+def decode_attention_reference(
+    qkv: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    positions: torch.Tensor,
+    n_heads: int,
+    n_kv_heads: int,
+    scale: float,
+) -> torch.Tensor:
+    """What the kernel computes, in torch ops: (B, H*E) attention outputs; writes the caches.
+
+    qkv (B, (H+2K)*E); cos, sin (B, E) (empty for no rotation); k_cache (slots, K, E, S) (keys
+    transposed), v_cache (slots, K, S, E); positions (B,).
+    """
+    B = qkv.shape[0]
+    H, K = n_heads, n_kv_heads
+    E, S = k_cache.shape[2], k_cache.shape[3]
+    G = H // K
+    qk = qkv[:, : (H + K) * E].view(B, H + K, E)
+    if cos.numel():
+        half = E // 2
+        rotated = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)  # rotate_half
+        qk = qk * cos.view(B, 1, E) + rotated * sin.view(B, 1, E)
+    q, k = qk[:, :H], qk[:, H:]
+    v = qkv[:, (H + K) * E :].view(B, K, E)
+    rows = torch.arange(B, device=qkv.device)
+    k_cache[rows, :, :, positions] = k
+    v_cache[rows, :, positions] = v
+    # attend over the whole capacity, masking positions past each slot's own (-inf before softmax)
+    visible = torch.arange(S, device=qkv.device).unsqueeze(0) <= positions.unsqueeze(1)  # (B, S)
+    bias = torch.zeros(B, S, dtype=qkv.dtype, device=qkv.device).masked_fill_(~visible, float("-inf"))
+    bias = bias.repeat_interleave(K, dim=0).unsqueeze(1)  # (B*K, 1, S)
+    keys_t = k_cache[:B].view(B * K, E, S)  # contiguous views: slots and heads merge
+    values = v_cache[:B].view(B * K, S, E)
+    scores = torch.baddbmm(bias, q.reshape(B * K, G, E), keys_t, alpha=scale)  # (B*K, G, S)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(qkv.dtype)
+    return torch.bmm(probs, values).view(B, H * E)

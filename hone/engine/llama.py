@@ -1,0 +1,374 @@
+"""A decode-only forward pass for Llama-family models (Llama, SmolLM, Qwen2, Qwen3) over a slot KV cache.
+
+The engine's own copy of the weights lives here, fused for fewer matmuls (q|k|v in one, gate|up in
+one) and cast to the engine's dtype, except the LM head, which is kept in its own dtype (fp32 by
+default) so logprobs are computed from fp32 logits. Nothing here knows about requests or sampling:
+`prefill` and `decode` take token ids and cache slots and return fp32 logits.
+
+The KV cache is a set of slots, one per sampled sequence (B), each with its own length. A decode
+step feeds one token per active slot at that slot's own position; slots need not be in step, which
+is what lets new requests join a running decode (continuous batching) and lets n samples copy one
+prompt's prefill into n slots.
+
+Shapes: L layers, B slots/rows, T tokens, H query heads, K key/value heads, E head dim, D hidden,
+V vocabulary, S cache length.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from hone.engine.kernels import decode_attention_reference, load_kernels
+from hone.errors import HoneError, InvalidRequestError
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
+_CACHE_CHUNK = 32  # cache capacity is a multiple of this many positions
+
+
+class Linear:
+    """y = x @ W.T (+ b) (+ residual), with W prepacked for the CPU's GEMM library where torch can.
+
+    oneDNN (bf16) and MKL (fp32) otherwise re-lay-out the weight on every call; prepacked, a
+    decode step's matmuls take ~25-35% less time here. `weight` stays the plain (N, K) tensor that
+    `load_weights` writes into; `repack()` must follow any write.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, batch_hint: int = 32):
+        self.weight = weight
+        self.bias = bias
+        self.batch_hint = batch_hint
+        self.out_features = weight.shape[0]
+        self.repack()
+
+    def repack(self) -> None:
+        self.mode, self.packed = "plain", None
+        if self.weight.device.type != "cpu":
+            return
+        try:
+            if self.weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, self.batch_hint)
+                self.mode = "onednn"
+            elif self.weight.dtype == torch.float32 and torch.backends.mkl.is_available():
+                self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight, self.batch_hint)
+                self.mode = "mkl"
+        except (AttributeError, RuntimeError, NotImplementedError):  # a torch build without these ops
+            self.mode, self.packed = "plain", None
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
+        if self.mode == "onednn":
+            if residual is not None:  # the residual add fused into the matmul
+                r = residual.reshape(-1, self.out_features)
+                y = torch.ops.mkldnn._linear_pointwise.binary(x, r, self.packed, self.bias, "add")
+            else:
+                y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        elif self.mode == "mkl":
+            y = torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.batch_hint)
+            if residual is not None:
+                y += residual.reshape(-1, self.out_features)
+        else:
+            y = F.linear(x, self.weight, self.bias)
+            if residual is not None:
+                y += residual.reshape(-1, self.out_features)
+        return y.view(*lead, self.out_features)
+
+
+class LlamaRunner:
+    """Fused weights, a growable slot KV cache, and the two forward passes the engine needs."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        *,
+        dtype: torch.dtype,
+        head_dtype: torch.dtype = torch.float32,
+        max_slots: int,
+        max_seq_len: int,
+    ):
+        check_supported(model)
+        config = model.config
+        self.dtype = dtype
+        self.head_dtype = head_dtype
+        self.max_slots = max_slots
+        self.max_seq_len = max_seq_len
+        self.n_layers = config.num_hidden_layers
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.hidden = config.hidden_size
+        self.intermediate = config.intermediate_size
+        self.vocab_size = config.vocab_size
+        self.eps = float(config.rms_norm_eps)
+        self.scale = self.head_dim**-0.5
+        self.q_dim = self.n_heads * self.head_dim
+        self.kv_dim = self.n_kv_heads * self.head_dim
+        self.tied = bool(getattr(config, "tie_word_embeddings", False))
+        self.prefill_tokens = 0  # rows x positions run through prefill, for tests and stats
+
+        # ---------------------------------------------------------------- own copy of the weights
+        base = model.model
+        layers = base.layers
+        first = layers[0].self_attn
+        self.device = next(model.parameters()).device
+        self.has_qkv_bias = first.q_proj.bias is not None
+        self.has_qk_norm = hasattr(first, "q_norm")
+        hint = min(max_slots, 32)  # batch size the packed layouts are tuned for; any size works
+        with torch.no_grad():
+            self.embed = _own(base.embed_tokens.weight, dtype)  # (V, D)
+            self.norm = _own(base.norm.weight, dtype)
+            # the head gets its own copy in head_dtype (fp32 by default) even when tied to the embedding
+            self.head = Linear(_own(model.get_output_embeddings().weight, head_dtype), batch_hint=hint)  # (V, D)
+            self.ln1, self.ln2, self.qkv, self.o, self.gate_up, self.down = [], [], [], [], [], []
+            self.q_norm, self.k_norm = [], []
+            for layer in layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                self.ln1.append(_own(layer.input_layernorm.weight, dtype))
+                self.ln2.append(_own(layer.post_attention_layernorm.weight, dtype))
+                qkv_bias = None
+                if self.has_qkv_bias:
+                    qkv_bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).to(dtype)
+                qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).to(dtype)
+                self.qkv.append(Linear(qkv, qkv_bias, hint))  # (H*E + 2*K*E, D)
+                if self.has_qk_norm:
+                    self.q_norm.append(_own(attn.q_norm.weight, dtype))
+                    self.k_norm.append(_own(attn.k_norm.weight, dtype))
+                self.o.append(Linear(_own(attn.o_proj.weight, dtype), None, hint))
+                self.gate_up.append(Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).to(dtype), None, hint))
+                self.down.append(Linear(_own(mlp.down_proj.weight, dtype), None, hint))
+            # rotary tables from the model's own rotary module, so every rope variant it knows is honoured
+            positions = torch.arange(max_seq_len, device=self.device).unsqueeze(0)
+            probe = torch.zeros(1, dtype=torch.float32, device=self.device)
+            cos, sin = base.rotary_emb(probe, positions)  # (1, max_seq_len, E) fp32
+            self.cos = cos[0].to(dtype).contiguous()
+            self.sin = sin[0].to(dtype).contiguous()
+        self._names = self._parameter_map()
+        module = load_kernels() if self.device.type == "cpu" else None
+        self._attend = module.decode_attention if module is not None else decode_attention_reference
+        self.attention_impl = "cpp" if module is not None else "torch"
+
+        # ---------------------------------------------------------------- slot KV cache, grown on demand
+        self.k_cache = torch.empty(0)
+        self.v_cache = torch.empty(0)
+        self.capacity = 0  # positions per slot
+        self.slots = 0
+
+    # ------------------------------------------------------------------------ cache
+    def reserve(self, slots: int, positions: int) -> None:
+        """Make the cache hold at least `slots` rows of `positions` tokens, keeping what it holds."""
+        if slots <= self.slots and positions <= self.capacity:
+            return
+        if positions > self.capacity:  # grow by half again at least: a regrowth copies the whole cache
+            positions = max(positions, self.capacity * 3 // 2)
+        positions = min(self.max_seq_len, -(-positions // _CACHE_CHUNK) * _CACHE_CHUNK)
+        slots = max(slots, self.slots)
+        positions = max(positions, self.capacity)
+        L, K, E = self.n_layers, self.n_kv_heads, self.head_dim
+        # keys are stored transposed, (L, B, K, E, S): a query's scores are then sums of rows
+        # that run along positions, with no per-position reductions; values stay (L, B, K, S, E).
+        # zeros, not empty: masked positions are multiplied by 0 and must not hold NaN garbage
+        k_new = torch.zeros((L, slots, K, E, positions), dtype=self.dtype, device=self.device)
+        v_new = torch.zeros((L, slots, K, positions, E), dtype=self.dtype, device=self.device)
+        if self.slots and self.capacity:
+            k_new[:, : self.slots, :, :, : self.capacity] = self.k_cache
+            v_new[:, : self.slots, :, : self.capacity] = self.v_cache
+        self.k_cache, self.v_cache = k_new, v_new
+        self.slots, self.capacity = slots, positions
+
+    def copy_slots(self, src: list[int], dst: list[int], length: int) -> None:
+        """Copy the first `length` cached positions of slots `src` into slots `dst` (pairwise)."""
+        if not dst:
+            return
+        src_t = torch.tensor(src, device=self.device)
+        dst_t = torch.tensor(dst, device=self.device)
+        self.k_cache[:, dst_t, :, :, :length] = self.k_cache[:, src_t, :, :, :length]
+        self.v_cache[:, dst_t, :, :length] = self.v_cache[:, src_t, :, :length]
+
+    def release(self) -> None:
+        """Free the cache; it is regrown by the next batch."""
+        self.k_cache = torch.empty(0)
+        self.v_cache = torch.empty(0)
+        self.slots = self.capacity = 0
+
+    # ------------------------------------------------------------------------ forward passes
+    def prefill(self, prompts: list[list[int]], slots: list[int]) -> torch.Tensor:
+        """Run whole prompts, write their keys and values into `slots`, return last-token logits (R, V) fp32.
+
+        Prompts are right-padded into one (R, T) batch: causal attention means a padded tail never
+        affects the real tokens before it, and the garbage cached past each prompt's end is never
+        read (attention masks by each slot's position) and is overwritten as the slot decodes.
+        The caller reserves the slots first.
+        """
+        n_rows, T = len(prompts), max(len(p) for p in prompts)
+        H, K, E = self.n_heads, self.n_kv_heads, self.head_dim
+        tokens = torch.zeros(n_rows, T, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            tokens[i, : len(p)] = torch.tensor(p)
+        tokens = tokens.to(self.device)
+        last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
+        slot_t = torch.tensor(slots, device=self.device)
+        self.prefill_tokens += n_rows * T
+        cos = self.cos[:T].view(1, T, 1, E)
+        sin = self.sin[:T].view(1, T, 1, E)
+
+        x = F.embedding(tokens, self.embed)  # (R, T, D)
+        for i in range(self.n_layers):
+            h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
+            qkv = self.qkv[i](h)  # (R, T, H*E + 2*K*E)
+            q, k = self._rope_qk(qkv, (n_rows, T), cos, sin, i)  # (R, T, H, E), (R, T, K, E)
+            v = qkv[..., self.q_dim + self.kv_dim :].view(n_rows, T, K, E)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (R, heads, T, E)
+            self.k_cache[i, slot_t, :, :, :T] = k.transpose(2, 3)  # (R, K, E, T)
+            self.v_cache[i, slot_t, :, :T] = v
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=K != H)
+            x = self.o[i](a.transpose(1, 2).reshape(n_rows, T, self.q_dim), residual=x)
+            x = self._mlp(F.rms_norm(x, (self.hidden,), self.ln2[i], self.eps), i, residual=x)
+        x = x[torch.arange(n_rows, device=self.device), last]  # (R, D): only the last position is sampled from
+        return self._logits(x)
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One step for slots 0..B-1: token b sits at position positions[b]. Returns logits (B, V) fp32.
+
+        The caller reserves capacity past the largest position first. Attention is the C++ kernel
+        of `kernels.py` where it could be built, else the same computation in torch ops.
+        """
+        B = tokens.shape[0]
+        tokens, positions = tokens.to(self.device), positions.to(self.device)
+        H, K = self.n_heads, self.n_kv_heads
+        cos, sin = self.cos[positions], self.sin[positions]  # (B, E)
+        x = F.embedding(tokens, self.embed)  # (B, D)
+        for i in range(self.n_layers):
+            h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
+            qkv = self.qkv[i](h)  # (B, H*E + 2*K*E)
+            if self.has_qk_norm:
+                qkv = self._norm_qk(qkv, i)
+            # rotate q and k, write k and v at each slot's position, attend over the slot's positions
+            a = self._attend(qkv, cos, sin, self.k_cache[i], self.v_cache[i], positions, H, K, self.scale)  # (B, H*E)
+            x = self.o[i](a, residual=x)
+            x = self._mlp(F.rms_norm(x, (self.hidden,), self.ln2[i], self.eps), i, residual=x)
+        return self._logits(x)
+
+    # ------------------------------------------------------------------------ pieces
+    def _norm_qk(self, qkv: torch.Tensor, i: int) -> torch.Tensor:
+        """Qwen3 normalises each query and key head before the rotation: (B, H*E + 2*K*E) -> same."""
+        H, K, E = self.n_heads, self.n_kv_heads, self.head_dim
+        B = qkv.shape[0]
+        q = F.rms_norm(qkv[:, : self.q_dim].view(B, H, E), (E,), self.q_norm[i], self.eps)
+        k = F.rms_norm(qkv[:, self.q_dim : self.q_dim + self.kv_dim].view(B, K, E), (E,), self.k_norm[i], self.eps)
+        return torch.cat([q.reshape(B, -1), k.reshape(B, -1), qkv[:, self.q_dim + self.kv_dim :]], dim=1)
+
+    def _rope_qk(self, qkv, lead: tuple[int, ...], cos, sin, i: int):
+        """Rotate q and k together (they sit side by side in qkv); (..., H, E) and (..., K, E)."""
+        H, K, E = self.n_heads, self.n_kv_heads, self.head_dim
+        qk = qkv[..., : self.q_dim + self.kv_dim].view(*lead, H + K, E)
+        if self.has_qk_norm:  # Qwen3 normalises each head before the rotation
+            q = F.rms_norm(qk[..., :H, :], (E,), self.q_norm[i], self.eps)
+            k = F.rms_norm(qk[..., H:, :], (E,), self.k_norm[i], self.eps)
+            qk = torch.cat([q, k], dim=-2)
+        half = E // 2
+        rotated = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)  # rotate_half
+        qk = qk * cos + rotated * sin
+        return qk[..., :H, :], qk[..., H:, :]
+
+    def _mlp(self, h: torch.Tensor, i: int, residual: torch.Tensor) -> torch.Tensor:
+        gu = self.gate_up[i](h)  # (..., 2*I)
+        a = F.silu(gu[..., : self.intermediate]) * gu[..., self.intermediate :]
+        return self.down[i](a, residual=residual)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm, then the LM head in the head's dtype (fp32 by default); always returns fp32."""
+        x = F.rms_norm(x, (self.hidden,), self.norm, self.eps)
+        return self.head(x.to(self.head_dtype)).float()
+
+    # ------------------------------------------------------------------------ weights
+    def _parameter_map(self) -> dict[str, list[torch.Tensor]]:
+        """Hugging Face parameter name -> the views of our tensors that hold it."""
+        names: dict[str, list[torch.Tensor]] = {
+            "model.embed_tokens.weight": [self.embed] + ([self.head.weight] if self.tied else []),
+            "model.norm.weight": [self.norm],
+            "lm_head.weight": [self.head.weight] + ([self.embed] if self.tied else []),
+        }
+        q, kv, inter = self.q_dim, self.kv_dim, self.intermediate
+        for i in range(self.n_layers):
+            p = f"model.layers.{i}."
+            qkv, gate_up = self.qkv[i], self.gate_up[i]
+            names[p + "input_layernorm.weight"] = [self.ln1[i]]
+            names[p + "post_attention_layernorm.weight"] = [self.ln2[i]]
+            names[p + "self_attn.q_proj.weight"] = [qkv.weight[:q]]
+            names[p + "self_attn.k_proj.weight"] = [qkv.weight[q : q + kv]]
+            names[p + "self_attn.v_proj.weight"] = [qkv.weight[q + kv :]]
+            if self.has_qkv_bias:
+                names[p + "self_attn.q_proj.bias"] = [qkv.bias[:q]]
+                names[p + "self_attn.k_proj.bias"] = [qkv.bias[q : q + kv]]
+                names[p + "self_attn.v_proj.bias"] = [qkv.bias[q + kv :]]
+            if self.has_qk_norm:
+                names[p + "self_attn.q_norm.weight"] = [self.q_norm[i]]
+                names[p + "self_attn.k_norm.weight"] = [self.k_norm[i]]
+            names[p + "self_attn.o_proj.weight"] = [self.o[i].weight]
+            names[p + "mlp.gate_proj.weight"] = [gate_up.weight[:inter]]
+            names[p + "mlp.up_proj.weight"] = [gate_up.weight[inter:]]
+            names[p + "mlp.down_proj.weight"] = [self.down[i].weight]
+        return names
+
+    def check_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Raise before copying anything if a name is unknown or a shape is wrong."""
+        for name, tensor in state_dict.items():
+            targets = self._names.get(name)
+            if targets is None:
+                raise InvalidRequestError(
+                    f"load_weights got '{name}', which is not a parameter of this model; pass plain "
+                    "Hugging Face parameter names (merge any adapter first)",
+                    param="state_dict",
+                )
+            if tuple(tensor.shape) != tuple(targets[0].shape):
+                raise InvalidRequestError(
+                    f"load_weights got '{name}' with shape {tuple(tensor.shape)}, expected {tuple(targets[0].shape)}",
+                    param="state_dict",
+                )
+
+    @torch.no_grad()
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor], repack: bool = True) -> None:
+        """Copy (and cast) each given parameter into our tensors; names not given keep their values.
+
+        With repack=False the caller must call `repack()` before the next forward pass."""
+        self.check_state_dict(state_dict)
+        for name, tensor in state_dict.items():
+            for target in self._names[name]:
+                target.copy_(tensor.detach())
+        if repack:
+            self.repack()  # packed layouts are copies: rebuild them from the new weights
+
+    def repack(self) -> None:
+        """Rebuild every packed weight layout. MKL and oneDNN pack for the calling thread's thread
+        count: a layout packed by a 1-thread caller ran ~2x slower in a 2-thread worker (measured),
+        so the engine repacks in its worker thread."""
+        for linear in [self.head, *self.qkv, *self.o, *self.gate_up, *self.down]:
+            linear.repack()
+
+
+# --------------------------------------------------------------------------- helpers
+def check_supported(model: PreTrainedModel) -> None:
+    """Raise a one-sentence HoneError unless this is a model this forward pass reproduces exactly."""
+    config = model.config
+    model_type = getattr(config, "model_type", "?")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise HoneError(
+            f"the torch engine runs Llama-family models ({', '.join(SUPPORTED_MODEL_TYPES)}); "
+            f"this model is '{model_type}'"
+        )
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise HoneError(f"the torch engine expects a SiLU MLP; this model uses '{config.hidden_act}'")
+    if getattr(config, "use_sliding_window", False):
+        raise HoneError("the torch engine does not implement sliding-window attention; turn it off in the config")
+    if getattr(config, "mlp_bias", False) or getattr(config, "pretraining_tp", 1) not in (None, 1):
+        raise HoneError("the torch engine does not implement MLP biases or tensor-parallel pretraining layouts")
+    layer_types = getattr(config, "layer_types", None) or []
+    if any(t != "full_attention" for t in layer_types):
+        raise HoneError("the torch engine only implements full attention in every layer")
+
+
+def _own(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A detached copy in `dtype` that shares no storage with the trainer's parameter."""
+    return t.detach().to(dtype=dtype, copy=True).contiguous()

@@ -1,0 +1,244 @@
+"""The inbox agent loop: ask, search, read, answer — over any OpenAI-style async client.
+
+One episode:
+  1) system prompt (task, steps, one worked example of the `<tool_call>` convention; the server
+     adds the tool schemas itself when given `tools=`) and the user's question;
+  2) each turn, one chat completion; the assistant message is recorded token-exact with
+     `Trajectory.add_response`, then `take_turn` runs its tool calls and returns the tool messages;
+  3) the episode ends on the `answer` tool, on a plain-text reply (taken as the final answer — the
+     reward treats "I don't know"-style text as no answer), or after `max_turns` model calls;
+  4) the outcome is scored with `reward.score_episode`.
+
+A reply whose tool call could not be parsed (hone keeps the text as `content` and sets the
+choice's `tool_call_error` extension field) counts as a malformed call; the model is told so in a
+short user message and the episode continues.
+
+Cold start: SmolLM2-135M almost never writes a valid call unprompted (0 of 16 first turns in
+every prompt variant tried at temperature 1.0). `force_first_search=True` has the server start
+the first reply with the search_inbox call's opening (via `tool_choice`), which helps a little.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import openai
+
+from hone.envs.inbox.data import Inbox, Question, load_inbox, make_splits
+from hone.envs.inbox.db import InboxDB, inbox_db
+from hone.envs.inbox.reward import EpisodeOutcome, EpisodeScore, score_episode
+from hone.envs.inbox.tools import TOOL_SCHEMAS, call_tool
+from hone.rl.trajectory import Trajectory
+
+SYSTEM_PROMPT = """You answer questions about {name}'s email inbox. Today is {today}.
+Steps, one tool call per reply:
+1. search_inbox with a few keywords from the question.
+2. read_email with the message_id of the best result.
+3. answer with a short answer and that message_id as source.
+If the inbox does not say, answer "I don't know".
+Example. Question: What is the door code for the Bergen office?
+Reply 1: <tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "door code Bergen office"}}}}</tool_call>
+Reply 2: <tool_call>{{"name": "read_email", "arguments": {{"message_id": "m99-12"}}}}</tool_call>
+Reply 3: <tool_call>{{"name": "answer", "arguments": {{"text": "4821", "sources": ["m99-12"]}}}}</tool_call>"""
+
+MALFORMED_NOTE = (
+    "Your tool call could not be read ({error}). Write exactly one call, like: "
+    '<tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "..."}}}}</tool_call>'
+)
+_SEARCH_FIRST = {"type": "function", "function": {"name": "search_inbox"}}
+LAST_TURN_NOTE = "\n(Last turn: call answer now.)"
+
+
+def initial_messages(inbox: Inbox, question: Question) -> list[dict[str, Any]]:
+    system = SYSTEM_PROMPT.format(name=inbox.persona.name, today=inbox.today)
+    return [{"role": "system", "content": system}, {"role": "user", "content": question.question}]
+
+
+# --------------------------------------------------------------------------- one turn
+
+
+@dataclass
+class EpisodeState:
+    """What the episode has done so far; `take_turn` updates it."""
+
+    max_turns: int = 6
+    turns: int = 0  # model calls made
+    answer: str | None = None
+    sources: list[str] = field(default_factory=list)
+    found_ids: set[str] = field(default_factory=set)
+    read_ids: set[str] = field(default_factory=set)
+    malformed_calls: int = 0
+    valid_tool_calls: int = 0
+    tool_errors: int = 0  # parsed calls the tool rejected (unknown id, empty keywords, ...)
+    done: bool = False
+
+    def outcome(self, question: Question) -> EpisodeOutcome:
+        return EpisodeOutcome(
+            gold_answer=question.answer,
+            gold_message_id=question.answer_message_id,
+            gold_aliases=question.aliases,
+            answer=self.answer,
+            sources=tuple(self.sources),
+            read_ids=frozenset(self.read_ids),
+            found_ids=frozenset(self.found_ids),
+            turns=self.turns,
+            max_turns=self.max_turns,
+            malformed_calls=self.malformed_calls,
+            valid_tool_calls=self.valid_tool_calls,
+            hit_turn_limit=not self.done and self.turns >= self.max_turns,
+        )
+
+
+def take_turn(db: InboxDB, state: EpisodeState, message: dict[str, Any], tool_call_error: str | None = None) -> list[dict[str, Any]]:
+    """Apply one assistant message (OpenAI dict form) to `state`; return the messages to append after it."""
+    state.turns += 1
+    calls = message.get("tool_calls") or []
+    replies: list[dict[str, Any]] = []
+
+    # 1) tool calls: run them in order; `answer` ends the episode
+    if calls:
+        for call in calls:
+            function = call.get("function") or {}
+            result = call_tool(db, function.get("name", ""), function.get("arguments"))
+            state.valid_tool_calls += 1
+            state.tool_errors += not result.ok
+            state.found_ids.update(result.found_ids)
+            if result.read_id is not None:
+                state.read_ids.add(result.read_id)
+            replies.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": result.content})
+            if result.final is not None:
+                state.answer, state.sources, state.done = result.final["answer"], result.final["sources"], True
+                return replies
+        if state.turns == state.max_turns - 1:
+            replies[-1]["content"] += LAST_TURN_NOTE
+        return replies
+
+    # 2) a tool call that did not parse: count it and say so
+    if tool_call_error:
+        state.malformed_calls += 1
+        return [{"role": "user", "content": MALFORMED_NOTE.format(error=str(tool_call_error)[:120])}]
+
+    # 3) plain text: the final answer (possibly "I don't know", which the reward recognises)
+    state.answer = message.get("content") or ""
+    state.done = True
+    return replies
+
+
+# --------------------------------------------------------------------------- the rollout
+
+
+def _choice_extra(response: Any, key: str) -> Any:
+    """An extension field of the first choice, from an `openai` response object or its dict."""
+    if isinstance(response, dict):
+        return response["choices"][0].get(key)
+    return (response.choices[0].model_extra or {}).get(key)
+
+
+def _wire(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as sent back to the server: only the fields chat templates read."""
+    return {k: message[k] for k in ("role", "content", "tool_calls", "tool_call_id") if k in message}
+
+
+async def rollout(
+    client: openai.AsyncOpenAI,
+    model: str,
+    question: Question,
+    *,
+    max_turns: int = 6,
+    temperature: float = 1.0,
+    max_tokens: int = 128,
+    seed: int | None = None,
+    force_first_search: bool = False,
+) -> Trajectory:
+    """Play one episode on `question`; return its trajectory with reward, metrics and metadata set.
+
+    `force_first_search` sends the first request with `tool_choice` naming search_inbox, so the
+    server starts the reply with `<tool_call>{"name": "search_inbox", "arguments": ` (those
+    tokens belong to the prompt, not the sampled turn). It helps a model that never calls tools.
+    """
+    inbox = load_inbox(question.inbox_id, question.seed)
+    db = inbox_db(inbox)
+    trajectory = Trajectory(messages=initial_messages(inbox, question), tools=TOOL_SCHEMAS)
+    state = EpisodeState(max_turns=max_turns)
+
+    while not state.done and state.turns < max_turns:
+        forced = force_first_search and state.turns == 0
+        response = await client.chat.completions.create(
+            model=model,
+            messages=[_wire(m) for m in trajectory.messages],
+            tools=TOOL_SCHEMAS,
+            logprobs=True,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=None if seed is None else seed + state.turns,  # a fresh stream each turn, reproducible per episode
+            **({"tool_choice": _SEARCH_FIRST} if forced else {}),
+        )
+        message = trajectory.add_response(response)  # appends the assistant message to trajectory.messages
+        trajectory.messages.extend(take_turn(db, state, message, _choice_extra(response, "tool_call_error")))
+
+    score = score_episode(state.outcome(question))
+    _record(trajectory, question, state, score)
+    return trajectory
+
+
+def _record(trajectory: Trajectory, question: Question, state: EpisodeState, score: EpisodeScore) -> None:
+    trajectory.reward = score.reward
+    trajectory.metrics.update(
+        success=float(score.success),
+        turns=float(state.turns),
+        malformed_calls=float(state.malformed_calls),
+        tool_errors=float(state.tool_errors),
+        answered=float(score.verdict != "no_answer"),
+        read_answer_email=float(score.read_answer_email),
+        found_answer_email=float(score.found_answer_email),
+        cited_source=float(score.cited_source),
+        hit_turn_limit=float(not state.done),
+    )
+    trajectory.metadata.update(
+        question_id=question.question_id,
+        question=question.question,
+        answer=question.answer,
+        answer_message_id=question.answer_message_id,
+        final_answer=state.answer,
+        sources=list(state.sources),
+        verdict=score.verdict,
+        reward_components=dict(score.components),
+    )
+
+
+# --------------------------------------------------------------------------- environment
+
+
+class InboxEnv:
+    """The inbox task for `hone train` / `hone eval`: train on some inboxes, evaluate on held-out ones."""
+
+    name = "inbox"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        n_train_inboxes: int = 40,
+        n_eval_inboxes: int = 10,
+        max_turns: int = 6,
+        max_tokens: int = 128,
+        force_first_search: bool = False,
+    ):
+        self.max_turns = max_turns
+        self.max_tokens = max_tokens
+        self.force_first_search = force_first_search
+        self._train, self._eval = make_splits(seed, n_train_inboxes, n_eval_inboxes)
+
+    def train_tasks(self) -> Sequence[Question]:
+        return self._train
+
+    def eval_tasks(self) -> Sequence[Question]:
+        return self._eval
+
+    async def rollout(
+        self, client: openai.AsyncOpenAI, model: str, task: Question, *, seed: int | None, temperature: float
+    ) -> Trajectory:
+        return await rollout(
+            client, model, task, max_turns=self.max_turns, temperature=temperature, max_tokens=self.max_tokens, seed=seed,
+            force_first_search=self.force_first_search,
+        )

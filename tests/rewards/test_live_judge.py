@@ -1,0 +1,64 @@
+"""The embedded model as a judge, served by a real `hone serve` process: judging completes.
+
+A 135M judge is weak, so this checks only the plumbing: one score in [0, 1] per attempt, and the
+call's tokens accounted. How well a judge ranks is measured by bench/judge_agreement.py.
+"""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from hone.rewards import JudgeConfig, judge_group
+from hone.rl.trajectory import TrajectoryGroup
+
+
+def start_hone_serve() -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(process.stdout.read().decode())
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process, port
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("hone serve did not come up within 120 s")
+
+
+@pytest.mark.slow
+def test_the_embedded_model_served_by_hone_judges_a_group_with_one_score_in_range_per_attempt(attempt, tmp_path):
+    process, port = start_hone_serve()
+    try:
+        group = TrajectoryGroup(
+            trajectories=[
+                attempt("Archive the email from spam@ads.com.", "I archived the email from spam@ads.com."),
+                attempt("Archive the email from spam@ads.com.", "I don't know how."),
+                attempt("Archive the email from spam@ads.com.", "Done, and I also deleted every other email."),
+            ]
+        )
+        config = JudgeConfig(
+            base_url=f"http://127.0.0.1:{port}/v1", model="smollm2-135m", max_tokens=200, cache_dir=str(tmp_path), max_retries=3
+        )
+        result = asyncio.run(judge_group(group, config))
+        assert len(result.scores) == 3 and all(0.0 <= s <= 1.0 for s in result.scores)
+        assert group.rewards == result.scores
+        assert result.prompt_tokens > 0 and result.calls >= 1
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
