@@ -20,9 +20,10 @@ ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 TOOL_PROMPT = (
     "You can call tools. Available tools, one JSON schema per line:\n{schemas}\n"
-    "To call a tool, reply with exactly one line:\n"
-    '<tool_call>{{"name": "TOOL_NAME", "arguments": {{...}}}}</tool_call>'
+    "To call a tool, reply with one line in this form, filling in the arguments:\n{example}"
 )
+# placeholder argument values by JSON-schema type, for the example call in the tool prompt
+_EXAMPLE_VALUES = {"string": "...", "number": 0, "integer": 0, "boolean": True, "array": [], "object": {}}
 
 
 @dataclass
@@ -142,11 +143,25 @@ def _with_tool_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]
         )
         for t in tools
     )
-    tool_text = TOOL_PROMPT.format(schemas=schemas)
+    tool_text = TOOL_PROMPT.format(schemas=schemas, example=_example_call(tools[0]))
     if messages[0]["role"] == "system":
         first = {"role": "system", "content": (messages[0]["content"] + "\n\n" + tool_text).strip()}
         return [first, *messages[1:]]
     return [{"role": "system", "content": tool_text}, *messages]
+
+
+def _example_call(tool: dict[str, Any]) -> str:
+    """A call to `tool` with typed placeholders: small models copy a concrete shape far better
+    than they follow an abstract one."""
+    parameters = _as_tool_schema(tool)["function"].get("parameters") or {}
+    properties = parameters.get("properties") or {}
+    wanted = parameters.get("required") or list(properties)
+    arguments = {
+        name: _EXAMPLE_VALUES.get((properties.get(name) or {}).get("type", "string"), "...")
+        for name in wanted
+        if isinstance(name, str)
+    }
+    return format_tool_call(_tool_name(tool), arguments)
 
 
 def _forced_prefix(tool_choice: str | dict[str, Any], tools: list[dict[str, Any]] | None) -> str:
@@ -159,7 +174,7 @@ def _forced_prefix(tool_choice: str | dict[str, Any], tools: list[dict[str, Any]
             )
         if tools is None or name not in {_tool_name(t) for t in tools}:
             raise InvalidRequestError(f"tool_choice names '{name}', which is not in 'tools'", param="tool_choice")
-        return OPEN_TAG + '{"name": ' + json.dumps(name) + ', "arguments": '
+        return OPEN_TAG + '{"name": ' + json.dumps(name) + ', "arguments":'  # no trailing space: " {" is one token
     if tool_choice not in ("auto", "none", "required"):
         raise InvalidRequestError("tool_choice must be 'auto', 'none', 'required' or a named function", param="tool_choice")
     if tool_choice == "required":

@@ -70,8 +70,15 @@ def make_tasks() -> list[ToolCallTask]:
     return [ToolCallTask(p) for p in weather + emails + money]
 
 
+# one worked exchange: zero-shot the 135M model almost never writes a call; with one it sometimes does
+WORKED_EXAMPLE = [
+    {"role": "user", "content": "What's the weather in Rome?"},
+    {"role": "assistant", "content": '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>'},
+]
+
+
 def prompt_messages(task: ToolCallTask) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": task.prompt}]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, *WORKED_EXAMPLE, {"role": "user", "content": task.prompt}]
 
 
 def reward_for(message: Any) -> float:

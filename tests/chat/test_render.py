@@ -48,7 +48,7 @@ def test_tool_choice_required_and_named_force_the_start_of_a_call(tokenizer):
     assert required.forced_prefix == "<tool_call>"
     assert text(tokenizer, required).endswith("assistant\n<tool_call>")
     named = render_prompt(tokenizer, [{"role": "user", "content": "Paris?"}], [WEATHER], {"type": "function", "function": {"name": "get_weather"}})
-    assert named.forced_prefix == '<tool_call>{"name": "get_weather", "arguments": '
+    assert named.forced_prefix == '<tool_call>{"name": "get_weather", "arguments":'
 
 
 def test_assistant_tool_calls_and_tool_results_round_trip_into_the_prompt(tokenizer):
