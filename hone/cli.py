@@ -122,6 +122,41 @@ def train(
     console.print(f"done: {steps} steps in {out}")
 
 
+@app.command()
+@friendly_errors
+def demo(
+    out: Path = typer.Option(Path("demo-out"), help="Output directory: results.json, report.html, the run. Re-run to resume."),
+    steps: int = typer.Option(30, help="Training steps."),
+    group_size: int = typer.Option(8, help="Attempts per question."),
+    groups_per_step: int = typer.Option(4, help="Questions per step."),
+    learning_rate: float = typer.Option(2e-4, "--learning-rate", "--lr", help="AdamW learning rate."),
+    lora_rank: int = typer.Option(16, help="LoRA rank; 0 = full fine-tuning."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
+    seed: int = typer.Option(0, help="Seed for data, sampling and initialisation."),
+    max_turns: int = typer.Option(4, help="Turn limit per question."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature while training."),
+    eval_limit: int = typer.Option(0, help="Evaluate on only this many held-out questions (0 = all; smoke runs only)."),
+) -> None:
+    """Evaluate the inbox agent, train it with RL, evaluate again, and write a report."""
+    from hone.demo import DemoConfig, run_demo
+    from hone.envs.inbox import InboxEnv
+    from hone.rl.loop import RunConfig
+
+    env = InboxEnv(seed=seed, max_turns=max_turns)
+    run = RunConfig(
+        out_dir=str(out),
+        base_model=model,
+        steps=steps,
+        group_size=group_size,
+        groups_per_step=groups_per_step,
+        learning_rate=learning_rate,
+        lora_rank=lora_rank,
+        seed=seed,
+        temperature=temperature,
+    )
+    run_demo(env, DemoConfig(run=run, eval_limit=eval_limit), console=console)
+
+
 def load_env(spec: str) -> Any:
     if spec == "toolcall":
         from hone.envs.toolcall import ToolCallEnv

@@ -55,7 +55,6 @@ class StepPrinter:
     COLUMNS = [
         ("step", "step", "{:>5.0f}"),
         ("reward/mean", "reward", "{:>7.3f}"),
-        ("reward/std", "r.std", "{:>6.3f}"),
         ("success/rate", "success", "{:>7.2f}"),
         ("train/loss", "loss", "{:>8.4f}"),
         ("train/entropy", "entropy", "{:>7.3f}"),
@@ -75,14 +74,14 @@ class StepPrinter:
         row = {"step": step, **metrics}
         if not self._printed_header:
             widths = [len(fmt.format(0)) for _, _, fmt in self.COLUMNS]
-            self.console.print("  ".join(h.rjust(w) for (_, h, _), w in zip(self.COLUMNS, widths)), style="bold")
+            self.console.print(" ".join(h.rjust(w) for (_, h, _), w in zip(self.COLUMNS, widths)), style="bold")
             self._printed_header = True
         cells = []
         for key, _, fmt in self.COLUMNS:
             value = row.get(key)
             width = len(fmt.format(0))
             cells.append(fmt.format(value) if isinstance(value, (int, float)) and not math.isnan(value) else "-".rjust(width))
-        self.console.print("  ".join(cells), highlight=False)
+        self.console.print(" ".join(cells), highlight=False)  # one space: the row fits 80 columns
 
 
 def _plain(value: Any) -> Any:
