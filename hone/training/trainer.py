@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
+from hone.training.memory import release_freed_memory
 from hone.errors import CheckpointError, InvalidRequestError, SequenceTooLongError
 from hone.training.head import head_logprobs
 from hone.training.losses import (
@@ -97,7 +98,7 @@ class Trainer:
         lora_dropout: float = 0.0,
         full_finetune: bool = False,
         max_seq_len: int = 2048,
-        micro_batch_tokens: int = 8192,
+        micro_batch_tokens: int = 2048,  # ~5 GB of fp32 activations on a 135M model; 8192 needs ~15 GB
         autocast_bf16: bool = False,
         seed: int = 0,
         min_shared_prefix: int = 16,  # datums sharing at least this many input tokens share one prefix pass; 0 = never
@@ -183,6 +184,7 @@ class Trainer:
         metrics["prefix_tokens_shared"] = float(
             sum((len(u.indices) - 1) * u.prefix_len for mb in plan for u in mb)
         )  # tokens the trunk did not recompute thanks to prefix sharing
+        release_freed_memory()
         return metrics
 
     def _backward_in_one_pass(

@@ -1,0 +1,29 @@
+"""Give freed activation memory back to the operating system.
+
+A backward pass frees gigabytes of activations at once. glibc keeps freed blocks in per-thread
+arenas, and when training and sampling run in different threads (as in hone's loop) those
+blocks are rarely reused: measured on the 135M model, resident memory grew by ~1.5–6 GB per
+step until the process was killed for lack of memory. `malloc_trim` returns them; it costs a
+few milliseconds and is a no-op where glibc is absent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+
+_libc = None
+_path = ctypes.util.find_library("c")
+if _path:
+    try:
+        _libc = ctypes.CDLL(_path)
+        _libc.malloc_trim  # noqa: B018 — musl and macOS have no malloc_trim
+    except (OSError, AttributeError):
+        _libc = None
+
+
+def release_freed_memory() -> None:
+    gc.collect()
+    if _libc is not None:
+        _libc.malloc_trim(0)

@@ -1,0 +1,36 @@
+"""Training raises reward on real tasks: the toy task on the tiny model, the tool-call task on the embedded one."""
+
+import asyncio
+from statistics import fmean
+
+import pytest
+
+from hone.envs.toolcall import ToolCallEnv
+from hone.rl.loop import RunConfig, run_training
+
+from .toy_env import ToyEnv
+
+
+def test_grpo_drives_the_toy_reward_from_chance_to_near_perfect(tmp_path):
+    config = RunConfig(
+        out_dir=str(tmp_path), base_model="tiny", steps=25, group_size=8, groups_per_step=4,
+        learning_rate=3e-2, lora_rank=0, show_progress=False,
+    )
+    history = asyncio.run(run_training(ToyEnv(), config)).history
+    rewards = [h["reward/mean"] for h in history]
+    # about 1 token in 8 is rewarded at random initialisation; the trained policy writes almost only those
+    assert fmean(rewards[:3]) <= 0.2, rewards
+    assert fmean(rewards[-3:]) >= 0.8, rewards
+    assert len(history) == 25 and history[-1]["step"] == 25
+
+
+@pytest.mark.slow
+def test_grpo_raises_the_embedded_models_valid_tool_call_rate(tmp_path):
+    config = RunConfig(
+        out_dir=str(tmp_path), steps=10, group_size=8, groups_per_step=4, learning_rate=2e-4, lora_rank=16,
+        show_progress=False,
+    )
+    history = asyncio.run(run_training(ToolCallEnv(), config)).history
+    rewards = [h["reward/mean"] for h in history]
+    # starts near 25% valid calls (one worked example in the prompt); a clear margin after 10 steps
+    assert fmean(rewards[-3:]) >= fmean(rewards[:3]) + 0.25, rewards
