@@ -1,7 +1,8 @@
 """The training run, top to bottom: resume, then for each step sample → score → train → checkpoint → log.
 
 1. Resume first: the newest complete checkpoint gives the step to start from and the trainer's
-   state; metric lines written after it (by a run killed before its next checkpoint) are dropped.
+   state; metric lines written after it (by a run killed before its next checkpoint) are dropped,
+   and a line missing for it (a kill between checkpoint and log) is restored from the checkpoint.
 2. Each step's tasks are a pure function of (seed, step), so the data cursor is the step and a
    resumed run sees exactly the batches an uninterrupted one would.
 3. Each rollout's sampling seed is a pure function of (seed, step, task, attempt), so a run with
@@ -90,6 +91,10 @@ async def run_training(
         await model.load_state(latest.trainer_path)
         start_step = latest.step
     log.truncate_after(start_step)
+    logged = log.read()
+    if latest is not None and (not logged or logged[-1]["step"] < start_step):
+        # killed between writing the checkpoint and its metric line: the checkpoint kept them
+        log.append(start_step, latest.loop_state()["metrics"])
 
     tasks = list(env.train_tasks())
     gather_config = GatherConfig(
