@@ -31,7 +31,9 @@ def metric_steps(out: Path) -> list[int]:
 
 
 def test_a_run_killed_mid_step_resumes_without_losing_or_repeating_a_step(tmp_path):
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    # One thread, fixed: MKL otherwise picks fewer threads when the machine is busy, which changes
+    # summation order, then (rarely) a sampled token, and two uninterrupted runs would differ too.
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_DYNAMIC": "FALSE"}
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     subprocess.run(train_command(uninterrupted), check=True, env=env, capture_output=True)
 
