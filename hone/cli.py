@@ -126,14 +126,15 @@ def train(
 @friendly_errors
 def demo(
     out: Path = typer.Option(Path("demo-out"), help="Output directory: results.json, report.html, the run. Re-run to resume."),
-    steps: int = typer.Option(30, help="Training steps."),
-    group_size: int = typer.Option(8, help="Attempts per question."),
+    steps: int = typer.Option(10, help="Training steps."),
+    group_size: int = typer.Option(6, help="Attempts per question."),
     groups_per_step: int = typer.Option(4, help="Questions per step."),
-    learning_rate: float = typer.Option(2e-4, "--learning-rate", "--lr", help="AdamW learning rate."),
+    learning_rate: float = typer.Option(1e-4, "--learning-rate", "--lr", help="AdamW learning rate."),
     lora_rank: int = typer.Option(16, help="LoRA rank; 0 = full fine-tuning."),
     model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
     seed: int = typer.Option(0, help="Seed for data, sampling and initialisation."),
-    max_turns: int = typer.Option(4, help="Turn limit per question."),
+    max_turns: int = typer.Option(2, help="Turn limit per question."),
+    force_first_search: bool = typer.Option(True, help="Make the first reply a search_inbox call (the 135M model rarely writes one unaided)."),
     temperature: float = typer.Option(1.0, help="Sampling temperature while training."),
     eval_limit: int = typer.Option(0, help="Evaluate on only this many held-out questions (0 = all; smoke runs only)."),
 ) -> None:
@@ -142,7 +143,7 @@ def demo(
     from hone.envs.inbox import InboxEnv
     from hone.rl.loop import RunConfig
 
-    env = InboxEnv(seed=seed, max_turns=max_turns)
+    env = InboxEnv(seed=seed, max_turns=max_turns, force_first_search=force_first_search)
     run = RunConfig(
         out_dir=str(out),
         base_model=model,

@@ -144,6 +144,9 @@ def _with_tool_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]
         for t in tools
     )
     tool_text = TOOL_PROMPT.format(schemas=schemas, example=_example_call(tools[0]))
+    if messages[0]["role"] == "system" and OPEN_TAG in messages[0]["content"]:
+        # the user's prompt already shows real calls; a placeholder example would only be copied
+        tool_text = tool_text[: tool_text.index("To call a tool")].rstrip()
     if messages[0]["role"] == "system":
         first = {"role": "system", "content": (messages[0]["content"] + "\n\n" + tool_text).strip()}
         return [first, *messages[1:]]

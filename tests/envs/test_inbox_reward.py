@@ -114,7 +114,18 @@ def test_near_misses_are_wrong(reply, gold):
 
 def test_a_reply_that_dumps_a_whole_email_is_not_counted_as_correct():
     dump = "Dear customer " + "words " * 50 + "the code is 4821"
-    assert judge_answer(dump, "4821") == "wrong"
+    assert judge_answer(dump, "4821") == "verbose"
+    assert judge_answer("Dear customer " + "words " * 50, "4821") == "wrong"
+
+
+def test_the_right_fact_buried_in_a_long_reply_ranks_between_i_dont_know_and_correct():
+    def reward(answer):
+        return score_episode(EpisodeOutcome(gold_answer="4821", gold_message_id="m1", answer=answer, max_turns=4, turns=2)).reward
+
+    verbose = reward("Dear customer " + "words " * 50 + "the code is 4821")
+    # verbose: 0.4 base, no partial credit; correct >= 0.8; I don't know: 0.0; wrong: -0.5
+    assert reward("4821") > verbose == 0.4 > reward("I don't know") > reward("1234")
+    assert not score_episode(EpisodeOutcome(gold_answer="4821", gold_message_id="m1", answer="x " * 50 + "4821")).success
 
 
 @pytest.mark.parametrize(

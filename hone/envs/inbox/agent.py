@@ -44,10 +44,10 @@ Reply 3: <tool_call>{{"name": "answer", "arguments": {{"text": "4821", "sources"
 
 MALFORMED_NOTE = (
     "Your tool call could not be read ({error}). Write exactly one call, like: "
-    '<tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "..."}}}}</tool_call>'
-)
+    '<tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "door code Bergen"}}}}</tool_call>'
+)  # a concrete example: the 135M model copies placeholders such as "..." literally
 _SEARCH_FIRST = {"type": "function", "function": {"name": "search_inbox"}}
-LAST_TURN_NOTE = "\n(Last turn: call answer now.)"
+LAST_TURN_NOTE = "\n(Last turn: reply with only the short answer.)"
 
 
 def initial_messages(inbox: Inbox, question: Question) -> list[dict[str, Any]]:
@@ -169,6 +169,7 @@ async def rollout(
             messages=[_wire(m) for m in trajectory.messages],
             tools=TOOL_SCHEMAS,
             logprobs=True,
+            stop=["</tool_call>"],  # one call per reply; the model otherwise rambles on after it
             temperature=temperature,
             max_tokens=max_tokens,
             seed=None if seed is None else seed + state.turns,  # a fresh stream each turn, reproducible per episode

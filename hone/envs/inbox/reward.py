@@ -4,6 +4,8 @@ Ordering, best to worst (each tier's range does not overlap the next):
 
     correct answer          1.0  + 0.1 if it cites the answer email it saw  + up to 0.1 for fewer turns
                                  - 0.05 per malformed tool call (at most 0.2)          -> [0.8, 1.2]
+    right fact, reply too long
+                            0.4  + the same partial credits as below                  -> [0.2, 0.6]
     no answer / "I don't know" / out of turns
                             0.0  + 0.1 if the answer email showed up in a search  + 0.1 if it was read
                                  - malformed penalty                                   -> [-0.2, 0.2]
@@ -19,7 +21,9 @@ separators, trailing ".00" and punctuation removed; split into letter runs and n
 contains the normalised gold answer (or one of its aliases) as a contiguous run of tokens. So
 "BA2491" matches "BA 2491", "1240 EUR" matches "€1,240.00", but "14821" does not match "4821".
 A reply of more than MAX_ANSWER_TOKENS tokens is not counted as correct (dumping an email into
-the answer is not answering), and scores as wrong.
+the answer is not answering); if it holds the right fact it is "verbose", a tier of its own
+between "I don't know" and correct, so training is pulled first towards the right fact and
+then towards saying it briefly.
 
 A reply is "I don't know" when it is empty, or says so ("I don't know", "couldn't find that
 email", ...) and nothing else: a hedge with a guess ("not sure, maybe Lisbon") is a wrong answer,
@@ -38,6 +42,7 @@ TURN_BONUS = 0.1
 FOUND_CREDIT = 0.1
 READ_CREDIT = 0.1
 MALFORMED_PENALTY = 0.05
+VERBOSE_CREDIT = 0.4  # the right fact buried in a long reply: better than "I don't know", not a success
 MALFORMED_PENALTY_CAP = 0.2
 
 _IDK = re.compile(
@@ -54,7 +59,7 @@ _IDK_FILLER = frozenset(
     didn with where what which who when how here""".split()
 )
 
-Verdict = Literal["correct", "wrong", "no_answer"]
+Verdict = Literal["correct", "verbose", "wrong", "no_answer"]
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,8 @@ def judge_answer(reply: str | None, gold: str, aliases: tuple[str, ...] = ()) ->
         return "no_answer"
     tokens = answer_tokens(reply)
     matches = any(_contains(tokens, answer_tokens(g)) for g in (gold, *aliases))
-    if matches and len(tokens) <= MAX_ANSWER_TOKENS:
-        return "correct"
+    if matches:
+        return "correct" if len(tokens) <= MAX_ANSWER_TOKENS else "verbose"
     if not matches and _is_idk(reply):
         return "no_answer"
     return "wrong"
@@ -143,7 +148,7 @@ def score_episode(outcome: EpisodeOutcome) -> EpisodeScore:
     elif outcome.malformed_calls > 0 and outcome.valid_tool_calls == 0:
         components = {"base": -1.0}
     else:
-        base = -0.5 if verdict == "wrong" else 0.0
+        base = {"wrong": -0.5, "verbose": VERBOSE_CREDIT}.get(verdict, 0.0)
         components = {"base": base, "found": FOUND_CREDIT * found, "read": READ_CREDIT * read, "malformed": -penalty}
 
     return EpisodeScore(
