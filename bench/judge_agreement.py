@@ -40,6 +40,7 @@ import openai
 from hone.envs.inbox import TOOL_SCHEMAS, EpisodeState, Question, inbox_db, load_inbox, make_splits, rollout, score_episode, take_turn
 from hone.envs.inbox.agent import initial_messages
 from hone.rewards import Judge, JudgeConfig, JudgeError, judge_group
+from hone.rewards.agreement import pair_agreements
 from hone.rl.trajectory import Trajectory, TrajectoryGroup
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,16 +142,7 @@ async def build_groups(questions: list[Question], policy_url: str | None, policy
 # --------------------------------------------------------------------------- agreement
 def pair_scores(group: TrajectoryGroup) -> list[float]:
     """1 per pair the judge orders like the true reward, 0.5 per judge tie, 0 otherwise."""
-    values = []
-    trajectories = group.trajectories
-    for i in range(len(trajectories)):
-        for j in range(i + 1, len(trajectories)):
-            true = trajectories[i].reward - trajectories[j].reward
-            if abs(true) < 1e-9:
-                continue
-            judged = trajectories[i].metrics["judge_score"] - trajectories[j].metrics["judge_score"]
-            values.append(0.5 if abs(judged) < 1e-9 else float((true > 0) == (judged > 0)))
-    return values
+    return pair_agreements(group)
 
 
 def bootstrap_ci(per_group: list[list[float]], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:

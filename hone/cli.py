@@ -137,12 +137,22 @@ def demo(
     force_first_search: bool = typer.Option(True, help="Make the first reply a search_inbox call (the 135M model rarely writes one unaided)."),
     temperature: float = typer.Option(1.0, help="Sampling temperature while training."),
     eval_limit: int = typer.Option(0, help="Evaluate on only this many held-out questions (0 = all; smoke runs only)."),
+    reward: str = typer.Option("code", help="code: the environment's reward; judge: a relative LLM judge's scores alone."),
+    judge_url: str = typer.Option("http://127.0.0.1:8000/v1", help="OpenAI-compatible base URL of the judge (with --reward judge)."),
+    judge_model: str = typer.Option("smollm2-135m", help="Judge model name (API key from HONE_JUDGE_API_KEY or OPENAI_API_KEY)."),
 ) -> None:
     """Evaluate the inbox agent, train it with RL, evaluate again, and write a report."""
     from hone.demo import DemoConfig, run_demo
     from hone.envs.inbox import InboxEnv
     from hone.rl.loop import RunConfig
 
+    if reward not in ("code", "judge"):
+        raise HoneError(f"--reward must be 'code' or 'judge', not '{reward}'")
+    judge = None
+    if reward == "judge":
+        from hone.rewards import JudgeConfig
+
+        judge = JudgeConfig(base_url=judge_url, model=judge_model)
     env = InboxEnv(seed=seed, max_turns=max_turns, force_first_search=force_first_search)
     run = RunConfig(
         out_dir=str(out),
@@ -154,6 +164,7 @@ def demo(
         lora_rank=lora_rank,
         seed=seed,
         temperature=temperature,
+        judge=judge,
     )
     run_demo(env, DemoConfig(run=run, eval_limit=eval_limit), console=console)
 

@@ -86,6 +86,8 @@ async def _run_demo(env: Any, config: DemoConfig, backend: Any, console: Console
         "time_sampling_s": sum(r.get("time/sample") or 0 for r in history),
         "time_training_s": sum(r.get("time/train") or 0 for r in history),
         "eval_questions": len(eval_tasks),
+        "reward_source": "judge" if run_config.judge is not None else "code",
+        "judge_agreement": _mean_metric(history, "judge/agreement"),
         "config": {k: v for k, v in asdict(run_config).items() if isinstance(v, (int, float, str, bool))},
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -106,6 +108,11 @@ async def _cached_eval(path: Path, env: Any, client: Any, model: str, tasks: lis
     return result.summary(), examples
 
 
+def _mean_metric(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in history if isinstance(r.get(key), (int, float))]
+    return sum(values) / len(values) if values else None
+
+
 def _print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
     b, f = results["baseline"], results["final"]
     table = Table(title="inbox agent, held-out questions")
@@ -122,6 +129,8 @@ def _print_summary(console: Console, results: dict[str, Any], out: Path) -> None
         f"{results['steps']} steps, wall {results['wall_s'] / 60:.1f} min "
         f"(sampling {results['time_sampling_s'] / 60:.1f} min, training {results['time_training_s'] / 60:.1f} min)"
     )
+    if results["judge_agreement"] is not None:
+        console.print(f"the judge ranked pairs like the ground truth {results['judge_agreement']:.0%} of the time")
     console.print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
 
 
@@ -133,6 +142,8 @@ def _write_html(path: Path, results: dict[str, Any], history: list[dict[str, Any
         ("turns", f"{b['turns']:.2f}", f"{f['turns']:.2f}"),
         ("latency per question", f"{b['latency_s']:.2f} s", f"{f['latency_s']:.2f} s"),
     ]
+    if results["judge_agreement"] is not None:
+        rows.append(("judge agreement with ground truth (training pairs)", "", f"{results['judge_agreement']:.0%}"))
     images = [
         (curves_png(history, [("reward/mean", "training reward"), ("success/rate", "training success")]), "training curves"),
         (before_after_png(["before", "after"], [b["success"], f["success"]], [tuple(b["ci95"]), tuple(f["ci95"])], "held-out success"), "before and after"),

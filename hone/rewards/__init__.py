@@ -9,6 +9,7 @@ judge is reached over the OpenAI chat API only, so any endpoint works, hone's ow
     # or, per group: await judge_group(group, judge, set_reward=False); combine_rewards(group, "tiebreak")
 """
 
+from hone.rewards.agreement import pair_agreements
 from hone.rewards.combine import combine_rewards
 from hone.rewards.judge import Judge, JudgeConfig, JudgeError, JudgeResult, judge_group, judge_groups
 from hone.rewards.prompt import DEFAULT_RUBRIC, JudgePrompt, build_judge_prompt, parse_scores
@@ -24,5 +25,6 @@ __all__ = [
     "combine_rewards",
     "judge_group",
     "judge_groups",
+    "pair_agreements",
     "parse_scores",
 ]

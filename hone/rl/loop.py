@@ -50,6 +50,7 @@ class RunConfig:
     autocast_bf16: bool = False
     log_sinks: tuple[str, ...] = ()  # "wandb", "tensorboard"
     show_progress: bool = True
+    judge: Any = None  # a hone.rewards.JudgeConfig: rewards come from a relative LLM judge, not the env
 
 
 @dataclass
@@ -117,7 +118,8 @@ async def run_training(
             return await env.rollout(client, model.name, task, seed=seed, temperature=config.temperature)
 
         groups = await gather_groups(list(enumerate(batch)), rollout, gather_config)
-        metrics = rollout_metrics(groups)
+        judge_metrics = await judge_step(groups, config.judge, gather_config) if config.judge is not None else {}
+        metrics = {**rollout_metrics(groups), **judge_metrics}
         metrics["time/sample"] = time.perf_counter() - started
 
         # 3) train
@@ -149,6 +151,17 @@ def tasks_for_step(tasks: list[Any], step: int, groups_per_step: int, seed: int)
 def rollout_seed(seed: int, step: int, task_index: int, attempt: int) -> int:
     digest = hashlib.sha256(f"{seed}/{step}/{task_index}/{attempt}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+async def judge_step(groups: list[TrajectoryGroup], judge: Any, gather_config: GatherConfig) -> dict[str, float]:
+    """Replace env rewards with judge scores; report how often the judge ranked pairs like the env did."""
+    from hone.rewards import judge_groups, pair_agreements  # only runs that use a judge need it
+
+    metrics = await judge_groups(groups, judge, gather_config=gather_config)
+    pairs = [p for g in groups for p in pair_agreements(g)]
+    metrics["judge/agreement"] = fmean(pairs) if pairs else float("nan")
+    metrics["judge/pairs"] = float(len(pairs))
+    return metrics
 
 
 def rollout_metrics(groups: list[TrajectoryGroup]) -> dict[str, float]:
