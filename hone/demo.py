@@ -21,8 +21,7 @@ from rich.table import Table
 
 from hone.monitor.report import before_after_png, curves_png, trajectory_html, write_report
 from hone.rl.evaluate import EvalResult, evaluate
-from hone.rl.loop import RunConfig, run_training
-from hone.rl.model import TrainableModel
+from hone.rl.loop import RunConfig, make_model, run_training
 
 
 @dataclass(frozen=True)
@@ -41,15 +40,7 @@ async def _run_demo(env: Any, config: DemoConfig, backend: Any, console: Console
     out = Path(config.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_config = replace(config.run, out_dir=str(out / "run"))
-    model = TrainableModel(
-        "inbox-agent",
-        run_config.base_model,
-        backend,
-        lora_rank=run_config.lora_rank or 16,
-        full_finetune=run_config.lora_rank == 0,
-        autocast_bf16=run_config.autocast_bf16,
-        seed=run_config.seed,
-    )
+    model = make_model("inbox-agent", run_config, backend)
     client = model.openai_client()
     eval_tasks = list(env.eval_tasks())
     if config.eval_limit:

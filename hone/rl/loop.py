@@ -71,15 +71,7 @@ async def run_training(
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if model is None:
-        model = TrainableModel(
-            "policy",
-            config.base_model,
-            backend,
-            lora_rank=config.lora_rank or 16,
-            full_finetune=config.lora_rank == 0,
-            autocast_bf16=config.autocast_bf16,
-            seed=config.seed,
-        )
+        model = make_model("policy", config, backend)
     client = model.openai_client()
     checkpoints = CheckpointDir(out / "checkpoints", keep_last=config.keep_last, best_metric=config.best_metric)
     log = MetricsLog(out / "metrics.jsonl", sinks=config.log_sinks)
@@ -135,6 +127,19 @@ async def run_training(
             on_step(step + 1, metrics)
 
     return RunResult(model=model, history=log.read(), resumed_from=start_step)
+
+
+def make_model(name: str, config: RunConfig, backend: Any = None) -> TrainableModel:
+    """The trainable model a run config describes (LoRA at its rank, or full fine-tuning at rank 0)."""
+    return TrainableModel(
+        name,
+        config.base_model,
+        backend,
+        lora_rank=config.lora_rank or 16,
+        full_finetune=config.lora_rank == 0,
+        autocast_bf16=config.autocast_bf16,
+        seed=config.seed,
+    )
 
 
 def tasks_for_step(tasks: list[Any], step: int, groups_per_step: int, seed: int) -> list[Any]:

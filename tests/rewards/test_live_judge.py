@@ -5,40 +5,13 @@ call's tokens accounted. How well a judge ranks is measured by bench/judge_agree
 """
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 from hone.rewards import JudgeConfig, judge_group
 from hone.rl.trajectory import TrajectoryGroup
 
-
-def start_hone_serve() -> tuple[subprocess.Popen, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(process.stdout.read().decode())
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process, port
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("hone serve did not come up within 120 s")
+from ..serving import start_hone_serve
 
 
 @pytest.mark.slow

@@ -1,17 +1,15 @@
 """`hone serve` as a real process on 127.0.0.1, driven by the official openai client."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import openai
 import pytest
 
 from hone.backends import LocalBackend
+
+from ..serving import start_hone_serve
+
 
 WEATHER = {
     "type": "function",
@@ -27,31 +25,15 @@ ASK = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: str):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+def ask_for_weather(client):
+    return client.chat.completions.create(
+        model="smollm2-135m",
+        messages=ASK,
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        temperature=0,
+        max_tokens=32,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(process.stdout.read().decode())
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process, port
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("hone serve did not come up within 120 s")
 
 
 def assert_weather_call(reply):
@@ -64,7 +46,7 @@ def assert_weather_call(reply):
 
 @pytest.fixture(scope="module")
 def embedded_server():
-    process, port = start_server("smollm2-135m")
+    process, port = start_hone_serve("smollm2-135m")
     yield port
     process.terminate()
     process.wait(timeout=30)
@@ -73,15 +55,7 @@ def embedded_server():
 @pytest.mark.slow
 def test_a_real_server_returns_a_parsed_tool_call_from_the_embedded_model(embedded_server):
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{embedded_server}/v1", api_key="unused", max_retries=0)
-    reply = client.chat.completions.create(
-        model="smollm2-135m",
-        messages=ASK,
-        tools=[WEATHER],
-        tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        temperature=0,
-        max_tokens=32,
-    )
-    assert_weather_call(reply)
+    assert_weather_call(ask_for_weather(client))
 
 
 @pytest.mark.slow
@@ -98,13 +72,5 @@ def test_the_in_process_client_gets_the_same_parsed_tool_call():
     backend = LocalBackend()
     backend.add_model("smollm2-135m", "smollm2-135m")
     client = backend.openai_client_sync()
-    reply = client.chat.completions.create(
-        model="smollm2-135m",
-        messages=ASK,
-        tools=[WEATHER],
-        tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        temperature=0,
-        max_tokens=32,
-    )
-    assert_weather_call(reply)
+    assert_weather_call(ask_for_weather(client))
     backend.close()
