@@ -12,7 +12,7 @@
    model), advantages = reward - group mean (TRL `scale_rewards="none"`), one optimizer step per
    batch (TRL `num_iterations=1`), AdamW betas (0.9, 0.95), weight decay 0, grad-norm clip 1.0,
    constant learning rate, fp32 training weights. TRL's gradient checkpointing (its default) is
-   turned off: memory is not short here and it only costs time.
+   turned off: with micro-batches of 8 it fits in memory, and it only costs time.
 4. Time per step: hone's `time/step` (sample + train + checkpoint); TRL's time between consecutive
    `on_step_end` callbacks (generation + scoring + training + logging, no checkpoints). The first
    step of each (lazy set-up, first-call costs) is reported separately and left out of the mean.
