@@ -96,6 +96,7 @@ def train(
     max_exceptions: float = typer.Option(0.25, help="Failed rollouts tolerated per step: a count, or a fraction if < 1."),
     temperature: float = typer.Option(1.0, help="Sampling temperature for rollouts."),
     log: list[str] = typer.Option([], help="Also log to wandb or tensorboard (repeatable)."),
+    backend: str = typer.Option("local", help="local, or the URL of a `hone serve` (API key from HONE_API_KEY)."),
 ) -> None:
     """Train a model on an environment with GRPO; re-running the same command resumes."""
     from hone.rl.loop import RunConfig, run_training
@@ -116,7 +117,7 @@ def train(
         temperature=temperature,
         log_sinks=tuple(log),
     )
-    result = asyncio.run(run_training(environment, config))
+    result = asyncio.run(run_training(environment, config, backend=make_backend(backend)))
     if result.resumed_from:
         console.print(f"resumed from step {result.resumed_from}")
     console.print(f"done: {steps} steps in {out}")
@@ -140,6 +141,7 @@ def demo(
     reward: str = typer.Option("code", help="code: the environment's reward; judge: a relative LLM judge's scores alone."),
     judge_url: str = typer.Option("http://127.0.0.1:8000/v1", help="OpenAI-compatible base URL of the judge (with --reward judge)."),
     judge_model: str = typer.Option("smollm2-135m", help="Judge model name (API key from HONE_JUDGE_API_KEY or OPENAI_API_KEY)."),
+    backend: str = typer.Option("local", help="local, or the URL of a `hone serve` (API key from HONE_API_KEY)."),
 ) -> None:
     """Evaluate the inbox agent, train it with RL, evaluate again, and write a report."""
     from hone.demo import DemoConfig, run_demo
@@ -166,7 +168,16 @@ def demo(
         temperature=temperature,
         judge=judge,
     )
-    run_demo(env, DemoConfig(run=run, eval_limit=eval_limit), console=console)
+    run_demo(env, DemoConfig(run=run, eval_limit=eval_limit), backend=make_backend(backend), console=console)
+
+
+def make_backend(spec: str) -> Any:
+    """None (the run makes its own LocalBackend) for "local"; a RemoteBackend for a server URL."""
+    if spec == "local":
+        return None
+    from hone.backends import RemoteBackend
+
+    return RemoteBackend.from_env(spec)
 
 
 def load_env(spec: str) -> Any:

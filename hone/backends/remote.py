@@ -1,0 +1,366 @@
+"""RemoteBackend: the LocalBackend interface over HTTP to `hone serve` (contract: docs/serve-api.md).
+
+    backend = RemoteBackend("http://127.0.0.1:8000", api_key=os.environ["HONE_API_KEY"])
+    model = TrainableModel("agent", "smollm2-135m", backend=backend)   # user code does not change
+
+The user's process keeps the rollouts, tools and rewards; the server samples and trains. Knows the
+HTTP contract and nothing of how the server stores or runs models.
+
+1. Every call is one logical request with one `request_id` (uuid4). Transient failures (connect
+   errors, dropped connections, 429, 502, 503, 504) are retried with exponential backoff and full
+   jitter, resending the same id, so the server applies a training request once however many
+   times it arrives.
+2. Permanent failures (other 4xx, 500) raise one hone error whose message is the server's own
+   sentence; nothing is retried that cannot succeed.
+3. Checkpoints live on the server. `save_state(name, PATH)` writes PATH/remote_checkpoint.json
+   naming the server checkpoint, and `load_state` reads it back, so hone.rl's atomic run
+   checkpoints and resume work unchanged: the run folder is local, the weights are remote.
+4. Only built-in losses travel: a Python callable cannot be sent, so it raises a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import openai
+
+from hone.errors import CheckpointError, HoneError, InvalidRequestError, ModelNotFoundError
+from hone.models import DEFAULT_MODEL
+from hone.types import AdamParams, Datum, SampledSequence, SamplingParams
+
+CHECKPOINT_FILE = "remote_checkpoint.json"
+TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+# Errors after which the request may not have arrived, or its answer was lost: safe to resend
+# because every training request carries its request id.
+TRANSIENT_ERRORS = (httpx.TransportError,)
+MODEL_OPTIONS = ("seed", "max_seq_len", "micro_batch_tokens", "autocast_bf16", "lora_alpha")
+DEFAULT_LORA_RANK = 16
+
+
+class RemoteError(HoneError):
+    """The server refused a request, could not be reached, or failed; the message says which."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code  # None: no answer came back
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 8  # tries per logical request, the first included
+    backoff_s: float = 0.25  # the n-th retry waits a uniform draw from [0, min(cap, backoff·2^n)]
+    max_backoff_s: float = 8.0
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """What the server says about one of this tenant's models."""
+
+    name: str
+    base_model: str
+    lora_rank: int
+    step: int
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One logical request: resent unchanged (same request id) on a transient failure."""
+
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+
+
+class RemoteBackend:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout_s: float | None = None,  # None: wait as long as a training step takes
+        retry: RetryPolicy = RetryPolicy(),
+        openai_max_retries: int = 4,
+        transport: httpx.BaseTransport | None = None,  # tests inject one; the network otherwise
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        if not api_key:
+            raise HoneError("RemoteBackend needs an API key: set HONE_API_KEY to a key from `hone keys create`")
+        self.base_url = _root_url(base_url)
+        self.retry = retry
+        self.openai_max_retries = openai_max_retries
+        self._api_key = api_key
+        self._timeout = httpx.Timeout(timeout_s, connect=10.0)
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._async_transport = async_transport
+        self._sync = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=transport)
+        self._async: httpx.AsyncClient | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._models: dict[str, RemoteModel] = {}
+
+    @classmethod
+    def from_env(cls, base_url: str, **kwargs: Any) -> "RemoteBackend":
+        """A backend for `base_url` with the key in HONE_API_KEY (what `hone demo/train --backend URL` use)."""
+        api_key = os.environ.get("HONE_API_KEY", "").strip()
+        if not api_key:
+            raise HoneError(f"set HONE_API_KEY to an API key for {_root_url(base_url)} (one from `hone keys create --tenant NAME`)")
+        return cls(base_url, api_key, **kwargs)
+
+    # ------------------------------------------------------------------ models
+    def add_model(self, name: str, base_model: str = DEFAULT_MODEL, **options: Any) -> RemoteModel:
+        """Get or create `name` on the server, so a resumed run re-attaches to the model it trained.
+
+        Options as LocalBackend takes them: lora_rank, full_finetune, and the trainer's seed,
+        max_seq_len, micro_batch_tokens, autocast_bf16, lora_alpha.
+        """
+        unknown = sorted(set(options) - {"lora_rank", "full_finetune", *MODEL_OPTIONS})
+        if unknown:
+            raise InvalidRequestError(f"RemoteBackend.add_model does not know the option(s) {', '.join(unknown)}", param=unknown[0])
+        lora_rank = 0 if options.get("full_finetune") else int(options.get("lora_rank") or DEFAULT_LORA_RANK)
+        body = {
+            "name": name,
+            "base_model": base_model,
+            "lora_rank": lora_rank,
+            "options": {k: options[k] for k in MODEL_OPTIONS if options.get(k) is not None},
+            "exist_ok": True,
+        }
+        model = _remote_model(self._request_sync(_Call("POST", "/v1/hone/models", body)))
+        self._models[name] = model
+        return model
+
+    def list_models(self) -> list[str]:
+        return sorted(m["name"] for m in self._request_sync(_Call("GET", "/v1/hone/models"))["data"])
+
+    def model_info(self, name: str) -> RemoteModel:
+        for row in self._request_sync(_Call("GET", "/v1/hone/models"))["data"]:
+            if row["name"] == name:
+                return _remote_model(row)
+        raise ModelNotFoundError(f"the model '{name}' does not exist on {self.base_url}; add_model creates it")
+
+    def delete_model(self, name: str) -> None:
+        self._request_sync(_Call("DELETE", f"/v1/hone/models/{name}"))
+        self._models.pop(name, None)
+
+    def tokenizer(self, name: str) -> Any:
+        """The base model's tokenizer, loaded here (the embedded and tiny ones need no network)."""
+        from hone.models import load_tokenizer
+
+        model = self._models.get(name) or self.model_info(name)
+        return load_tokenizer(model.base_model)
+
+    # ------------------------------------------------------------------ sampling
+    async def sample(self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
+        body = {"prompt_tokens": list(prompt_tokens), "n": n, "params": asdict(params)}
+        answer = await self._request(_Call("POST", f"/v1/hone/models/{name}/sample", body))
+        return [
+            SampledSequence(
+                tokens=s["tokens"],
+                logprobs=s["logprobs"],
+                finish_reason=s["finish_reason"],
+                top_logprobs=[[tuple(pair) for pair in row] for row in s["top_logprobs"]] if s.get("top_logprobs") else None,
+            )
+            for s in answer["sequences"]
+        ]
+
+    # ------------------------------------------------------------------ training (Tinker-shaped)
+    async def forward_backward(
+        self, name: str, datums: list[Datum], loss: str | Callable = "cispo", loss_config: Any = None
+    ) -> dict[str, float]:
+        """Accumulate gradients of a built-in `loss` over `datums` on the server; returns its metrics."""
+        if not isinstance(loss, str):
+            raise InvalidRequestError(
+                "a custom Python loss cannot be sent to hone serve; use a built-in loss name "
+                "(cispo, ppo, importance_sampling, cross_entropy) or train with LocalBackend",
+                param="loss",
+            )
+        body = {
+            "datums": [d.model_dump() for d in datums],
+            "loss": loss,
+            "loss_config": asdict(loss_config) if is_dataclass(loss_config) else loss_config,
+            "request_id": _request_id(),
+        }
+        answer = await self._request(_Call("POST", f"/v1/hone/models/{name}/forward_backward", body))
+        return answer["metrics"]
+
+    async def optim_step(self, name: str, adam: AdamParams) -> dict[str, float]:
+        """Apply the accumulated gradients; the server samples from the new weights from then on."""
+        body = {"adam": asdict(adam), "request_id": _request_id()}
+        answer = await self._request(_Call("POST", f"/v1/hone/models/{name}/optim_step", body))
+        return answer["metrics"]
+
+    async def save_state(self, name: str, path: str | Path) -> Path:
+        """Checkpoint on the server, and leave PATH/remote_checkpoint.json pointing at it."""
+        body = {"checkpoint": None, "request_id": _request_id()}
+        answer = await self._request(_Call("POST", f"/v1/hone/models/{name}/save_state", body))
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        pointer = {"base_url": self.base_url, "model": name, "checkpoint": answer["checkpoint"], "step": answer["step"]}
+        (path / CHECKPOINT_FILE).write_text(json.dumps(pointer, indent=1))
+        return path
+
+    async def load_state(self, name: str, path: str | Path, with_optimizer: bool = True) -> None:
+        pointer = read_checkpoint_pointer(path)
+        if pointer["model"] != name:
+            raise CheckpointError(
+                f"{Path(path) / CHECKPOINT_FILE} is a checkpoint of the model '{pointer['model']}', not '{name}'"
+            )
+        body = {"checkpoint": pointer["checkpoint"], "with_optimizer": with_optimizer}
+        await self._request(_Call("POST", f"/v1/hone/models/{name}/load_state", body))
+
+    async def list_checkpoints(self, name: str) -> list[dict[str, Any]]:
+        return (await self._request(_Call("GET", f"/v1/hone/models/{name}/checkpoints")))["data"]
+
+    # ------------------------------------------------------------------ clients
+    def openai_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        """An async OpenAI client for the server's /v1 routes, with this backend's key."""
+        kwargs.setdefault("max_retries", self.openai_max_retries)  # chat is safe to resend
+        return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", api_key=self._api_key, **kwargs)
+
+    def openai_client_sync(self, **kwargs: Any) -> openai.OpenAI:
+        kwargs.setdefault("max_retries", self.openai_max_retries)
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=self._api_key, **kwargs)
+
+    def close(self) -> None:
+        self._sync.close()
+        self._async = None  # its connections belong to an event loop that may be gone already
+
+    # ------------------------------------------------------------------ HTTP with retries
+    async def _request(self, call: _Call) -> Any:
+        client = self._async_client()
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                response = await client.request(call.method, call.path, json=call.body)
+            except TRANSIENT_ERRORS as exc:
+                failure: httpx.Response | Exception = exc
+            else:
+                if response.status_code not in TRANSIENT_STATUS:
+                    return self._answer(call, response)
+                failure = response
+            if attempt == self.retry.attempts:
+                raise self._gave_up(call, failure)
+            await asyncio.sleep(self._backoff(attempt, failure))
+
+    def _request_sync(self, call: _Call) -> Any:
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                response = self._sync.request(call.method, call.path, json=call.body)
+            except TRANSIENT_ERRORS as exc:
+                failure: httpx.Response | Exception = exc
+            else:
+                if response.status_code not in TRANSIENT_STATUS:
+                    return self._answer(call, response)
+                failure = response
+            if attempt == self.retry.attempts:
+                raise self._gave_up(call, failure)
+            time.sleep(self._backoff(attempt, failure))
+
+    def _async_client(self) -> httpx.AsyncClient:
+        """One async client per event loop: pooled connections cannot move between loops."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async_loop is not loop:
+            self._async = httpx.AsyncClient(
+                base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=self._async_transport
+            )
+            self._async_loop = loop
+        return self._async
+
+    def _backoff(self, attempt: int, failure: httpx.Response | Exception) -> float:
+        ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
+        wait = random.uniform(0, ceiling)  # full jitter: many clients retrying do not stampede
+        if isinstance(failure, httpx.Response):
+            retry_after = _seconds(failure.headers.get("retry-after"))
+            if retry_after is not None:
+                wait = max(wait, min(retry_after, self.retry.max_backoff_s))
+        return wait
+
+    def _answer(self, call: _Call, response: httpx.Response) -> Any:
+        if response.is_success:
+            return response.json()
+        message = _server_message(response)
+        status = response.status_code
+        if status == 401:
+            raise RemoteError(f"{self.base_url} refused the API key ({message}); set HONE_API_KEY to a key from `hone keys create`", status)
+        if status == 404:
+            raise ModelNotFoundError(message)
+        if 400 <= status < 500:
+            raise InvalidRequestError(message, param=_server_param(response), status_code=status)
+        raise RemoteError(f"{self.base_url} failed on {call.method} {call.path} with {status}: {message}", status)
+
+    def _gave_up(self, call: _Call, failure: httpx.Response | Exception) -> RemoteError:
+        tries = f"{self.retry.attempts} tries"
+        if isinstance(failure, httpx.Response):
+            return RemoteError(
+                f"{self.base_url} kept answering {failure.status_code} to {call.method} {call.path} after {tries}: "
+                f"{_server_message(failure)}",
+                failure.status_code,
+            )
+        reason = str(failure) or type(failure).__name__
+        return RemoteError(f"could not reach hone serve at {self.base_url} after {tries} ({reason}); is it running?")
+
+
+# --------------------------------------------------------------------------- helpers
+def read_checkpoint_pointer(path: str | Path) -> dict[str, Any]:
+    """PATH/remote_checkpoint.json: which server checkpoint a local run checkpoint stands for."""
+    file = Path(path) / CHECKPOINT_FILE
+    if not file.exists():
+        raise CheckpointError(
+            f"{Path(path)} holds no {CHECKPOINT_FILE}: it was not written by RemoteBackend "
+            "(a LocalBackend checkpoint cannot be loaded into a server model)"
+        )
+    try:
+        pointer = json.loads(file.read_text())
+        _ = pointer["model"], pointer["checkpoint"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{file} is unreadable ({exc}); delete that run checkpoint to resume from an earlier one") from exc
+    return pointer
+
+
+def _root_url(url: str) -> str:
+    """The server's root: trailing slashes and a trailing /v1 are dropped, so both spellings work."""
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    if not url.startswith(("http://", "https://")):
+        raise HoneError(f"the backend URL must start with http:// or https://, not '{url}'")
+    return url
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _remote_model(row: dict[str, Any]) -> RemoteModel:
+    return RemoteModel(name=row["name"], base_model=row["base_model"], lora_rank=row["lora_rank"], step=row.get("step", 0))
+
+
+def _server_message(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+    except ValueError:
+        error = None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    text = response.text.strip()
+    return text[:300] if text else f"HTTP {response.status_code} with no message"
+
+
+def _server_param(response: httpx.Response) -> str | None:
+    try:
+        error = response.json().get("error")
+    except ValueError:
+        return None
+    return error.get("param") if isinstance(error, dict) else None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
