@@ -1,0 +1,231 @@
+"""Benchmark: the cost of training through `hone serve` instead of in process, on one machine.
+
+1. Work (both sides): hone's RL loop (`hone.rl.loop.run_training`) on the single-turn tool-call
+   task, the embedded SmolLM2-135M with LoRA r16, the same seed, steps, groups and group size, so
+   both sides sample (nearly) the same tokens and train on the same datums. Only the backend
+   differs: `LocalBackend` in this process, then `RemoteBackend` to a real
+   `hone serve --home TMP` subprocess on 127.0.0.1 (its key written with the server's store, as
+   `hone keys create` does).
+2. Seconds per step: the loop's `time/step` (sample + score + train + checkpoint), the first step
+   of each side (lazy set-up: trainer, LoRA, first-call costs) reported separately and left out of
+   the mean. ratio = remote / local; target <= 1.15.
+3. Rollout throughput: 8 concurrent clients (each its own `openai.AsyncOpenAI`, no client retries,
+   so every failure is counted) send a fixed number of tool-call chat requests to the server's
+   trained model; requests/s, completion tokens/s, errors (must be 0).
+4. The machine is shared: server and client run on the same cores (2 on CI's machine), so remote
+   figures include the client's HTTP and JSON work competing with the server's compute. The load
+   average is recorded before and after.
+
+Run: .venv/bin/python bench/remote_overhead.py [--steps N] [--requests R] [--model M]
+Writes bench/results/remote_overhead.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import asyncio
+import json
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import httpx
+import openai
+
+from hone.backends import LocalBackend, RemoteBackend
+from hone.envs.toolcall import TOOLS, ToolCallEnv, make_tasks, prompt_messages
+from hone.models import DEFAULT_MODEL
+from hone.rl.loop import RunConfig, run_training
+
+RESULTS = Path(__file__).parent / "results" / "remote_overhead.json"
+CLIENTS = 8
+TARGET_RATIO = 1.15
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=4, help="training steps per side, the first one left out of the mean")
+    parser.add_argument("--groups-per-step", type=int, default=2)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=64, help="chat requests in the 8-client throughput test")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    cores = os.cpu_count()
+    print(f"server and client share this machine's {cores} cores: remote figures include that contention")
+
+    with tempfile.TemporaryDirectory(prefix="hone-remote-bench-") as tmp:
+        tmp_path = Path(tmp)
+        load_before = os.getloadavg()
+
+        # 1) local
+        local_backend = LocalBackend()
+        local = asyncio.run(timed_run(config(args, tmp_path / "local"), local_backend))
+        local_backend.close()
+        print(f"local : {local['s_per_step']:.2f} s/step  (steps {fmt(local['step_s'])})")
+
+        # 2) remote, against a real server process
+        home = tmp_path / "home"
+        home.mkdir()
+        server, port = start_server(home)
+        try:
+            key = create_key(home)
+            url = f"http://127.0.0.1:{port}"
+            remote_backend = RemoteBackend(url, key)
+            remote = asyncio.run(timed_run(config(args, tmp_path / "remote"), remote_backend))
+            print(f"remote: {remote['s_per_step']:.2f} s/step  (steps {fmt(remote['step_s'])})")
+
+            # 3) many rollout clients at once
+            rollouts = asyncio.run(rollout_clients(url, key, "policy", args.requests))
+            print(
+                f"{CLIENTS} clients: {rollouts['requests']} requests in {rollouts['wall_s']:.1f} s = "
+                f"{rollouts['requests_per_s']:.2f} req/s, {rollouts['completion_tokens_per_s']:.0f} tok/s, "
+                f"errors {rollouts['errors']}"
+            )
+            remote_backend.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        load_after = os.getloadavg()
+
+    ratio = remote["s_per_step"] / local["s_per_step"]
+    print(f"ratio remote/local: {ratio:.3f} (target <= {TARGET_RATIO})")
+    result = {
+        "local_s_per_step": round(local["s_per_step"], 3),
+        "remote_s_per_step": round(remote["s_per_step"], 3),
+        "ratio": round(ratio, 3),
+        "target_ratio": TARGET_RATIO,
+        "local": local,
+        "remote": remote,
+        "rollout_clients": rollouts,
+        "work": {
+            "env": "toolcall",
+            "model": args.model,
+            "lora_rank": 16,
+            "steps": args.steps,
+            "groups_per_step": args.groups_per_step,
+            "group_size": args.group_size,
+            "max_tokens": ToolCallEnv().max_tokens,
+            "seed": 0,
+            "first_step_excluded": True,
+        },
+        "machine": {
+            "cores": cores,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in load_after],
+            "note": f"server and client share the same {cores} cores",
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+def config(args: argparse.Namespace, out: Path) -> RunConfig:
+    return RunConfig(
+        out_dir=str(out), base_model=args.model, steps=args.steps, groups_per_step=args.groups_per_step,
+        group_size=args.group_size, learning_rate=1e-4, lora_rank=16, seed=0, show_progress=False,
+    )  # fmt: skip
+
+
+async def timed_run(run: RunConfig, backend: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = await run_training(ToolCallEnv(), run, backend=backend)
+    history = result.history
+    step_s = [row["time/step"] for row in history]
+    return {
+        "s_per_step": fmean(step_s[1:]) if len(step_s) > 1 else step_s[0],
+        "first_step_s": round(step_s[0], 3),
+        "step_s": [round(s, 3) for s in step_s],
+        "sample_s": [round(row["time/sample"], 3) for row in history],
+        "train_s": [round(row["time/train"], 3) for row in history],
+        "tokens_sampled": [int(row["tokens/sampled"]) for row in history],
+        "reward_mean": [round(row["reward/mean"], 4) for row in history],
+        "wall_s_incl_setup": round(time.perf_counter() - started, 2),
+    }
+
+
+async def rollout_clients(url: str, key: str, model: str, requests: int) -> dict[str, Any]:
+    """CLIENTS clients, each sending its share of `requests` one after another; failures counted, not retried."""
+    tasks = make_tasks()
+    errors: list[str] = []
+    completion_tokens = 0
+
+    async def client_loop(index: int) -> None:
+        nonlocal completion_tokens
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=300)
+        for i in range(index, requests, CLIENTS):
+            try:
+                reply = await client.chat.completions.create(
+                    model=model, messages=prompt_messages(tasks[i % len(tasks)]), tools=TOOLS, max_tokens=48, temperature=1.0, seed=i
+                )
+                completion_tokens += reply.usage.completion_tokens if reply.usage else 0
+            except openai.OpenAIError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+        await client.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client_loop(i) for i in range(CLIENTS)))
+    wall = time.perf_counter() - started
+    return {
+        "clients": CLIENTS,
+        "requests": requests,
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(requests / wall, 3),
+        "completion_tokens_per_s": round(completion_tokens / wall, 1),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+    }
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(home / "serve.log", "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home)],
+        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+    )  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"hone serve exited: {(home / 'serve.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process, port
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    process.kill()
+    raise SystemExit("hone serve did not come up within 180 s")
+
+
+def create_key(home: Path) -> str:
+    from hone.server.store import Store  # the same rows `hone keys create --tenant bench` writes
+
+    store = Store(home)
+    try:
+        return store.create_key("bench")[1]
+    finally:
+        store.close()
+
+
+def fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()
