@@ -19,7 +19,7 @@ from hone.errors import InvalidRequestError
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 TOOL_PROMPT = (
-    "You can call tools. Available tools, one JSON schema per line:\n{schemas}\n"
+    "You can call tools. Available tools:\n{schemas}\n"
     "To call a tool, reply with one line in this form, filling in the arguments:\n{example}"
 )
 # placeholder argument values by JSON-schema type, for the example call in the tool prompt
@@ -136,13 +136,7 @@ def _as_tool_schema(tool: Any) -> dict[str, Any]:
 
 
 def _with_tool_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    schemas = "\n".join(
-        json.dumps(
-            {k: v for k, v in _as_tool_schema(t)["function"].items() if k in ("name", "description", "parameters")},
-            ensure_ascii=False,
-        )
-        for t in tools
-    )
+    schemas = "\n".join(_signature(_as_tool_schema(t)["function"]) for t in tools)
     tool_text = TOOL_PROMPT.format(schemas=schemas, example=_example_call(tools[0]))
     if messages[0]["role"] == "system" and OPEN_TAG in messages[0]["content"]:
         # the user's prompt already shows real calls; a placeholder example would only be copied
@@ -151,6 +145,29 @@ def _with_tool_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]
         first = {"role": "system", "content": (messages[0]["content"] + "\n\n" + tool_text).strip()}
         return [first, *messages[1:]]
     return [{"role": "system", "content": tool_text}, *messages]
+
+
+def _signature(function: dict[str, Any]) -> str:
+    """`- name(arg: type, optional?: type): description`. Small models copy whatever JSON they
+    see into their calls (SmolLM2-135M pasted `"type": "object", "properties": ...` into a third of
+    its arguments when shown full JSON schemas); a one-line signature says the same in fewer tokens."""
+    parameters = function.get("parameters") or {}
+    properties = parameters.get("properties") or {}
+    required = set(parameters.get("required") or [])
+    args = ", ".join(
+        f"{name}{'' if name in required else '?'}: {_type_name(spec)}" for name, spec in properties.items() if isinstance(spec, dict)
+    )
+    description = f": {function['description']}" if function.get("description") else ""
+    return f"- {function['name']}({args}){description}"
+
+
+def _type_name(spec: dict[str, Any]) -> str:
+    kind = spec.get("type", "any")
+    if kind == "array" and isinstance(spec.get("items"), dict):
+        return f"list of {_type_name(spec['items'])}"
+    if "enum" in spec:
+        return " | ".join(json.dumps(v) for v in spec["enum"])
+    return kind if isinstance(kind, str) else "any"
 
 
 def _example_call(tool: dict[str, Any]) -> str:

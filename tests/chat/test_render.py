@@ -31,8 +31,8 @@ def test_tools_are_described_in_the_system_prompt_when_the_template_has_no_tool_
     rendered = render_prompt(tokenizer, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Paris?"}], [WEATHER])
     prompt = text(tokenizer, rendered)
     assert prompt.startswith("<|im_start|>system\nBe brief.")
-    assert '"name": "get_weather"' in prompt
-    assert "<tool_call>" in prompt
+    assert "- get_weather(city: string): Weather in a city" in prompt  # a signature line, not a JSON schema
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "..."}}</tool_call>' in prompt
     assert rendered.tool_names == {"get_weather"}
     assert prompt.endswith("<|im_start|>assistant\n")
 

@@ -154,9 +154,9 @@ def test_plain_text_without_a_tool_call_is_the_final_answer():
 
 
 def test_the_second_to_last_turn_tells_the_model_to_answer_next():
-    state = EpisodeState(max_turns=2)
+    state = EpisodeState(max_turns=2, question=QUESTION.question)
     replies = take_turn(DB, state, {"role": "assistant", "tool_calls": [tool_call("search_inbox", {"keywords": "code"})]})
-    assert replies[-1]["content"].endswith(LAST_TURN_NOTE)
+    assert replies[-1] == {"role": "user", "content": LAST_TURN_NOTE.format(question=QUESTION.question)}
 
 
 def test_running_out_of_turns_without_answering_is_marked_as_hitting_the_limit():

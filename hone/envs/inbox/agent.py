@@ -47,7 +47,9 @@ MALFORMED_NOTE = (
     '<tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "door code Bergen"}}}}</tool_call>'
 )  # a concrete example: the 135M model copies placeholders such as "..." literally
 _SEARCH_FIRST = {"type": "function", "function": {"name": "search_inbox"}}
-LAST_TURN_NOTE = "\n(Last turn: reply with only the short answer.)"
+# Before the last reply the question is asked again, after the tool output: a 135M model answers
+# what it read last, and otherwise continues the tool output instead of answering.
+LAST_TURN_NOTE = "Question: {question}\nReply with only the answer, in a few words."
 
 
 def initial_messages(inbox: Inbox, question: Question) -> list[dict[str, Any]]:
@@ -63,6 +65,7 @@ class EpisodeState:
     """What the episode has done so far; `take_turn` updates it."""
 
     max_turns: int = 6
+    question: str = ""  # asked again before the last turn
     turns: int = 0  # model calls made
     answer: str | None = None
     sources: list[str] = field(default_factory=list)
@@ -111,7 +114,7 @@ def take_turn(db: InboxDB, state: EpisodeState, message: dict[str, Any], tool_ca
                 state.answer, state.sources, state.done = result.final["answer"], result.final["sources"], True
                 return replies
         if state.turns == state.max_turns - 1:
-            replies[-1]["content"] += LAST_TURN_NOTE
+            replies.append({"role": "user", "content": LAST_TURN_NOTE.format(question=state.question)})
         return replies
 
     # 2) a tool call that did not parse: count it and say so
@@ -160,10 +163,11 @@ async def rollout(
     inbox = load_inbox(question.inbox_id, question.seed)
     db = inbox_db(inbox)
     trajectory = Trajectory(messages=initial_messages(inbox, question), tools=TOOL_SCHEMAS)
-    state = EpisodeState(max_turns=max_turns)
+    state = EpisodeState(max_turns=max_turns, question=question.question)
 
     while not state.done and state.turns < max_turns:
         forced = force_first_search and state.turns == 0
+        last = state.turns == max_turns - 1 and max_turns > 1  # no tools offered: the reply is the answer
         response = await client.chat.completions.create(
             model=model,
             messages=[_wire(m) for m in trajectory.messages],
@@ -173,7 +177,7 @@ async def rollout(
             temperature=temperature,
             max_tokens=max_tokens,
             seed=None if seed is None else seed + state.turns,  # a fresh stream each turn, reproducible per episode
-            **({"tool_choice": _SEARCH_FIRST} if forced else {}),
+            **({"tool_choice": _SEARCH_FIRST} if forced else {"tool_choice": "none"} if last else {}),
         )
         message = trajectory.add_response(response)  # appends the assistant message to trajectory.messages
         trajectory.messages.extend(take_turn(db, state, message, _choice_extra(response, "tool_call_error")))

@@ -31,7 +31,7 @@ CREATE VIRTUAL TABLE emails_fts USING fts5(subject, sender, body, tokenize = 'po
 """
 # bm25 weights per FTS column (subject, sender, body): a hit in the subject says more than one in a long body
 _BM25_WEIGHTS = (2.0, 1.0, 1.0)
-_SNIPPET_TOKENS = 12
+_SNIPPET_TOKENS = 24
 
 
 @dataclass(frozen=True)

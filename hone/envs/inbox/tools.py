@@ -116,6 +116,26 @@ def search_inbox(db: InboxDB, keywords: str | list[str], max_results: int = 5) -
     ]
 
 
+def format_results(results: list[dict[str, str]]) -> str:
+    """Search hits as the model reads them: two short lines each, no JSON.
+
+    A 135M model given JSON hits copies the JSON back as its answer; plain lines (id, date,
+    sender's name, subject, then the snippet) are a third of the tokens and easier to quote from.
+    """
+    lines = []
+    for hit in results:
+        sender = hit["sender"].split("<")[0].strip() or hit["sender"]
+        snippet = " ".join(hit["snippet"].split())  # the snippet's own line breaks would split the hit
+        lines.append(f"[{hit['message_id']}] {hit['date']}, from {sender}: {hit['subject']}\n  {snippet}")
+    return "\n".join(lines)
+
+
+def format_email(email: dict[str, str]) -> str:
+    """One email as the model reads it: headers as lines, then the body (plain text, as in search)."""
+    headers = f"[{email['message_id']}] {email['date'][:10]}\nFrom: {email['sender']}\nTo: {email['recipients']}\nSubject: {email['subject']}"
+    return f"{headers}\n\n{email['body']}"
+
+
 # --------------------------------------------------------------------------- read, answer
 
 
@@ -180,12 +200,12 @@ def call_tool(db: InboxDB, name: str, raw_arguments: Any) -> ToolResult:
             return ToolResult(results, ok=False)
         if not results:
             return ToolResult("No emails found. Try other keywords.", found_ids=[])
-        return ToolResult(json.dumps(results, ensure_ascii=False), found_ids=[r["message_id"] for r in results])
+        return ToolResult(format_results(results), found_ids=[r["message_id"] for r in results])
     if name == "read_email":
         email = read_email(db, args.get("message_id", args.get("id", "")))
         if isinstance(email, str):
             return ToolResult(email, ok=False)
-        return ToolResult(json.dumps(email, ensure_ascii=False), read_id=email["message_id"])
+        return ToolResult(format_email(email), read_id=email["message_id"])
     if name == "answer":
         text = args.get("text", args.get("answer"))
         if text is None or not str(text).strip():
