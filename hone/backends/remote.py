@@ -187,13 +187,13 @@ class RemoteBackend:
             "request_id": _request_id(),
         }
         answer = await self._request(_Call("POST", f"/v1/hone/models/{name}/forward_backward", body))
-        return answer["metrics"]
+        return _metrics(answer["metrics"])
 
     async def optim_step(self, name: str, adam: AdamParams) -> dict[str, float]:
         """Apply the accumulated gradients; the server samples from the new weights from then on."""
         body = {"adam": asdict(adam), "request_id": _request_id()}
         answer = await self._request(_Call("POST", f"/v1/hone/models/{name}/optim_step", body))
-        return answer["metrics"]
+        return _metrics(answer["metrics"])
 
     async def save_state(self, name: str, path: str | Path) -> Path:
         """Checkpoint on the server, and leave PATH/remote_checkpoint.json pointing at it."""
@@ -338,6 +338,11 @@ def _request_id() -> str:
 
 def _remote_model(row: dict[str, Any]) -> RemoteModel:
     return RemoteModel(name=row["name"], base_model=row["base_model"], lora_rank=row["lora_rank"], step=row.get("step", 0))
+
+
+def _metrics(metrics: dict[str, float | None]) -> dict[str, float]:
+    """JSON has no NaN: the server sends an undefined metric as null; hand it back as NaN, as LocalBackend does."""
+    return {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
 
 
 def _server_message(response: httpx.Response) -> str:

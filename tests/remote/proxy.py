@@ -36,9 +36,14 @@ class FlakyProxy:
         async def _close() -> None:
             if self._server is not None:
                 self._server.close()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:  # open connections' pumps
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(_close(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
 
     async def _listen(self) -> None:
         await asyncio.sleep(self.listen_after_s)

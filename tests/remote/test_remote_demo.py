@@ -1,0 +1,26 @@
+"""The demo loop (evaluate, train, evaluate, report) runs end to end against a real server."""
+
+import json
+
+from rich.console import Console
+
+from hone.demo import DemoConfig, run_demo
+from hone.envs.inbox import InboxEnv
+from hone.rl.loop import RunConfig
+
+
+def test_the_demo_loop_runs_end_to_end_through_remote_backend(service, tmp_path):
+    backend = service.backend()
+    run = RunConfig(
+        out_dir=str(tmp_path), base_model="tiny", steps=1, group_size=2, groups_per_step=2, lora_rank=0,
+        learning_rate=1e-3, seed=0, show_progress=False,
+    )  # fmt: skip
+    env = InboxEnv(seed=0, max_turns=2, force_first_search=True)
+    results = run_demo(env, DemoConfig(run=run, eval_limit=2), backend=backend, console=Console(quiet=True))
+
+    assert results["steps"] == 1 and results["eval_questions"] == 2
+    assert json.loads((tmp_path / "results.json").read_text())["final_success"] == results["final_success"]
+    assert (tmp_path / "report.html").exists()
+    assert (tmp_path / "run" / "checkpoints" / "step_000001" / "trainer" / "remote_checkpoint.json").exists()
+    assert backend.model_info("inbox-agent").step in (0, 1)  # 0 only if every group's rewards were equal
+    backend.close()
