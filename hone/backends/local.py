@@ -42,22 +42,65 @@ class LocalBackend:
             if name in self._models:
                 raise InvalidRequestError(f"a model named '{name}' already exists; pick another name", param="name")
         loaded = load_model(base_model, seed=options.get("seed", 0))
-        engine = Engine(
-            loaded.model,
-            eos_token_ids=_eos_ids(loaded),
-            decode=lambda ids, tok=loaded.tokenizer: tok.decode(ids, skip_special_tokens=True),
-            **self._engine_options,
-        )
+        engine = self._new_engine(loaded)
         handle = ModelHandle(name=name, base_model=base_model, loaded=loaded, engine=engine, options=options)
         with self._lock:
             self._models[name] = handle
         return handle
+
+    def add_checkpoint_model(self, name: str, of: str, path: str | Path) -> ModelHandle:
+        """Serve the weights of checkpoint `path` (saved by model `of`'s trainer) under `name`.
+
+        A sampler of its own over `of`'s base weights with the checkpoint's weights loaded (LoRA
+        merged); `of` itself is not touched. Sampling only: it has no trainer.
+        """
+        source = self.get(of)
+        with self._lock:
+            if name in self._models:
+                raise InvalidRequestError(f"a model named '{name}' already exists; pick another name", param="name")
+        weights = _checkpoint_weights(source, path)
+        engine = self._new_engine(source.loaded)
+        try:
+            engine.load_weights(weights)
+        except BaseException:
+            engine.close()
+            raise
+        handle = ModelHandle(name=name, base_model=source.base_model, loaded=source.loaded, engine=engine, options={})
+        with self._lock:
+            self._models[name] = handle
+        return handle
+
+    def remove_model(self, name: str) -> None:
+        """Stop serving `name` and free its sampler and trainer; requests still in flight on it fail."""
+        with self._lock:
+            handle = self._models.pop(name, None)
+        if handle is None:
+            raise ModelNotFoundError(f"the model '{name}' does not exist; GET /v1/models lists the ones that do")
+        handle.engine.close()
+
+    def step(self, name: str) -> int:
+        """Optimizer steps taken by `name`'s trainer (0 before it has one)."""
+        trainer = self.get(name).trainer
+        return 0 if trainer is None else trainer.step
+
+    def has_gradients(self, name: str) -> bool:
+        """Whether forward_backward has accumulated gradients that no optim_step has used yet."""
+        trainer = self.get(name).trainer
+        return trainer is not None and any(p.grad is not None for p in trainer.model.parameters())
 
     def get(self, name: str) -> ModelHandle:
         handle = self._models.get(name)
         if handle is None:
             raise ModelNotFoundError(f"the model '{name}' does not exist; GET /v1/models lists the ones that do")
         return handle
+
+    def _new_engine(self, loaded: LoadedModel) -> Engine:
+        return Engine(
+            loaded.model,
+            eos_token_ids=_eos_ids(loaded),
+            decode=lambda ids, tok=loaded.tokenizer: tok.decode(ids, skip_special_tokens=True),
+            **self._engine_options,
+        )
 
     def list_models(self) -> list[str]:
         return sorted(self._models)
@@ -77,8 +120,7 @@ class LocalBackend:
         handle = self.get(name)
         with self._lock:
             if handle.trainer is None:
-                keys = ("lora_rank", "lora_alpha", "full_finetune", "max_seq_len", "micro_batch_tokens", "autocast_bf16", "seed")
-                handle.trainer = Trainer(handle.loaded.model, **{k: v for k, v in handle.options.items() if k in keys})
+                handle.trainer = Trainer(handle.loaded.model, **_trainer_options(handle))
             return handle.trainer
 
     async def forward_backward(
@@ -139,3 +181,34 @@ def _eos_ids(loaded: LoadedModel) -> list[int]:
     elif configured:
         ids.update(configured)
     return sorted(i for i in ids if i is not None)
+
+
+_TRAINER_OPTIONS = ("lora_rank", "lora_alpha", "full_finetune", "max_seq_len", "micro_batch_tokens", "autocast_bf16", "seed")
+
+
+def _trainer_options(handle: ModelHandle) -> dict[str, Any]:
+    return {k: v for k, v in handle.options.items() if k in _TRAINER_OPTIONS}
+
+
+def _checkpoint_weights(source: ModelHandle, path: str | Path) -> dict[str, Any]:
+    """The sampler weights (plain names, LoRA merged) of a checkpoint saved by `source`'s trainer.
+
+    A throwaway trainer of the same configuration reads it; the global RNG states that
+    `load_state` restores are put back afterwards, so serving a checkpoint moves no one's RNG.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    from hone.training import Trainer
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            trainer = Trainer(source.loaded.model, **_trainer_options(source))
+            trainer.load_state(path, with_optimizer=False)
+            return trainer.sampler_state_dict()
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
