@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -57,22 +57,28 @@ class ChatCompletionRequest(BaseModel):
         )
 
 
-def build_router(backend: Any, default_max_tokens: int = 256) -> APIRouter:
+def build_router(backend: Any, default_max_tokens: int = 256, scope: Callable[[Request], Any] | None = None) -> APIRouter:
+    """Routes over `backend`; with `scope`, over `scope(request)` instead (a service's per-tenant view
+    with the same list_models / tokenizer / sample methods)."""
     router = APIRouter()
 
+    def models_for(request: Request) -> Any:
+        return scope(request) if scope is not None else backend
+
     @router.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
+    async def list_models(request: Request) -> dict[str, Any]:
         return {
             "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "hone"} for name in backend.list_models()],
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "hone"} for name in models_for(request).list_models()],
         }
 
     @router.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-        tokenizer = backend.tokenizer(body.model)  # raises ModelNotFoundError -> 404
+        models = models_for(request)
+        tokenizer = models.tokenizer(body.model)  # raises ModelNotFoundError -> 404
         prompt = render_prompt(tokenizer, body.messages, body.tools, body.tool_choice)
         params = body.sampling_params(default_max_tokens)
-        samples = await backend.sample(body.model, prompt.tokens, body.n, params)
+        samples = await models.sample(body.model, prompt.tokens, body.n, params)
         completion = _completion(body, tokenizer, prompt, samples)
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))

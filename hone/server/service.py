@@ -1,0 +1,544 @@
+"""The multi-tenant layer of `hone serve --home DIR`: tenants' models in one LocalBackend, made durable.
+
+Each tenant's model NAME is hosted in the backend under the internal name "TENANT_ID/NAME" (a
+model name cannot hold '/', so internal names never collide), and a tenant can only reach names
+under its own id: another tenant's model is looked up, not found, and answered like a missing one.
+
+On disk, under HOME:
+
+    hone.sqlite3                                  tenants, keys, models, checkpoints, completed requests
+    tenants/<tenant id>/<model>/checkpoints/<c>/  a trainer checkpoint, recorded in SQLite once whole
+    tenants/<tenant id>/<model>/states/<seq>/     the trainer's state after the latest optimizer step
+    tenants/<tenant id>/<model>/states/<seq>.request.json   the request that made it, and its response
+
+Durability, step by step (an optimizer step, `optim_step` or `train_step`, holding the model's lock):
+1. A completed request_id is looked up first; if found, its stored response is returned, nothing runs.
+2. The step is applied in memory.
+3. With autosave on (the default), `<seq>.request.json` is written (temp file + rename), then the
+   trainer's state to `states/<seq>/` (temp dir + rename). The state directory's existence is
+   the commit point of the step on disk.
+4. One SQLite transaction records the response under the request_id and the model's new step.
+A kill before 3 completes loses the step from memory and from disk alike: a retry applies it once.
+A kill between 3 and 4 is repaired at start-up: the newest state's request file is recorded, so
+a retry gets the stored response and is not applied twice. There is no window left.
+
+Gradients from `forward_backward` live only in memory: at start-up the records of
+forward_backward requests made since the last optimizer step are forgotten, so a client that
+retries one after a restart recomputes the lost gradients; an `optim_step` with no accumulated
+gradients is refused (409) rather than silently taking an empty step.
+
+`NAME@STEP` (or `NAME@CHECKPOINT`) is served by an engine of its own with the checkpoint's weights,
+created on first use and kept in a small LRU; `NAME` is the model's live engine (latest weights).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hone.backends import LocalBackend
+from hone.errors import CheckpointError, HoneError, InvalidRequestError, ModelNotFoundError
+from hone.models import DEFAULT_MODEL
+from hone.server.store import CheckpointRow, ModelRow, RequestRow, Store, Tenant, check_name
+from hone.types import AdamParams, SampledSequence, SamplingParams
+
+_REQUEST_SUFFIX = ".request.json"
+_TRAINER_STATE = "trainer_state.json"  # a complete trainer checkpoint has it (written last by Trainer.save_state)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    home: Path
+    base_models: tuple[str, ...] = (DEFAULT_MODEL,)  # the only base models tenants may create models from
+    max_models_per_tenant: int = 8
+    max_concurrent_requests: int = 32  # per tenant, requests in flight at once
+    max_body_bytes: int = 64 * 2**20
+    max_n: int = 64
+    max_datums: int = 1024  # per forward_backward
+    max_groups: int = 256  # per train_step
+    max_group_size: int = 256  # trajectories per group
+    max_seq_len: int = 8192  # the largest max_seq_len option a model may ask for
+    checkpoint_engines: int = 2  # NAME@STEP samplers kept loaded (least recently used goes first)
+    autosave: bool = True  # persist the trainer's state after every optimizer step (see the module docstring)
+
+
+class ConflictError(InvalidRequestError):
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message, param=param, status_code=409)
+
+
+class LimitError(InvalidRequestError):
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message, param=param, status_code=429)
+
+
+@dataclass
+class _Served:
+    """A checkpoint's sampler in the LRU; closed once evicted and idle."""
+
+    internal: str
+    in_flight: int = 0
+    evicted: bool = False
+
+
+@dataclass
+class _ModelState:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Service:
+    def __init__(self, config: ServiceConfig, backend: LocalBackend | None = None):
+        self.config = config
+        self.home = Path(config.home)
+        self.store = Store(self.home)
+        self.backend = backend or LocalBackend()
+        self._models: dict[tuple[int, str], _ModelState] = {}
+        self._tenant_locks: dict[int, asyncio.Lock] = {}
+        self._served: OrderedDict[tuple[int, str, str, float], _Served] = OrderedDict()
+        self._loading: dict[tuple[int, str, str, float], asyncio.Future] = {}
+
+    # ------------------------------------------------------------------ names and paths
+    @staticmethod
+    def internal(tenant: Tenant, name: str) -> str:
+        return f"{tenant.id}/{name}"
+
+    def model_dir(self, tenant_id: int, name: str) -> Path:
+        return self.home / "tenants" / str(tenant_id) / name
+
+    def checkpoint_dir(self, tenant_id: int, name: str, checkpoint: str) -> Path:
+        return self.model_dir(tenant_id, name) / "checkpoints" / checkpoint
+
+    def _state(self, tenant: Tenant, name: str) -> _ModelState:
+        return self._models.setdefault((tenant.id, name), _ModelState())
+
+    def model(self, tenant: Tenant, name: str) -> ModelRow:
+        """The tenant's model `name`, or a 404 that reads the same whether it is missing or someone else's."""
+        check_name(name)
+        row = self.store.model(tenant.id, name)
+        if row is None:
+            raise ModelNotFoundError(f"the model '{name}' does not exist; GET /v1/hone/models lists yours")
+        return row
+
+    # ------------------------------------------------------------------ start-up
+    async def restore(self) -> list[str]:
+        """Bring back every model in SQLite with its latest state; returns what was done, one line each."""
+        done = []
+        known = {(m.tenant_id, m.name) for m in self.store.models()}
+        tenants_root = self.home / "tenants"
+        for tenant_dir in sorted(tenants_root.glob("*")) if tenants_root.exists() else []:
+            for model_dir in sorted(tenant_dir.glob("*")):
+                if not tenant_dir.name.isdigit() or (int(tenant_dir.name), model_dir.name) not in known:
+                    shutil.rmtree(model_dir, ignore_errors=True)  # a deleted model's files, or a failed create's
+        for row in self.store.models():
+            done.append(await self._restore_model(row))
+        return done
+
+    async def _restore_model(self, row: ModelRow) -> str:
+        internal = f"{row.tenant_id}/{row.name}"
+        await asyncio.to_thread(self.backend.add_model, internal, row.base_model, **_backend_options(row.lora_rank, row.options))
+        self._clean_checkpoints(row)
+        state, request = self._latest_state(row.tenant_id, row.name)
+        source = "fresh"
+        step = 0
+        if state is not None:
+            await self.backend.load_state(internal, state, with_optimizer=True)
+            step, source = self.backend.step(internal), f"state {state.name}"
+        else:
+            checkpoints = self.store.checkpoints(row.tenant_id, row.name)
+            if checkpoints:
+                latest = checkpoints[-1]
+                await self.backend.load_state(internal, self.checkpoint_dir(row.tenant_id, row.name, latest.checkpoint))
+                step, source = self.backend.step(internal), f"checkpoint {latest.checkpoint}"
+        with self.store.transaction() as db:
+            if request is not None:  # killed between writing the state and recording its request
+                Store.record_request(db, row.tenant_id, request)
+            db.execute("UPDATE models SET step = ? WHERE tenant_id = ? AND name = ?", (step, row.tenant_id, row.name))
+        # gradients died with the old process; optimizer steps past the restored one did too
+        self.store.forget_requests(row.tenant_id, row.name, "forward_backward", step)
+        for route in ("optim_step", "train_step"):
+            self.store.forget_requests(row.tenant_id, row.name, route, step + 1)
+        return f"tenant {row.tenant_id} model {row.name}: step {step} from {source}"
+
+    def _clean_checkpoints(self, row: ModelRow) -> None:
+        """Files without a row (a save killed before it was recorded) go; rows without files go."""
+        root = self.model_dir(row.tenant_id, row.name) / "checkpoints"
+        recorded = {c.checkpoint for c in self.store.checkpoints(row.tenant_id, row.name)}
+        if root.exists():
+            for path in root.iterdir():
+                if path.name not in recorded:
+                    shutil.rmtree(path, ignore_errors=True)
+        for name in recorded:
+            if not (root / name / _TRAINER_STATE).exists():
+                self.store.delete_checkpoint(row.tenant_id, row.name, name)
+
+    def _latest_state(self, tenant_id: int, name: str) -> tuple[Path | None, RequestRow | None]:
+        root = self.model_dir(tenant_id, name) / "states"
+        states = sorted(p for p in root.glob("*") if p.is_dir() and p.name.isdigit() and (p / _TRAINER_STATE).exists()) if root.exists() else []
+        if not states:
+            return None, None
+        latest = states[-1]
+        request_file = root / (latest.name + _REQUEST_SUFFIX)
+        request = None
+        if request_file.exists():
+            data = json.loads(request_file.read_text())
+            request = RequestRow(data["request_id"], name, data["route"], data["step"], data["response"])
+        return latest, request
+
+    # ------------------------------------------------------------------ models
+    async def create_model(
+        self, tenant: Tenant, name: str, base_model: str, lora_rank: int, options: dict[str, Any], exist_ok: bool
+    ) -> ModelRow:
+        check_name(name)
+        if base_model not in self.config.base_models:
+            raise InvalidRequestError(
+                f"base model '{base_model}' is not offered by this server; choose one of: {', '.join(self.config.base_models)}",
+                param="base_model",
+            )
+        max_len = options.get("max_seq_len")
+        if max_len is not None and max_len > self.config.max_seq_len:
+            raise InvalidRequestError(
+                f"options.max_seq_len {max_len} is over this server's limit of {self.config.max_seq_len}", param="options.max_seq_len"
+            )
+        async with self._tenant_locks.setdefault(tenant.id, asyncio.Lock()):
+            existing = self.store.model(tenant.id, name)
+            if existing is not None:
+                if exist_ok and existing.base_model == base_model and existing.lora_rank == lora_rank:
+                    return existing
+                if exist_ok:
+                    raise ConflictError(
+                        f"the model '{name}' exists with base model '{existing.base_model}' and lora_rank {existing.lora_rank}; "
+                        "use another name or delete it first",
+                        param="name",
+                    )
+                raise ConflictError(f"the model '{name}' already exists; pass exist_ok=true to reuse it or pick another name", param="name")
+            if len(self.store.models(tenant.id)) >= self.config.max_models_per_tenant:
+                raise LimitError(
+                    f"this tenant already has {self.config.max_models_per_tenant} models, the server's limit; delete one first"
+                )
+            shutil.rmtree(self.model_dir(tenant.id, name), ignore_errors=True)  # leftovers of a crashed delete
+            internal = self.internal(tenant, name)
+            await asyncio.to_thread(self.backend.add_model, internal, base_model, **_backend_options(lora_rank, options))
+            row = ModelRow(tenant.id, name, base_model, lora_rank, options, 0, time.time())
+            try:
+                self.store.add_model(row)
+            except BaseException:
+                self.backend.remove_model(internal)
+                raise
+            return row
+
+    async def delete_model(self, tenant: Tenant, name: str) -> None:
+        self.model(tenant, name)
+        async with self._state(tenant, name).lock:
+            if self.store.model(tenant.id, name) is None:  # deleted while we waited
+                raise ModelNotFoundError(f"the model '{name}' does not exist; GET /v1/hone/models lists yours")
+            self.store.delete_model(tenant.id, name)
+            self._evict(tenant.id, name)
+            self.backend.remove_model(self.internal(tenant, name))
+            await asyncio.to_thread(shutil.rmtree, self.model_dir(tenant.id, name), True)
+        self._models.pop((tenant.id, name), None)
+
+    # ------------------------------------------------------------------ training
+    async def forward_backward(
+        self, tenant: Tenant, name: str, datums: list, loss: str, loss_config: dict | None, request_id: str | None
+    ) -> dict[str, Any]:
+        self.model(tenant, name)
+        if len(datums) > self.config.max_datums:
+            raise InvalidRequestError(f"{len(datums)} datums is over this server's limit of {self.config.max_datums} per request", param="datums")
+        internal = self.internal(tenant, name)
+        async with self._state(tenant, name).lock:
+            if (stored := self._replay(tenant, name, "forward_backward", request_id)) is not None:
+                return stored
+            metrics = await self.backend.forward_backward(internal, datums, loss, loss_config)
+            response = {"metrics": finite(metrics)}
+            if request_id is not None:
+                with self.store.transaction() as db:
+                    Store.record_request(db, tenant.id, RequestRow(request_id, name, "forward_backward", self.backend.step(internal), response))
+            return response
+
+    async def optim_step(self, tenant: Tenant, name: str, adam: AdamParams, request_id: str | None) -> dict[str, Any]:
+        self.model(tenant, name)
+        internal = self.internal(tenant, name)
+        async with self._state(tenant, name).lock:
+            if (stored := self._replay(tenant, name, "optim_step", request_id)) is not None:
+                return stored
+            if not self.backend.has_gradients(internal):
+                raise ConflictError(
+                    "there are no accumulated gradients to apply; call forward_backward first "
+                    "(gradients do not survive a server restart)"
+                )
+            metrics = await self.backend.optim_step(internal, adam)
+            response = {"metrics": finite(metrics), "step": self.backend.step(internal)}
+            await self._commit_step(tenant, name, "optim_step", request_id, response)
+            return response
+
+    async def train_step(self, tenant: Tenant, name: str, groups: list, config: Any, request_id: str | None) -> dict[str, Any]:
+        from hone.rl.model import TrainableModel
+
+        self.model(tenant, name)
+        internal = self.internal(tenant, name)
+        async with self._state(tenant, name).lock:
+            if (stored := self._replay(tenant, name, "train_step", request_id)) is not None:
+                return stored
+            if self.backend.has_gradients(internal):
+                raise ConflictError(
+                    "this model has gradients from a forward_backward that no optim_step has applied; "
+                    "call optim_step first, or train_step would fold them into its own step"
+                )
+            before = self.backend.step(internal)
+            # TrainableModel.train itself, bound to this model: the same datums, steps and metric names
+            bound = TrainableModel.__new__(TrainableModel)
+            bound.name, bound.backend = internal, self.backend
+            metrics = await bound.train(groups, config)
+            step = self.backend.step(internal)
+            response = {"metrics": finite(metrics), "step": step}
+            if step != before:
+                await self._commit_step(tenant, name, "train_step", request_id, response)
+            elif request_id is not None:  # nothing trained (every group uniform): nothing to persist
+                with self.store.transaction() as db:
+                    Store.record_request(db, tenant.id, RequestRow(request_id, name, "train_step", step, response))
+            return response
+
+    def _replay(self, tenant: Tenant, name: str, route: str, request_id: str | None) -> dict[str, Any] | None:
+        if request_id is None:
+            return None
+        done = self.store.completed(tenant.id, request_id)
+        if done is None:
+            return None
+        if done.route != route or done.model != name:
+            raise ConflictError(
+                f"request_id '{request_id}' was already used for {done.route} on another request; use a new id per request",
+                param="request_id",
+            )
+        return done.response
+
+    async def _commit_step(self, tenant: Tenant, name: str, route: str, request_id: str | None, response: dict[str, Any]) -> None:
+        """Persist an applied optimizer step (see the module docstring for the order and why)."""
+        step = response["step"]
+        if self.config.autosave:
+            await asyncio.to_thread(self._autosave, tenant, name, {"request_id": request_id, "route": route, "step": step, "response": response})
+        with self.store.transaction() as db:
+            if request_id is not None:
+                Store.record_request(db, tenant.id, RequestRow(request_id, name, route, step, response))
+            db.execute("UPDATE models SET step = ? WHERE tenant_id = ? AND name = ?", (step, tenant.id, name))
+
+    def _autosave(self, tenant: Tenant, name: str, request: dict[str, Any] | None) -> None:
+        root = self.model_dir(tenant.id, name) / "states"
+        root.mkdir(parents=True, exist_ok=True)
+        existing = sorted(int(p.name) for p in root.glob("*") if p.is_dir() and p.name.isdigit())
+        seq = f"{(existing[-1] + 1) if existing else 1:012d}"
+        if request is not None and request["request_id"] is not None:
+            _write_atomic(root / (seq + _REQUEST_SUFFIX), json.dumps(request))
+        # the trainer writes to a temp dir and renames it to root/seq: the state appears whole or not at all
+        self.backend.trainer(self.internal(tenant, name)).save_state(root / seq)
+        for old in root.iterdir():  # older states and their request files; a restart only needs the newest
+            if not old.name.startswith(seq):
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    async def save_state(self, tenant: Tenant, name: str, checkpoint: str | None, request_id: str | None) -> dict[str, Any]:
+        self.model(tenant, name)
+        if checkpoint is not None:
+            check_name(checkpoint, "checkpoint name", "checkpoint")
+        internal = self.internal(tenant, name)
+        async with self._state(tenant, name).lock:
+            if (stored := self._replay(tenant, name, "save_state", request_id)) is not None:
+                return stored
+            step = self.backend.step(internal)
+            checkpoint = checkpoint or f"step-{step}"
+            path = self.checkpoint_dir(tenant.id, name, checkpoint)
+            self._evict(tenant.id, name, checkpoint)
+            await self.backend.save_state(internal, path)  # temp dir + fsync + rename: whole or absent
+            response = {"checkpoint": checkpoint, "step": step}
+            with self.store.transaction() as db:  # recorded only now that the files are whole
+                Store.record_checkpoint(db, CheckpointRow(tenant.id, name, checkpoint, step, time.time()))
+                if request_id is not None:
+                    Store.record_request(db, tenant.id, RequestRow(request_id, name, "save_state", step, response))
+            return response
+
+    async def load_state(self, tenant: Tenant, name: str, checkpoint: str, with_optimizer: bool) -> dict[str, Any]:
+        self.model(tenant, name)
+        row = self._checkpoint(tenant, name, checkpoint)
+        internal = self.internal(tenant, name)
+        async with self._state(tenant, name).lock:
+            await self.backend.load_state(internal, self.checkpoint_dir(tenant.id, name, row.checkpoint), with_optimizer)
+            step = self.backend.step(internal)
+            if self.config.autosave:  # a restart must come back to the loaded state, not the one before
+                await asyncio.to_thread(self._autosave, tenant, name, None)
+            self.store.set_step(tenant.id, name, step)
+            return {"step": step}
+
+    def checkpoints(self, tenant: Tenant, name: str) -> list[CheckpointRow]:
+        self.model(tenant, name)
+        return self.store.checkpoints(tenant.id, name)
+
+    def _checkpoint(self, tenant: Tenant, name: str, checkpoint: str) -> CheckpointRow:
+        check_name(checkpoint, "checkpoint name", "checkpoint")
+        for row in self.store.checkpoints(tenant.id, name):
+            if row.checkpoint == checkpoint:
+                return row
+        raise CheckpointError(f"the model '{name}' has no checkpoint '{checkpoint}'; GET its checkpoints to list them")
+
+    async def delete_checkpoint(self, tenant: Tenant, name: str, checkpoint: str) -> None:
+        self.model(tenant, name)
+        async with self._state(tenant, name).lock:
+            row = self._checkpoint(tenant, name, checkpoint)
+            self.store.delete_checkpoint(tenant.id, name, row.checkpoint)
+            self._evict(tenant.id, name, row.checkpoint)
+            await asyncio.to_thread(shutil.rmtree, self.checkpoint_dir(tenant.id, name, row.checkpoint), True)
+
+    # ------------------------------------------------------------------ sampling: NAME and NAME@STEP
+    def served_names(self, tenant: Tenant) -> list[str]:
+        """What /v1/models lists: each model, then NAME@STEP for each step it has a checkpoint of."""
+        names = []
+        for model in self.store.models(tenant.id):
+            names.append(model.name)
+            steps = sorted({c.step for c in self.store.checkpoints(tenant.id, model.name)})
+            names.extend(f"{model.name}@{s}" for s in steps)
+        return names
+
+    def resolve(self, tenant: Tenant, served: str) -> tuple[ModelRow, CheckpointRow | None]:
+        """NAME -> (model, None); NAME@STEP or NAME@CHECKPOINT -> (model, that checkpoint); else a 404."""
+        name, _, version = served.partition("@")
+        missing = ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists yours")
+        try:
+            model = self.model(tenant, name)
+        except (ModelNotFoundError, InvalidRequestError):
+            raise missing from None
+        if not _:
+            return model, None
+        checkpoints = self.store.checkpoints(tenant.id, name)
+        if version.isdigit():
+            matches = [c for c in checkpoints if c.step == int(version)]
+        else:
+            matches = [c for c in checkpoints if c.checkpoint == version]
+        if not matches:
+            raise missing
+        return model, matches[-1]  # the newest checkpoint of that step
+
+    def tokenizer(self, tenant: Tenant, served: str) -> Any:
+        model, _ = self.resolve(tenant, served)
+        return self.backend.tokenizer(self.internal(tenant, model.name))
+
+    async def sample(self, tenant: Tenant, served: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
+        if n > self.config.max_n:
+            raise InvalidRequestError(f"n={n} is over this server's limit of {self.config.max_n}", param="n")
+        model, checkpoint = self.resolve(tenant, served)
+        if checkpoint is None:
+            return await self.backend.sample(self.internal(tenant, model.name), prompt_tokens, n, params)
+        served_engine = await self._checkpoint_engine(tenant, model, checkpoint)
+        served_engine.in_flight += 1
+        try:
+            return await self.backend.sample(served_engine.internal, prompt_tokens, n, params)
+        finally:
+            served_engine.in_flight -= 1
+            if served_engine.evicted and served_engine.in_flight == 0:
+                self._close(served_engine)
+
+    async def _checkpoint_engine(self, tenant: Tenant, model: ModelRow, checkpoint: CheckpointRow) -> _Served:
+        key = (tenant.id, model.name, checkpoint.checkpoint, checkpoint.created)
+        if key in self._served:
+            self._served.move_to_end(key)
+            return self._served[key]
+        if key not in self._loading:  # one load per checkpoint, however many requests wait for it
+            self._loading[key] = asyncio.ensure_future(self._load_checkpoint_engine(key, tenant, model.name))
+        # shielded: a client that hangs up does not cancel a load others may be waiting for
+        return await asyncio.shield(self._loading[key])
+
+    async def _load_checkpoint_engine(self, key: tuple[int, str, str, float], tenant: Tenant, name: str) -> _Served:
+        try:
+            checkpoint = key[2]
+            internal = f"{self.internal(tenant, name)}@{checkpoint}#{uuid.uuid4().hex[:8]}"
+            async with self._state(tenant, name).lock:  # no save or delete rewrites the files mid-read
+                if not any(c.checkpoint == checkpoint and c.created == key[3] for c in self.store.checkpoints(tenant.id, name)):
+                    raise ModelNotFoundError(f"the model '{name}@{checkpoint}' does not exist; GET /v1/models lists yours")
+                path = self.checkpoint_dir(tenant.id, name, checkpoint)
+                await asyncio.to_thread(self.backend.add_checkpoint_model, internal, self.internal(tenant, name), path)
+            served = _Served(internal)
+            self._served[key] = served
+            while len(self._served) > max(self.config.checkpoint_engines, 1):
+                _, old = self._served.popitem(last=False)
+                self._retire(old)
+            return served
+        finally:
+            self._loading.pop(key, None)
+
+    def _evict(self, tenant_id: int, name: str, checkpoint: str | None = None) -> None:
+        for key in [k for k in self._served if k[0] == tenant_id and k[1] == name and checkpoint in (None, k[2])]:
+            self._retire(self._served.pop(key))
+
+    def _retire(self, served: _Served) -> None:
+        served.evicted = True
+        if served.in_flight == 0:
+            self._close(served)
+
+    def _close(self, served: _Served) -> None:
+        try:
+            self.backend.remove_model(served.internal)
+        except ModelNotFoundError:
+            pass  # already closed
+
+    def close(self) -> None:
+        self.backend.close()
+        self.store.close()
+
+
+# --------------------------------------------------------------------------- helpers
+def _backend_options(lora_rank: int, options: dict[str, Any]) -> dict[str, Any]:
+    """The backend's add_model options for a contract-level (lora_rank, options) pair; rank 0 = full fine-tuning."""
+    out = {k: v for k, v in options.items() if v is not None}
+    if lora_rank == 0:
+        out["full_finetune"] = True
+    else:
+        out["lora_rank"] = lora_rank
+    return out
+
+
+def finite(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """Metrics as JSON can carry them: NaN and infinities become null."""
+    out: dict[str, float | None] = {}
+    for key, value in metrics.items():
+        value = float(value)
+        out[key] = value if math.isfinite(value) else None
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+
+
+class TenantView:
+    """One tenant's side of the service, with the methods the OpenAI routes call on a backend."""
+
+    def __init__(self, service: Service, tenant: Tenant):
+        self.service = service
+        self.tenant = tenant
+
+    def list_models(self) -> list[str]:
+        return self.service.served_names(self.tenant)
+
+    def tokenizer(self, name: str) -> Any:
+        return self.service.tokenizer(self.tenant, name)
+
+    async def sample(self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
+        return await self.service.sample(self.tenant, name, prompt_tokens, n, params)
