@@ -65,18 +65,100 @@ def chat(
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(8000, help="Port to bind."),
-    model: list[str] = typer.Option([DEFAULT_MODEL], help="Models to serve (repeatable)."),
+    model: list[str] = typer.Option([DEFAULT_MODEL], help="Models to serve (repeatable); with --home, the base models tenants may train."),
+    home: Optional[Path] = typer.Option(None, help="Run as a multi-tenant service with API keys, state in this directory (SQLite, checkpoints)."),
+    max_models: int = typer.Option(8, help="With --home: models per tenant."),
+    max_concurrent: int = typer.Option(32, help="With --home: requests in flight per tenant."),
+    max_body_mb: float = typer.Option(64.0, help="With --home: largest request body, in MiB."),
+    checkpoint_engines: int = typer.Option(2, help="With --home: NAME@STEP samplers kept loaded."),
+    autosave: bool = typer.Option(True, help="With --home: persist each optimizer step, so a killed server loses no completed step."),
 ) -> None:
-    """Serve the OpenAI-compatible API over HTTP."""
+    """Serve the OpenAI-compatible API over HTTP (and, with --home, the training API for many tenants)."""
     import uvicorn
 
     from hone.backends import LocalBackend
 
+    if home is not None:
+        from hone.server.app import create_service_app
+        from hone.server.service import Service, ServiceConfig
+
+        config = ServiceConfig(
+            home=home,
+            base_models=tuple(model),
+            max_models_per_tenant=max_models,
+            max_concurrent_requests=max_concurrent,
+            max_body_bytes=int(max_body_mb * 2**20),
+            checkpoint_engines=checkpoint_engines,
+            autosave=autosave,
+        )
+        service = Service(config)
+        for line in asyncio.run(service.restore()):
+            console.print(f"restored {line}", highlight=False)
+        console.print(f"hone service at http://{host}:{port}/v1 (home {home}; base models {', '.join(model)})", highlight=False)
+        uvicorn.run(create_service_app(service), host=host, port=port, log_level="warning")
+        return
     backend = LocalBackend()
     for name in model:
         backend.add_model(name, name)
     console.print(f"hone serving {', '.join(model)} at http://{host}:{port}/v1")
     uvicorn.run(backend.app, host=host, port=port, log_level="warning")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of a `hone serve --home` service.")
+app.add_typer(keys_app, name="keys")
+HOME_HELP = "The service's directory (as given to `hone serve --home`); default $HONE_HOME/serve."
+
+
+def _service_home(home: Optional[Path]) -> Path:
+    from hone.models import hone_home
+
+    return home if home is not None else hone_home() / "serve"
+
+
+@keys_app.command("create")
+@friendly_errors
+def keys_create(
+    tenant: str = typer.Option(..., help="Tenant name; created if new."),
+    home: Optional[Path] = typer.Option(None, help=HOME_HELP),
+) -> None:
+    """Create an API key for a tenant and print it (once: only its hash is stored)."""
+    from hone.server.store import Store
+
+    store = Store(_service_home(home))
+    key_id, key = store.create_key(tenant)
+    store.close()
+    err_console.print(f"key {key_id} for tenant '{tenant}' (shown once; `hone keys revoke {key_id}` to revoke):")
+    print(key)
+
+
+@keys_app.command("list")
+@friendly_errors
+def keys_list(home: Optional[Path] = typer.Option(None, help=HOME_HELP)) -> None:
+    """List keys: id, tenant, prefix, and whether revoked."""
+    from hone.server.store import Store
+
+    store = Store(_service_home(home))
+    for key in store.list_keys():
+        state = "revoked" if key["revoked"] else "active"
+        console.print(f"{key['id']:>4}  {key['tenant']:<24} {key['prefix']}…  {state}", highlight=False)
+    store.close()
+
+
+@keys_app.command("revoke")
+@friendly_errors
+def keys_revoke(
+    key_id: int = typer.Argument(..., help="The key's id (from `hone keys list`)."),
+    home: Optional[Path] = typer.Option(None, help=HOME_HELP),
+) -> None:
+    """Revoke a key; requests with it get 401 from then on."""
+    from hone.server.store import Store
+
+    store = Store(_service_home(home))
+    revoked = store.revoke_key(key_id)
+    store.close()
+    if not revoked:
+        raise HoneError(f"there is no active key with id {key_id}; `hone keys list` shows them")
+    console.print(f"revoked key {key_id}")
 
 
 @app.command()

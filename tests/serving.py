@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -36,24 +37,32 @@ def start_hone_serve(model: str = "smollm2-135m") -> tuple[subprocess.Popen, int
     raise RuntimeError("hone serve did not come up within 120 s")
 
 
-def start_hone_serve_home(home, *extra_args: str, port: int | None = None) -> tuple[subprocess.Popen, int]:
-    """`hone serve --home HOME` (the multi-tenant service) on 127.0.0.1; its log goes to HOME/serve.log."""
-    port = port or free_port()
-    log = open(os.path.join(home, "serve.log"), "ab")
+def start_hone_serve_home(home, models: tuple[str, ...] = ("tiny",), *args: str) -> tuple[subprocess.Popen, int]:
+    """`hone serve --home HOME` (the multi-tenant service) on a free port; `args` are extra flags.
+    Its output goes to HOME/serve.log (a pipe nobody reads would fill and stall the server)."""
+    port = free_port()
+    Path(home).mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home)]
+    for model in models:
+        command += ["--model", model]
     process = subprocess.Popen(
-        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home), *extra_args],
-        stdout=log,
+        command + list(args),
+        stdout=open(Path(home) / "serve.log", "ab"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"},
     )
-    deadline = time.time() + 120
+    return process, _wait_healthy(process, port, Path(home) / "serve.log")
+
+
+def _wait_healthy(process: subprocess.Popen, port: int, log: Path, timeout_s: float = 120) -> int:
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(open(os.path.join(home, "serve.log")).read())
+            raise RuntimeError(log.read_text())
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process, port
+                return port
         except httpx.HTTPError:
-            time.sleep(0.3)
+            time.sleep(0.2)
     process.kill()
-    raise RuntimeError("hone serve --home did not come up within 120 s")
+    raise RuntimeError(f"hone serve did not come up within {timeout_s:.0f} s")
