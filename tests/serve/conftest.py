@@ -1,0 +1,107 @@
+"""A real `hone serve --home` process on 127.0.0.1 (tiny model, real SQLite), and helpers to talk to it."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from hone.server.store import Store
+
+from ..serving import start_hone_serve_home
+
+# small limits, so the tests can cross them cheaply
+LIMIT_ARGS = ("--max-models", "3", "--max-concurrent", "2", "--max-body-mb", "1")
+
+
+@dataclass
+class Server:
+    home: Path
+    args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = None
+    port: int = 0
+    _tenants: itertools.count = field(default_factory=itertools.count)
+
+    def start(self) -> "Server":
+        self.process, self.port = start_hone_serve_home(self.home, ("tiny",), *self.args)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, nothing is flushed."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def new_key(self, tenant: str | None = None) -> str:
+        """A key for `tenant` (a new tenant if None), written to SQLite as `hone keys create` does."""
+        store = Store(self.home)
+        try:
+            return store.create_key(tenant or f"tenant-{next(self._tenants)}")[1]
+        finally:
+            store.close()
+
+    def http(self, key: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def openai(self, key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
+
+    def files(self) -> set[str]:
+        """Every path under the tenants' data directory."""
+        root = self.home / "tenants"
+        return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("serve-home"), LIMIT_ARGS).start()
+    yield server
+    server.stop()
+
+
+# --------------------------------------------------------------------------- request bodies
+def datum(advantage: float = 1.0) -> dict:
+    return {
+        "input_tokens": [1, 2, 3, 4, 5],
+        "target_tokens": [2, 3, 4, 5, 6],
+        "weights": [0, 0, 1, 1, 1],
+        "sampler_logprobs": [0, 0, -10.0, -10.0, -10.0],
+        "advantages": [0, 0, advantage, advantage, advantage],
+    }
+
+
+def groups() -> list[dict]:
+    """One group of two scored attempts at one prompt: a non-zero advantage for each."""
+    turn = lambda completion: {"prompt_tokens": [1, 2, 3, 4], "completion_tokens": completion, "completion_logprobs": [-10.0] * len(completion)}  # noqa: E731
+    return [{"trajectories": [{"turns": [turn([5, 6, 7])], "reward": 1.0}, {"turns": [turn([8, 9, 10])], "reward": 0.0}]}]
+
+
+def create_model(client: httpx.Client, name: str, **extra) -> dict:
+    response = client.post("/v1/hone/models", json={"name": name, "base_model": "tiny", "lora_rank": 0, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def greedy(client: httpx.Client, served: str) -> list[float]:
+    """Logprobs of a greedy 6-token sample from `served`: they move whenever the weights move."""
+    response = client.post(
+        f"/v1/hone/models/{served}/sample", json={"prompt_tokens": [1, 2, 3], "params": {"max_tokens": 6, "temperature": 0}}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["sequences"][0]["logprobs"]
