@@ -193,9 +193,53 @@ def _trainer_options(handle: ModelHandle) -> dict[str, Any]:
 def _checkpoint_weights(source: ModelHandle, path: str | Path) -> dict[str, Any]:
     """The sampler weights (plain names, LoRA merged) of a checkpoint saved by `source`'s trainer.
 
-    A throwaway trainer of the same configuration reads it; the global RNG states that
-    `load_state` restores are put back afterwards, so serving a checkpoint moves no one's RNG.
+    A LoRA checkpoint is merged straight from its adapter file: W + (alpha / r) · B @ A for each
+    adapted layer, the same fused addmm as `Trainer.sampler_state_dict` (~0.1 s, where building a
+    throwaway PEFT trainer takes ~8 s on the 135M model); only the adapted weights are returned, the
+    rest are the base's. A full fine-tuning checkpoint is read by a throwaway trainer of the same
+    configuration. Either way the checkpoint must match the model's configuration, else CheckpointError.
     """
+    path = Path(path)
+    options = _trainer_options(source)
+    if not options.get("full_finetune", False) and (path / "adapter" / "adapter_model.safetensors").exists():
+        return _merged_adapter_weights(source, path, options)
+    return _weights_via_trainer(source, path, options)
+
+
+def _merged_adapter_weights(source: ModelHandle, path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from hone.errors import CheckpointError
+
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+        adapter = load_file(str(path / "adapter" / "adapter_model.safetensors"))
+    except Exception as exc:  # unreadable files: one sentence, the cause chained
+        raise CheckpointError(f"the checkpoint at {path.name} is unreadable or corrupt ({type(exc).__name__})") from exc
+    rank = options.get("lora_rank", 16)
+    alpha = options.get("lora_alpha") or 2 * rank
+    if state.get("full_finetune") or state.get("lora_rank") != rank or state.get("lora_alpha") != alpha:
+        raise CheckpointError(f"the checkpoint {path.name} was saved by a differently configured model")
+    base = source.loaded.model.state_dict()
+    merged: dict[str, Any] = {}
+    prefix, a_suffix = "base_model.model.", ".lora_A.weight"
+    with torch.no_grad():
+        for key, A in adapter.items():
+            if not key.endswith(a_suffix):
+                continue
+            module = key[len(prefix) : -len(a_suffix)]
+            B = adapter[prefix + module + ".lora_B.weight"]
+            W = base[module + ".weight"]
+            merged[module + ".weight"] = torch.addmm(W.float(), B.float(), A.float(), alpha=alpha / rank)  # (out, r) @ (r, in)
+    return merged
+
+
+def _weights_via_trainer(source: ModelHandle, path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """A throwaway trainer reads the checkpoint; the global RNG states that `load_state` restores
+    are put back afterwards, so serving a checkpoint moves no one's RNG."""
     import random
 
     import numpy as np
@@ -206,7 +250,7 @@ def _checkpoint_weights(source: ModelHandle, path: str | Path) -> dict[str, Any]
     python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         try:
-            trainer = Trainer(source.loaded.model, **_trainer_options(source))
+            trainer = Trainer(source.loaded.model, **options)
             trainer.load_state(path, with_optimizer=False)
             return trainer.sampler_state_dict()
         finally:

@@ -39,12 +39,13 @@ class ServiceMiddleware:
             await self.app(scope, receive, send)
             return
         # 1) who is asking
-        tenant = self.store.authenticate(_bearer(scope)) if _bearer(scope) else None
+        key = _bearer(scope)
+        tenant = self.store.authenticate(key) if key else None
         if tenant is None:
             message = (
-                "missing API key: send 'Authorization: Bearer KEY' (create one with `hone keys create --tenant NAME`)"
-                if not _bearer(scope)
-                else "invalid API key: it is unknown or has been revoked"
+                "invalid API key: it is unknown or has been revoked"
+                if key
+                else "missing API key: send 'Authorization: Bearer KEY' (create one with `hone keys create --tenant NAME`)"
             )
             await _error(send, 401, message, "authentication_error", "invalid_api_key", [(b"www-authenticate", b"Bearer")])
             return
