@@ -8,7 +8,10 @@
    `hone keys create` does).
 2. Seconds per step: the loop's `time/step` (sample + score + train + checkpoint), the first step
    of each side (lazy set-up: trainer, LoRA, first-call costs) reported separately and left out of
-   the mean. ratio = remote / local; target <= 1.15.
+   the mean. ratio = remote / local; target <= 1.15. The sides alternate step by step (local 1,
+   remote 1, local 2, ...; each call resumes its run from its checkpoint, as a re-run would), so
+   a change in the machine's load falls on both alike; the server is up throughout, idle while
+   the local side runs.
 3. Rollout throughput: 8 concurrent clients (each its own `openai.AsyncOpenAI`, no client retries,
    so every failure is counted) send a fixed number of tool-call chat requests to the server's
    trained model; requests/s, completion tokens/s, errors (must be 0).
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -46,7 +50,7 @@ import openai
 from hone.backends import LocalBackend, RemoteBackend
 from hone.envs.toolcall import TOOLS, ToolCallEnv, make_tasks, prompt_messages
 from hone.models import DEFAULT_MODEL
-from hone.rl.loop import RunConfig, run_training
+from hone.rl.loop import RunConfig, make_model, run_training
 
 RESULTS = Path(__file__).parent / "results" / "remote_overhead.json"
 CLIENTS = 8
@@ -68,44 +72,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hone-remote-bench-") as tmp:
         tmp_path = Path(tmp)
         load_before = os.getloadavg()
-
-        # 1) local
-        local_backend = LocalBackend()
-        local = asyncio.run(timed_run(config(args, tmp_path / "local"), local_backend))
-        local_backend.close()
-        print(f"local : {local['s_per_step']:.2f} s/step  (steps {fmt(local['step_s'])})")
-
-        # 2) remote, against a real server process
         home = tmp_path / "home"
         home.mkdir()
-        server, port = start_server(home)
+        server, port = start_server(home, args.model)
         try:
             key = create_key(home)
             url = f"http://127.0.0.1:{port}"
-            remote_backend = RemoteBackend(url, key)
-            remote = asyncio.run(timed_run(config(args, tmp_path / "remote"), remote_backend))
-            print(f"remote: {remote['s_per_step']:.2f} s/step  (steps {fmt(remote['step_s'])})")
-
-            # 3) many rollout clients at once
-            rollouts = asyncio.run(rollout_clients(url, key, "policy", args.requests))
-            print(
-                f"{CLIENTS} clients: {rollouts['requests']} requests in {rollouts['wall_s']:.1f} s = "
-                f"{rollouts['requests_per_s']:.2f} req/s, {rollouts['completion_tokens_per_s']:.0f} tok/s, "
-                f"errors {rollouts['errors']}"
-            )
-            remote_backend.close()
+            local, remote, rollouts = asyncio.run(measure(args, tmp_path, url, key))
         finally:
             server.terminate()
             server.wait(timeout=60)
         load_after = os.getloadavg()
+    print(f"local : {local['s_per_step']:.2f} s/step  (steps {fmt(local['step_s'])})")
+    print(f"remote: {remote['s_per_step']:.2f} s/step  (steps {fmt(remote['step_s'])})")
 
     ratio = remote["s_per_step"] / local["s_per_step"]
-    print(f"ratio remote/local: {ratio:.3f} (target <= {TARGET_RATIO})")
+    paired = sorted(r / l for r, l in zip(remote["step_s"][1:], local["step_s"][1:]))
+    median_paired = paired[len(paired) // 2] if paired else ratio
+    print(f"ratio remote/local: {ratio:.3f} (target <= {TARGET_RATIO}); median of per-step ratios {median_paired:.3f}")
     result = {
         "local_s_per_step": round(local["s_per_step"], 3),
         "remote_s_per_step": round(remote["s_per_step"], 3),
         "ratio": round(ratio, 3),
         "target_ratio": TARGET_RATIO,
+        "median_step_ratio": round(median_paired, 3),
         "local": local,
         "remote": remote,
         "rollout_clients": rollouts,
@@ -141,21 +131,59 @@ def config(args: argparse.Namespace, out: Path) -> RunConfig:
     )  # fmt: skip
 
 
-async def timed_run(run: RunConfig, backend: Any) -> dict[str, Any]:
-    started = time.perf_counter()
-    result = await run_training(ToolCallEnv(), run, backend=backend)
-    history = result.history
-    step_s = [row["time/step"] for row in history]
-    return {
-        "s_per_step": fmean(step_s[1:]) if len(step_s) > 1 else step_s[0],
-        "first_step_s": round(step_s[0], 3),
-        "step_s": [round(s, 3) for s in step_s],
-        "sample_s": [round(row["time/sample"], 3) for row in history],
-        "train_s": [round(row["time/train"], 3) for row in history],
-        "tokens_sampled": [int(row["tokens/sampled"]) for row in history],
-        "reward_mean": [round(row["reward/mean"], 4) for row in history],
-        "wall_s_incl_setup": round(time.perf_counter() - started, 2),
+async def measure(args: argparse.Namespace, tmp_path: Path, url: str, key: str) -> tuple[dict, dict, dict]:
+    sides = {
+        "local": Side(LocalBackend(), config(args, tmp_path / "local")),
+        "remote": Side(RemoteBackend(url, key), config(args, tmp_path / "remote")),
     }
+    # 1) the same run on both sides, one step at a time, alternating, so a change in the machine's
+    #    load falls on both alike; each call resumes its run from its last checkpoint
+    for step in range(1, args.steps + 1):
+        for name, side in sides.items():
+            row = await side.run_to(step)
+            print(f"step {step} {name:<6}: {row['time/step']:6.2f} s  (sample {row['time/sample']:.2f}, train {row['time/train']:.2f})")
+
+    # 2) many rollout clients at once, against the remote side's trained model
+    rollouts = await rollout_clients(url, key, "policy", args.requests)
+    print(
+        f"{CLIENTS} clients: {rollouts['requests']} requests in {rollouts['wall_s']:.1f} s = "
+        f"{rollouts['requests_per_s']:.2f} req/s, {rollouts['completion_tokens_per_s']:.0f} tok/s, errors {rollouts['errors']}"
+    )
+    for side in sides.values():
+        side.backend.close()
+    return sides["local"].summary(), sides["remote"].summary(), rollouts
+
+
+class _Quiet:
+    def print(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+
+class Side:
+    """One backend's run, advanced a step at a time (run_training resumes from its checkpoint)."""
+
+    def __init__(self, backend: Any, run: RunConfig):
+        self.backend, self.run = backend, run
+        self.model = make_model("policy", run, backend)
+        self.started = time.perf_counter()
+        self.history: list[dict[str, Any]] = []
+
+    async def run_to(self, step: int) -> dict[str, Any]:
+        result = await run_training(ToolCallEnv(), replace(self.run, steps=step), model=self.model, printer=_Quiet())
+        self.history = result.history
+        return self.history[-1]
+
+    def summary(self) -> dict[str, Any]:
+        step_s = [row["time/step"] for row in self.history]
+        return {
+            "s_per_step": round(fmean(step_s[1:]) if len(step_s) > 1 else step_s[0], 3),
+            "first_step_s": round(step_s[0], 3),
+            "step_s": [round(s, 3) for s in step_s],
+            "sample_s": [round(row["time/sample"], 3) for row in self.history],
+            "train_s": [round(row["time/train"], 3) for row in self.history],
+            "tokens_sampled": [int(row["tokens/sampled"]) for row in self.history],
+            "reward_mean": [round(row["reward/mean"], 4) for row in self.history],
+        }
 
 
 async def rollout_clients(url: str, key: str, model: str, requests: int) -> dict[str, Any]:
@@ -191,13 +219,13 @@ async def rollout_clients(url: str, key: str, model: str, requests: int) -> dict
     }
 
 
-def start_server(home: Path) -> tuple[subprocess.Popen, int]:
+def start_server(home: Path, model: str) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(home / "serve.log", "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home)],
+        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home), "--model", model],
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
     )  # fmt: skip
     deadline = time.time() + 180

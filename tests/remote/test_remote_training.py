@@ -15,7 +15,7 @@ import pytest
 from hone.backends.remote import CHECKPOINT_FILE, RemoteError
 from hone.errors import InvalidRequestError, ModelNotFoundError
 from hone.rl.loop import RunConfig, run_training
-from hone.types import AdamParams, Datum
+from hone.types import AdamParams, Datum, SamplingParams
 
 from .proxy import FlakyProxy
 
@@ -48,6 +48,11 @@ def test_the_training_loop_runs_through_remote_backend_and_checkpoints_on_the_se
     assert backend.model_info("policy").step == 2  # two optimizer steps on the server, no more
     saved = asyncio.run(backend.list_checkpoints("policy"))
     assert last["checkpoint"] in {c["checkpoint"] for c in saved}
+
+    # the low-level sampler and the tokenizer answer as LocalBackend's do
+    prompt = backend.tokenizer("policy").encode("Write something")
+    sequences = asyncio.run(backend.sample("policy", prompt, 2, SamplingParams(max_tokens=4, seed=1)))
+    assert len(sequences) == 2 and all(0 < len(s.tokens) == len(s.logprobs) <= 4 for s in sequences)
 
     # the checkpoint is servable by name the moment it is written, through the official client
     client = backend.openai_client_sync()
