@@ -42,9 +42,10 @@ import tempfile
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from hone.backends import LocalBackend
 from hone.errors import CheckpointError, HoneError, InvalidRequestError, ModelNotFoundError
@@ -121,6 +122,13 @@ class Service:
     def _state(self, tenant: Tenant, name: str) -> _ModelState:
         return self._models.setdefault((tenant.id, name), _ModelState())
 
+    @asynccontextmanager
+    async def _locked(self, tenant: Tenant, name: str) -> AsyncIterator[ModelRow]:
+        """The model's lock, held; a 404 before waiting, and again if it was deleted while we waited."""
+        self.model(tenant, name)
+        async with self._state(tenant, name).lock:
+            yield self.model(tenant, name)
+
     def model(self, tenant: Tenant, name: str) -> ModelRow:
         """The tenant's model `name`, or a 404 that reads the same whether it is missing or someone else's."""
         check_name(name)
@@ -148,17 +156,22 @@ class Service:
         await asyncio.to_thread(self.backend.add_model, internal, row.base_model, **_backend_options(row.lora_rank, row.options))
         self._clean_checkpoints(row)
         state, request = self._latest_state(row.tenant_id, row.name)
-        source = "fresh"
-        step = 0
-        if state is not None:
-            await self.backend.load_state(internal, state, with_optimizer=True)
-            step, source = self.backend.step(internal), f"state {state.name}"
-        else:
-            checkpoints = self.store.checkpoints(row.tenant_id, row.name)
-            if checkpoints:
-                latest = checkpoints[-1]
-                await self.backend.load_state(internal, self.checkpoint_dir(row.tenant_id, row.name, latest.checkpoint))
-                step, source = self.backend.step(internal), f"checkpoint {latest.checkpoint}"
+        # newest first: the autosaved state, then checkpoints from the newest; an unreadable one is reported and skipped
+        candidates = [(state, f"state {state.name}")] if state is not None else []
+        candidates += [
+            (self.checkpoint_dir(row.tenant_id, row.name, c.checkpoint), f"checkpoint {c.checkpoint}")
+            for c in reversed(self.store.checkpoints(row.tenant_id, row.name))
+        ]
+        source, step, problems = "fresh", 0, []
+        for path, label in candidates:
+            try:
+                await self.backend.load_state(internal, path, with_optimizer=True)
+            except HoneError as exc:
+                problems.append(f"{label} unusable ({exc})")
+                request = None  # the request file belongs to the state that could not be loaded
+                continue
+            step, source = self.backend.step(internal), label
+            break
         with self.store.transaction() as db:
             if request is not None:  # killed between writing the state and recording its request
                 Store.record_request(db, row.tenant_id, request)
@@ -167,7 +180,7 @@ class Service:
         self.store.forget_requests(row.tenant_id, row.name, "forward_backward", step)
         for route in ("optim_step", "train_step"):
             self.store.forget_requests(row.tenant_id, row.name, route, step + 1)
-        return f"tenant {row.tenant_id} model {row.name}: step {step} from {source}"
+        return f"tenant {row.tenant_id} model {row.name}: step {step} from {source}" + "".join(f"; {p}" for p in problems)
 
     def _clean_checkpoints(self, row: ModelRow) -> None:
         """Files without a row (a save killed before it was recorded) go; rows without files go."""
@@ -237,10 +250,7 @@ class Service:
             return row
 
     async def delete_model(self, tenant: Tenant, name: str) -> None:
-        self.model(tenant, name)
-        async with self._state(tenant, name).lock:
-            if self.store.model(tenant.id, name) is None:  # deleted while we waited
-                raise ModelNotFoundError(f"the model '{name}' does not exist; GET /v1/hone/models lists yours")
+        async with self._locked(tenant, name):
             self.store.delete_model(tenant.id, name)
             self._evict(tenant.id, name)
             self.backend.remove_model(self.internal(tenant, name))
@@ -255,7 +265,7 @@ class Service:
         if len(datums) > self.config.max_datums:
             raise InvalidRequestError(f"{len(datums)} datums is over this server's limit of {self.config.max_datums} per request", param="datums")
         internal = self.internal(tenant, name)
-        async with self._state(tenant, name).lock:
+        async with self._locked(tenant, name):
             if (stored := self._replay(tenant, name, "forward_backward", request_id)) is not None:
                 return stored
             metrics = await self.backend.forward_backward(internal, datums, loss, loss_config)
@@ -266,9 +276,8 @@ class Service:
             return response
 
     async def optim_step(self, tenant: Tenant, name: str, adam: AdamParams, request_id: str | None) -> dict[str, Any]:
-        self.model(tenant, name)
         internal = self.internal(tenant, name)
-        async with self._state(tenant, name).lock:
+        async with self._locked(tenant, name):
             if (stored := self._replay(tenant, name, "optim_step", request_id)) is not None:
                 return stored
             if not self.backend.has_gradients(internal):
@@ -284,9 +293,8 @@ class Service:
     async def train_step(self, tenant: Tenant, name: str, groups: list, config: Any, request_id: str | None) -> dict[str, Any]:
         from hone.rl.model import TrainableModel
 
-        self.model(tenant, name)
         internal = self.internal(tenant, name)
-        async with self._state(tenant, name).lock:
+        async with self._locked(tenant, name):
             if (stored := self._replay(tenant, name, "train_step", request_id)) is not None:
                 return stored
             if self.backend.has_gradients(internal):
@@ -350,7 +358,7 @@ class Service:
         if checkpoint is not None:
             check_name(checkpoint, "checkpoint name", "checkpoint")
         internal = self.internal(tenant, name)
-        async with self._state(tenant, name).lock:
+        async with self._locked(tenant, name):
             if (stored := self._replay(tenant, name, "save_state", request_id)) is not None:
                 return stored
             step = self.backend.step(internal)
@@ -369,7 +377,7 @@ class Service:
         self.model(tenant, name)
         row = self._checkpoint(tenant, name, checkpoint)
         internal = self.internal(tenant, name)
-        async with self._state(tenant, name).lock:
+        async with self._locked(tenant, name):
             await self.backend.load_state(internal, self.checkpoint_dir(tenant.id, name, row.checkpoint), with_optimizer)
             step = self.backend.step(internal)
             if self.config.autosave:  # a restart must come back to the loaded state, not the one before
@@ -389,8 +397,7 @@ class Service:
         raise CheckpointError(f"the model '{name}' has no checkpoint '{checkpoint}'; GET its checkpoints to list them")
 
     async def delete_checkpoint(self, tenant: Tenant, name: str, checkpoint: str) -> None:
-        self.model(tenant, name)
-        async with self._state(tenant, name).lock:
+        async with self._locked(tenant, name):
             row = self._checkpoint(tenant, name, checkpoint)
             self.store.delete_checkpoint(tenant.id, name, row.checkpoint)
             self._evict(tenant.id, name, row.checkpoint)
@@ -434,7 +441,10 @@ class Service:
             raise InvalidRequestError(f"n={n} is over this server's limit of {self.config.max_n}", param="n")
         model, checkpoint = self.resolve(tenant, served)
         if checkpoint is None:
-            return await self.backend.sample(self.internal(tenant, model.name), prompt_tokens, n, params)
+            try:
+                return await self.backend.sample(self.internal(tenant, model.name), prompt_tokens, n, params)
+            except ModelNotFoundError:  # deleted since it was resolved: say so in the tenant's own names
+                raise ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists yours") from None
         served_engine = await self._checkpoint_engine(tenant, model, checkpoint)
         served_engine.in_flight += 1
         try:

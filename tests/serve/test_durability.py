@@ -139,3 +139,32 @@ def test_a_step_on_disk_but_not_yet_in_sqlite_is_recorded_at_restart_and_not_app
         return sampled[0].logprobs
 
     assert asyncio.run(after_the_restart()) == pytest.approx(logprobs_after_step, abs=1e-5)
+
+
+def test_an_unreadable_autosaved_state_falls_back_to_the_newest_checkpoint_and_says_so(tmp_path):
+    from hone.rl.model import TrainConfig
+    from hone.rl.trajectory import TrajectoryGroup
+
+    config = ServiceConfig(home=tmp_path, base_models=("tiny",))
+    batch = [TrajectoryGroup(**g) for g in groups()]
+
+    async def train_then_corrupt():
+        service = Service(config)
+        tenant = service.store.tenant("t", create=True)
+        await service.create_model(tenant, "policy", "tiny", 0, {}, False)
+        await service.train_step(tenant, "policy", batch, TrainConfig(learning_rate=1e-2), None)
+        await service.save_state(tenant, "policy", None, None)
+        await service.train_step(tenant, "policy", batch, TrainConfig(learning_rate=1e-2), None)
+        service.close()
+        [state] = [p for p in (tmp_path / "tenants/1/policy/states").iterdir() if p.is_dir()]
+        (state / "model.safetensors").write_bytes(b"torn")
+
+    async def restart():
+        service = Service(config)
+        [line] = await service.restore()
+        service.close()
+        return line
+
+    asyncio.run(train_then_corrupt())
+    line = asyncio.run(restart())
+    assert line.startswith("tenant 1 model policy: step 1 from checkpoint step-1; state ") and "unusable" in line
