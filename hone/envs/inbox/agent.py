@@ -42,6 +42,17 @@ Reply 1: <tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "door c
 Reply 2: <tool_call>{{"name": "read_email", "arguments": {{"message_id": "m99-12"}}}}</tool_call>
 Reply 3: <tool_call>{{"name": "answer", "arguments": {{"text": "4821", "sources": ["m99-12"]}}}}</tool_call>"""
 
+# With two turns there is no time to read an email: search, then answer from the snippets. The
+# prompt shows only what the model will do, and only search_inbox is offered (fewer tokens to
+# read and train on, nothing to imitate that cannot happen).
+SEARCH_THEN_ANSWER_PROMPT = """You answer questions about {name}'s email inbox. Today is {today}.
+First reply: search_inbox with a few keywords from the question.
+Second reply: only the answer, in a few words, from the search results.
+If the results do not say, reply "I don't know".
+Example. Question: What is the door code for the Bergen office?
+Reply 1: <tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "door code Bergen office"}}}}</tool_call>
+Reply 2: The door code is 4821."""
+
 MALFORMED_NOTE = (
     "Your tool call could not be read ({error}). Write exactly one call, like: "
     '<tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "door code Bergen"}}}}</tool_call>'
@@ -52,9 +63,15 @@ _SEARCH_FIRST = {"type": "function", "function": {"name": "search_inbox"}}
 LAST_TURN_NOTE = "Question: {question}\nReply with only the answer, in a few words."
 
 
-def initial_messages(inbox: Inbox, question: Question) -> list[dict[str, Any]]:
-    system = SYSTEM_PROMPT.format(name=inbox.persona.name, today=inbox.today)
+def initial_messages(inbox: Inbox, question: Question, max_turns: int = 6) -> list[dict[str, Any]]:
+    template = SEARCH_THEN_ANSWER_PROMPT if max_turns <= 2 else SYSTEM_PROMPT
+    system = template.format(name=inbox.persona.name, today=inbox.today)
     return [{"role": "system", "content": system}, {"role": "user", "content": question.question}]
+
+
+def tools_for(max_turns: int) -> list[dict[str, Any]]:
+    """The tools offered: all three, or only search_inbox when the turn budget leaves no room to read."""
+    return [t for t in TOOL_SCHEMAS if t["function"]["name"] == "search_inbox"] if max_turns <= 2 else TOOL_SCHEMAS
 
 
 # --------------------------------------------------------------------------- one turn
@@ -150,7 +167,7 @@ async def rollout(
     *,
     max_turns: int = 6,
     temperature: float = 1.0,
-    max_tokens: int = 128,
+    max_tokens: int = 64,
     seed: int | None = None,
     force_first_search: bool = False,
 ) -> Trajectory:
@@ -162,7 +179,8 @@ async def rollout(
     """
     inbox = load_inbox(question.inbox_id, question.seed)
     db = inbox_db(inbox)
-    trajectory = Trajectory(messages=initial_messages(inbox, question), tools=TOOL_SCHEMAS)
+    tools = tools_for(max_turns)
+    trajectory = Trajectory(messages=initial_messages(inbox, question, max_turns), tools=tools)
     state = EpisodeState(max_turns=max_turns, question=question.question)
 
     while not state.done and state.turns < max_turns:
@@ -171,7 +189,7 @@ async def rollout(
         response = await client.chat.completions.create(
             model=model,
             messages=[_wire(m) for m in trajectory.messages],
-            tools=TOOL_SCHEMAS,
+            tools=tools,
             logprobs=True,
             stop=["</tool_call>"],  # one call per reply; the model otherwise rambles on after it
             temperature=temperature,
@@ -226,7 +244,7 @@ class InboxEnv:
         n_train_inboxes: int = 40,
         n_eval_inboxes: int = 10,
         max_turns: int = 6,
-        max_tokens: int = 128,
+        max_tokens: int = 64,
         force_first_search: bool = False,
     ):
         self.max_turns = max_turns

@@ -37,7 +37,7 @@ TOOL_SCHEMAS: list[dict[str, Any]] = [
                 "type": "object",
                 "properties": {
                     "keywords": {"type": "string", "description": "a few words from the question"},
-                    "max_results": {"type": "integer", "description": "default 5"},
+                    "max_results": {"type": "integer", "description": "default 3"},
                 },
                 "required": ["keywords"],
             },
@@ -95,14 +95,14 @@ def fts_query(keywords: Any) -> str | None:
     return " OR ".join(terms) if terms else None
 
 
-def search_inbox(db: InboxDB, keywords: str | list[str], max_results: int = 5) -> list[dict[str, str]] | str:
+def search_inbox(db: InboxDB, keywords: str | list[str], max_results: int = 3) -> list[dict[str, str]] | str:
     """Emails matching any keyword, best first (FTS5 bm25): [{message_id, subject, sender, date, snippet}].
 
     Returns [] when nothing matches and an error string when the input cannot be searched."""
     try:
         limit = max(1, min(MAX_RESULTS, int(max_results)))
     except (TypeError, ValueError, OverflowError):
-        limit = 5
+        limit = 3
     query = fts_query(keywords)
     if query is None:
         return "Error: give some keywords to search for, e.g. 'invoice Northwind'."
@@ -195,7 +195,7 @@ def call_tool(db: InboxDB, name: str, raw_arguments: Any) -> ToolResult:
         return ToolResult(args, ok=False)
     if name == "search_inbox":
         keywords = args.get("keywords", args.get("query", args.get("keyword")))
-        results = search_inbox(db, keywords, args.get("max_results", 5))
+        results = search_inbox(db, keywords, args.get("max_results", 3))
         if isinstance(results, str):
             return ToolResult(results, ok=False)
         if not results:
