@@ -40,8 +40,9 @@ from hone.types import AdamParams, Datum, SampledSequence, SamplingParams
 CHECKPOINT_FILE = "remote_checkpoint.json"
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 # Errors after which the request may not have arrived, or its answer was lost: safe to resend
-# because every training request carries its request id.
-TRANSIENT_ERRORS = (httpx.TransportError,)
+# because every training request carries its request id. (Not httpx's protocol errors made on
+# this side, nor an unsupported URL scheme: those fail the same way every time.)
+TRANSIENT_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
 MODEL_OPTIONS = ("seed", "max_seq_len", "micro_batch_tokens", "autocast_bf16", "lora_alpha")
 DEFAULT_LORA_RANK = 16
 

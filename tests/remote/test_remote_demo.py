@@ -1,6 +1,9 @@
 """The demo loop (evaluate, train, evaluate, report) runs end to end against a real server."""
 
 import json
+import os
+import subprocess
+import sys
 
 from rich.console import Console
 
@@ -24,3 +27,16 @@ def test_the_demo_loop_runs_end_to_end_through_remote_backend(service, tmp_path)
     assert (tmp_path / "run" / "checkpoints" / "step_000001" / "trainer" / "remote_checkpoint.json").exists()
     assert backend.model_info("inbox-agent").step in (0, 1)  # 0 only if every group's rewards were equal
     backend.close()
+
+
+def test_hone_demo_with_backend_url_and_hone_api_key_trains_on_the_server(service, tmp_path):
+    key = service.new_key()
+    command = [
+        sys.executable, "-m", "hone.cli", "demo", "--model", "tiny", "--backend", service.url, "--steps", "1",
+        "--group-size", "2", "--groups-per-step", "2", "--eval-limit", "1", "--lora-rank", "0", "--out", str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "HONE_API_KEY": key, "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "results.json").exists()
+    assert service.backend(key=key).list_models() == ["inbox-agent"]  # the model lives on the server, under this key
