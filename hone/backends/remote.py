@@ -10,6 +10,7 @@ HTTP contract and nothing of how the server stores or runs models.
    errors, dropped connections, 429, 502, 503, 504) are retried with exponential backoff and full
    jitter, resending the same id, so the server applies a training request once however many
    times it arrives.
+   Ten tries wait 20-40 s in all: long enough for a server to restart.
 2. Permanent failures (other 4xx, 500) raise one hone error whose message is the server's own
    sentence; nothing is retried that cannot succeed.
 3. Checkpoints live on the server. `save_state(name, PATH)` writes PATH/remote_checkpoint.json
@@ -57,8 +58,8 @@ class RemoteError(HoneError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 8  # tries per logical request, the first included
-    backoff_s: float = 0.25  # the n-th retry waits a uniform draw from [0, min(cap, backoff·2^n)]
+    attempts: int = 10  # tries per logical request, the first included: 20-40 s in all, a server restart
+    backoff_s: float = 0.25  # the n-th retry waits c/2 + uniform(0, c/2), c = min(cap, backoff·2^(n-1))
     max_backoff_s: float = 8.0
 
 
@@ -241,7 +242,7 @@ class RemoteBackend:
             except TRANSIENT_ERRORS as exc:
                 failure: httpx.Response | Exception = exc
             else:
-                if response.status_code not in TRANSIENT_STATUS:
+                if not _transient(response):
                     return self._answer(call, response)
                 failure = response
             if attempt == self.retry.attempts:
@@ -255,7 +256,7 @@ class RemoteBackend:
             except TRANSIENT_ERRORS as exc:
                 failure: httpx.Response | Exception = exc
             else:
-                if response.status_code not in TRANSIENT_STATUS:
+                if not _transient(response):
                     return self._answer(call, response)
                 failure = response
             if attempt == self.retry.attempts:
@@ -274,7 +275,7 @@ class RemoteBackend:
 
     def _backoff(self, attempt: int, failure: httpx.Response | Exception) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
-        wait = random.uniform(0, ceiling)  # full jitter: many clients retrying do not stampede
+        wait = ceiling / 2 + random.uniform(0, ceiling / 2)  # jitter: many clients retrying do not stampede
         if isinstance(failure, httpx.Response):
             retry_after = _seconds(failure.headers.get("retry-after"))
             if retry_after is not None:
@@ -341,28 +342,37 @@ def _remote_model(row: dict[str, Any]) -> RemoteModel:
     return RemoteModel(name=row["name"], base_model=row["base_model"], lora_rank=row["lora_rank"], step=row.get("step", 0))
 
 
+def _transient(response: httpx.Response) -> bool:
+    """Worth resending: a gateway or overload answer. A 429 for a limit that waiting cannot lift
+    (the tenant's model count, sent as an invalid_request_error) is permanent."""
+    if response.status_code == 429:
+        return _server_error_field(response, "type") != "invalid_request_error"
+    return response.status_code in TRANSIENT_STATUS
+
+
 def _metrics(metrics: dict[str, float | None]) -> dict[str, float]:
     """JSON has no NaN: the server sends an undefined metric as null; hand it back as NaN, as LocalBackend does."""
     return {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
 
 
 def _server_message(response: httpx.Response) -> str:
-    try:
-        error = response.json().get("error")
-    except ValueError:
-        error = None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
+    message = _server_error_field(response, "message")
+    if message:
+        return str(message)
     text = response.text.strip()
     return text[:300] if text else f"HTTP {response.status_code} with no message"
 
 
 def _server_param(response: httpx.Response) -> str | None:
+    return _server_error_field(response, "param")
+
+
+def _server_error_field(response: httpx.Response, field: str) -> Any:
     try:
         error = response.json().get("error")
-    except ValueError:
+    except (ValueError, AttributeError):
         return None
-    return error.get("param") if isinstance(error, dict) else None
+    return error.get(field) if isinstance(error, dict) else None
 
 
 def _seconds(value: str | None) -> float | None:

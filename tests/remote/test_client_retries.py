@@ -68,9 +68,23 @@ def test_each_logical_call_gets_its_own_request_id():
     assert first["loss"] == "cispo" and first["datums"][0]["input_tokens"] == [1, 2]
 
 
-@pytest.mark.parametrize("status", [429, 502, 503, 504])
-def test_overload_and_gateway_answers_are_retried(status):
-    server = Server((status, error("busy")), (200, {"data": []}))
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_gateway_answers_are_retried(status):
+    server = Server((status, {"detail": "bad gateway"}), (200, {"data": []}))
+    assert backend_over(server).list_models() == []
+    assert len(server.requests) == 2
+
+
+def test_a_429_for_a_limit_that_waiting_cannot_lift_is_not_retried():
+    server = Server((429, error("this tenant already has 8 models, the server's limit; delete one first")))
+    with pytest.raises(InvalidRequestError, match="delete one first") as caught:
+        backend_over(server).add_model("p", "tiny")
+    assert caught.value.status_code == 429 and len(server.requests) == 1
+
+
+def test_a_429_for_requests_in_flight_is_retried():
+    busy = {"error": {"message": "too many requests in flight", "type": "rate_limit_error", "param": None, "code": None}}
+    server = Server((429, busy), (200, {"data": []}))
     assert backend_over(server).list_models() == []
     assert len(server.requests) == 2
 
