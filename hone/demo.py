@@ -4,7 +4,8 @@
 2. Train: the GRPO loop from `hone.rl.loop` on training inboxes, checkpointed each step, so a
    killed demo re-run with the same --out resumes where it stopped.
 3. Final: the same held-out evaluation with the trained weights.
-4. Report: a summary table on the console, `results.json` and `report.html` in --out.
+4. Report: a summary table on the console, `results.json`, `report.html` and its two pictures
+   (`curves.png`, `before_after.png`) in --out.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def _write_html(path: Path, results: dict[str, Any], history: list[dict[str, Any
         (curves_png(history, [("reward/mean", "training reward"), ("success/rate", "training success")]), "training curves"),
         (before_after_png(["before", "after"], [b["success"], f["success"]], [tuple(b["ci95"]), tuple(f["ci95"])], "held-out success"), "before and after"),
     ]
+    for (png, _), name in zip(images, ("curves.png", "before_after.png")):  # also as files, for a README or a slide
+        (path.parent / name).write_bytes(png)
     sections = [
         ("Before training", [trajectory_html(t, f"question {i + 1}: reward {t.reward:.2f}") for i, t in enumerate(before[:6])]),
         ("After training", [trajectory_html(t, f"question {i + 1}: reward {t.reward:.2f}") for i, t in enumerate(after[:6])]),
