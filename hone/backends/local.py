@@ -1,4 +1,10 @@
-"""LocalBackend: models, their samplers and trainers, in this process (CPU or one GPU)."""
+"""LocalBackend: models, their samplers and trainers, in this process (CPU or one GPU).
+
+LoRA models of the same base model share one copy of it: one loaded model (whose frozen weights
+every LoRA trainer of that base uses, each with its own adapter, optimizer and step) and one engine
+(the base weights once, each model's adapter unmerged on top, named after the model; a NAME@STEP
+checkpoint of a LoRA model is one more adapter). Full fine-tuning models keep their own copies.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import openai
 from hone.engine import Engine
 from hone.errors import InvalidRequestError, ModelNotFoundError
 from hone.models import DEFAULT_MODEL, LoadedModel, load_model
+from hone.models.loader import TINY_MODEL
 from hone.types import AdamParams, Datum, SampledSequence, SamplingParams
 
 
@@ -26,13 +33,32 @@ class ModelHandle:
     engine: Engine
     trainer: Any = None
     options: dict[str, Any] = field(default_factory=dict)
+    adapter: str | None = None  # its adapter's name on a shared engine; None = an engine of its own
+    base_key: tuple | None = None  # the shared base it uses, if any
+
+    def sample_sync(self, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
+        """Blocking sample from this model (its adapter on a shared engine), for scripts and tests."""
+        return self.engine.sample_sync(prompt_tokens, n, params, adapter=self.adapter)
+
+
+@dataclass
+class _SharedBase:
+    """One base model held once for all the LoRA models (and LoRA checkpoints) over it."""
+
+    loaded: LoadedModel
+    engine: Engine
+    users: set[str] = field(default_factory=set)  # model names whose adapters it serves
 
 
 class LocalBackend:
-    def __init__(self, engine_options: dict[str, Any] | None = None):
+    def __init__(self, engine_options: dict[str, Any] | None = None, share_base: bool = True):
+        """`share_base=False` gives every model its own copy of its base (the bench's comparison)."""
+        self._share_base = share_base
         self._models: dict[str, ModelHandle] = {}
         self._lock = threading.Lock()
         self._engine_options = dict(engine_options or {})
+        self._bases: dict[tuple, _SharedBase] = {}
+        self._base_lock = threading.Lock()  # serialises loading a base (slow) without holding _lock
         self._app = None
 
     # ------------------------------------------------------------------ models
@@ -41,12 +67,44 @@ class LocalBackend:
         with self._lock:
             if name in self._models:
                 raise InvalidRequestError(f"a model named '{name}' already exists; pick another name", param="name")
-        loaded = load_model(base_model, seed=options.get("seed", 0))
-        engine = self._new_engine(loaded)
-        handle = ModelHandle(name=name, base_model=base_model, loaded=loaded, engine=engine, options=options)
+        if self._share_base and _is_lora(options):
+            key = _base_key(base_model, options)
+            base = self._acquire_base(key, name)
+            base.engine.set_adapter(name, {}, 1.0)  # no adapter weights yet: the base itself
+            handle = ModelHandle(
+                name=name, base_model=base_model, loaded=base.loaded, engine=base.engine, options=options, adapter=name, base_key=key
+            )
+        else:
+            loaded = load_model(base_model, seed=options.get("seed", 0))
+            engine = self._new_engine(loaded)
+            handle = ModelHandle(name=name, base_model=base_model, loaded=loaded, engine=engine, options=options)
         with self._lock:
             self._models[name] = handle
         return handle
+
+    def _acquire_base(self, key: tuple, user: str) -> _SharedBase:
+        """The shared base for `key`, loaded on first use; `user` is counted among its users."""
+        with self._base_lock:
+            base = self._bases.get(key)
+            if base is None:
+                loaded = load_model(key[0], seed=key[1])
+                base = _SharedBase(loaded=loaded, engine=self._new_engine(loaded))
+                self._bases[key] = base
+            base.users.add(user)
+            return base
+
+    def _release(self, handle: ModelHandle) -> None:
+        """Free what `handle` alone used: its adapter, the shared base when no one else uses it, or its engine."""
+        if handle.base_key is None:
+            handle.engine.close()
+            return
+        with self._base_lock:
+            base = self._bases[handle.base_key]
+            base.engine.remove_adapter(handle.adapter)
+            base.users.discard(handle.name)
+            if not base.users:
+                del self._bases[handle.base_key]
+                base.engine.close()
 
     def add_checkpoint_model(self, name: str, of: str, path: str | Path) -> ModelHandle:
         """Serve the weights of checkpoint `path` (saved by model `of`'s trainer) under `name`.
@@ -58,6 +116,23 @@ class LocalBackend:
         with self._lock:
             if name in self._models:
                 raise InvalidRequestError(f"a model named '{name}' already exists; pick another name", param="name")
+        if source.base_key is not None and (Path(path) / "adapter" / "adapter_model.safetensors").exists():
+            # a LoRA checkpoint: one more adapter on the shared engine, no new copy of the base
+            adapter, scale = _checkpoint_adapter(source, Path(path), _trainer_options(source))
+            base = self._acquire_base(source.base_key, name)
+            try:
+                base.engine.set_adapter(name, adapter, scale)
+            except BaseException:
+                with self._base_lock:
+                    base.users.discard(name)
+                raise
+            handle = ModelHandle(
+                name=name, base_model=source.base_model, loaded=base.loaded, engine=base.engine, options={},
+                adapter=name, base_key=source.base_key,
+            )
+            with self._lock:
+                self._models[name] = handle
+            return handle
         weights = _checkpoint_weights(source, path)
         engine = self._new_engine(source.loaded)
         try:
@@ -76,7 +151,7 @@ class LocalBackend:
             handle = self._models.pop(name, None)
         if handle is None:
             raise ModelNotFoundError(f"the model '{name}' does not exist; GET /v1/models lists the ones that do")
-        handle.engine.close()
+        self._release(handle)
 
     def step(self, name: str) -> int:
         """Optimizer steps taken by `name`'s trainer (0 before it has one)."""
@@ -110,7 +185,8 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ sampling
     async def sample(self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
-        return await self.get(name).engine.sample(prompt_tokens, n, params)
+        handle = self.get(name)
+        return await handle.engine.sample(prompt_tokens, n, params, adapter=handle.adapter)
 
     # ------------------------------------------------------------------ training (Tinker-shaped)
     def trainer(self, name: str) -> Any:
@@ -120,7 +196,10 @@ class LocalBackend:
         handle = self.get(name)
         with self._lock:
             if handle.trainer is None:
-                handle.trainer = Trainer(handle.loaded.model, **_trainer_options(handle))
+                # on a shared base the trainer uses the base's frozen weights, not a copy of them
+                handle.trainer = Trainer(
+                    handle.loaded.model, share_frozen_base=handle.base_key is not None, **_trainer_options(handle)
+                )
             return handle.trainer
 
     async def forward_backward(
@@ -146,7 +225,13 @@ class LocalBackend:
 
     def _push_weights(self, name: str) -> None:
         handle = self.get(name)
-        handle.engine.load_weights(handle.trainer.sampler_state_dict())
+        if handle.adapter is not None:  # the adapter alone, unmerged, onto the shared engine
+            from peft import get_peft_model_state_dict
+
+            trainer = handle.trainer
+            handle.engine.set_adapter(handle.adapter, get_peft_model_state_dict(trainer.model), trainer.lora_alpha / trainer.lora_rank)
+        else:
+            handle.engine.load_weights(handle.trainer.sampler_state_dict())
 
     # ------------------------------------------------------------------ clients
     @property
@@ -170,7 +255,10 @@ class LocalBackend:
 
     def close(self) -> None:
         for handle in self._models.values():
-            handle.engine.close()
+            if handle.base_key is None:
+                handle.engine.close()
+        for base in self._bases.values():
+            base.engine.close()
 
 
 def _eos_ids(loaded: LoadedModel) -> list[int]:
@@ -184,6 +272,15 @@ def _eos_ids(loaded: LoadedModel) -> list[int]:
 
 
 _TRAINER_OPTIONS = ("lora_rank", "lora_alpha", "full_finetune", "max_seq_len", "micro_batch_tokens", "autocast_bf16", "seed")
+
+
+def _is_lora(options: dict[str, Any]) -> bool:
+    return not options.get("full_finetune", False) and options.get("lora_rank", 16) != 0
+
+
+def _base_key(base_model: str, options: dict[str, Any]) -> tuple[str, int]:
+    """Models with equal keys load identical base weights (the seed only matters to `tiny`)."""
+    return (base_model, options.get("seed", 0) if base_model == TINY_MODEL else 0)
 
 
 def _trainer_options(handle: ModelHandle) -> dict[str, Any]:
@@ -207,9 +304,28 @@ def _checkpoint_weights(source: ModelHandle, path: str | Path) -> dict[str, Any]
 
 
 def _merged_adapter_weights(source: ModelHandle, path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    adapter, scale = _checkpoint_adapter(source, path, options)
+    base = source.loaded.model.state_dict()
+    merged: dict[str, Any] = {}
+    prefix, a_suffix = "base_model.model.", ".lora_A.weight"
+    with torch.no_grad():
+        for key, A in adapter.items():
+            if not key.endswith(a_suffix):
+                continue
+            module = key[len(prefix) : -len(a_suffix)]
+            B = adapter[prefix + module + ".lora_B.weight"]
+            W = base[module + ".weight"]
+            merged[module + ".weight"] = torch.addmm(W.float(), B.float(), A.float(), alpha=scale)  # (out, r) @ (r, in)
+    return merged
+
+
+def _checkpoint_adapter(source: ModelHandle, path: Path, options: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """The PEFT adapter state of a LoRA checkpoint saved by `source`'s trainer, and its scale
+    (alpha / r); CheckpointError if unreadable or saved by a differently configured model."""
     import json
 
-    import torch
     from safetensors.torch import load_file
 
     from hone.errors import CheckpointError
@@ -223,18 +339,7 @@ def _merged_adapter_weights(source: ModelHandle, path: Path, options: dict[str, 
     alpha = options.get("lora_alpha") or 2 * rank
     if state.get("full_finetune") or state.get("lora_rank") != rank or state.get("lora_alpha") != alpha:
         raise CheckpointError(f"the checkpoint {path.name} was saved by a differently configured model")
-    base = source.loaded.model.state_dict()
-    merged: dict[str, Any] = {}
-    prefix, a_suffix = "base_model.model.", ".lora_A.weight"
-    with torch.no_grad():
-        for key, A in adapter.items():
-            if not key.endswith(a_suffix):
-                continue
-            module = key[len(prefix) : -len(a_suffix)]
-            B = adapter[prefix + module + ".lora_B.weight"]
-            W = base[module + ".weight"]
-            merged[module + ".weight"] = torch.addmm(W.float(), B.float(), A.float(), alpha=alpha / rank)  # (out, r) @ (r, in)
-    return merged
+    return adapter, alpha / rank
 
 
 def _weights_via_trainer(source: ModelHandle, path: Path, options: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ How a request travels:
    refilled by compaction. When all n samples of a request are done its future is resolved
    (asyncio futures are resolved on their own loop via `call_soon_threadsafe`).
 5. An exception while computing fails the requests in flight, not the worker: it goes on serving.
+6. A request for a LoRA adapter takes that adapter's current matrices at admission and keeps them
+   to its end: `set_adapter` swaps in new matrices without waiting for the decode to drain.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from hone.engine.llama import LlamaRunner
+from hone.engine.llama import LlamaRunner, LoraAdapter
 from hone.engine.sampling import RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
 from hone.types import SampledSequence, SamplingParams
@@ -53,6 +55,8 @@ class _Request:
     results: list[SampledSequence | None]
     remaining: int
     stop_ids: frozenset[int]
+    adapter: str | None = None  # LoRA adapter name; None = the base weights
+    lora: LoraAdapter | None = None  # that adapter's matrices, fixed at admission
     failed: bool = False
 
 
@@ -76,6 +80,12 @@ class _Row:
 
 class Engine:
     """Batched sampler over its own copy of a Llama-family model. Token ids in, tokens + fp32 logprobs out.
+
+    LoRA adapters (`set_adapter`) are served over the one copy of the base weights, unmerged: a
+    request names its adapter, the base matmuls of a decode step run over every row (the same
+    weights for all), and each adapter's low-rank delta over its own rows only; a prefill batch
+    holds one adapter's prompts. Rows of different adapters never share a matmul with different
+    weights.
 
     `dtype=None` picks bf16 where this machine multiplies faster in it, else fp32. The LM head and
     log-softmax always run in `lm_head_dtype` (fp32 by default, from an fp32 copy of the head);
@@ -134,20 +144,46 @@ class Engine:
         self._repack_needed = False
         # torch's intra-op thread count is per OS thread: the worker adopts the creator's unless told
         self._threads = num_threads or torch.get_num_threads()
+        self._adapters: dict[str, LoraAdapter] = {}  # name -> current matrices; swapped whole, never edited
         self._worker = threading.Thread(target=self._run, name="hone-engine", daemon=True)
         self._worker.start()
 
     # ------------------------------------------------------------------------ public API
-    async def sample(self, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
-        """Draw `n` completions of `prompt_tokens`; the prompt is prefilled once and shared by all n."""
-        future = self._submit(prompt_tokens, n, params)
+    async def sample(
+        self, prompt_tokens: list[int], n: int, params: SamplingParams, adapter: str | None = None
+    ) -> list[SampledSequence]:
+        """Draw `n` completions of `prompt_tokens`; the prompt is prefilled once and shared by all n.
+
+        `adapter` names a LoRA adapter set by `set_adapter` (None = the base weights)."""
+        future = self._submit(prompt_tokens, n, params, adapter)
         # wrap_future resolves the asyncio future on its loop with call_soon_threadsafe, and
         # cancelling it cancels the request, whose rows then leave the batch at the next step
         return await asyncio.wrap_future(future)
 
-    def sample_sync(self, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
+    def sample_sync(
+        self, prompt_tokens: list[int], n: int, params: SamplingParams, adapter: str | None = None
+    ) -> list[SampledSequence]:
         """Blocking `sample`, for scripts and tests; safe from any thread except the engine's own."""
-        return self._submit(prompt_tokens, n, params).result()
+        return self._submit(prompt_tokens, n, params, adapter).result()
+
+    def set_adapter(self, name: str, state_dict: dict[str, torch.Tensor], scale: float) -> None:
+        """Serve LoRA adapter `name` (a PEFT adapter state; `scale` = lora_alpha / r) over the base
+        weights, unmerged; replaces an adapter of that name. An empty state serves the base exactly.
+
+        Does not wait: rows already admitted finish on the matrices they started with (no sequence
+        is sampled from two sets of weights); requests admitted from now on get the new ones."""
+        lora = self._runner.make_adapter(state_dict, scale)  # copies: the caller may go on training
+        with self._cv:
+            self._adapters[name] = lora
+            self.stats["weight_loads"] += 1
+
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving adapter `name`; its queued requests fail at admission, rows in flight finish."""
+        with self._cv:
+            self._adapters.pop(name, None)
+
+    def has_adapter(self, name: str) -> bool:
+        return name in self._adapters
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Copy new weights (plain Hugging Face names, any dtype) into the engine's own copy.
@@ -188,8 +224,12 @@ class Engine:
         self.close()
 
     # ------------------------------------------------------------------------ requests
-    def _submit(self, prompt_tokens: list[int], n: int, params: SamplingParams) -> concurrent.futures.Future:
+    def _submit(
+        self, prompt_tokens: list[int], n: int, params: SamplingParams, adapter: str | None = None
+    ) -> concurrent.futures.Future:
         prompt = self._validate(prompt_tokens, n, params)
+        if adapter is not None and adapter not in self._adapters:
+            raise InvalidRequestError(f"this engine has no adapter named '{adapter}'", param="adapter")
         future: concurrent.futures.Future = concurrent.futures.Future()
         request = _Request(
             prompt=prompt,
@@ -200,6 +240,7 @@ class Engine:
             results=[None] * n,
             remaining=n,
             stop_ids=self.eos_token_ids | frozenset(params.stop_token_ids),
+            adapter=adapter,
         )
         with self._cv:
             if self._closed:
@@ -315,11 +356,22 @@ class Engine:
         return sum(r.n for r in self._queue)
 
     def _admit(self, requests: list[_Request]) -> None:
-        """Prefill each distinct prompt once, give every sample its own slot, draw the first tokens."""
+        """Prefill each distinct prompt once per adapter, give every sample its own slot, draw the first tokens."""
         self.stats["batches"] += 1
-        distinct: dict[tuple[int, ...], list[_Request]] = {}
+        by_adapter: dict[int, tuple[LoraAdapter | None, dict[tuple[int, ...], list[_Request]]]] = {}
         for request in requests:
-            distinct.setdefault(tuple(request.prompt), []).append(request)
+            if request.adapter is not None:
+                request.lora = self._adapters.get(request.adapter)
+                if request.lora is None:  # removed while the request queued
+                    self._fail_request(request, InvalidRequestError(f"the adapter '{request.adapter}' was removed"))
+                    continue
+            key = id(request.lora) if request.lora is not None else 0
+            by_adapter.setdefault(key, (request.lora, {}))[1].setdefault(tuple(request.prompt), []).append(request)
+        for lora, distinct in by_adapter.values():  # one adapter's prompts per prefill batch
+            self._admit_prompts(distinct, lora)
+        self._compact()
+
+    def _admit_prompts(self, distinct: dict[tuple[int, ...], list[_Request]], lora: LoraAdapter | None) -> None:
         for group in _prefill_groups(list(distinct)):
             # 1) slots: the samples of the requests sharing a prompt take consecutive slots
             first_slot, sources, copies, new_rows = [], [], [], []
@@ -336,7 +388,7 @@ class Engine:
             room = max(len(r.request.prompt) + min(r.request.params.max_tokens, _RESERVE_AHEAD) for r in new_rows)
             self._runner.reserve(len(self._rows) + len(new_rows), room)
             # 2) prefill the distinct prompts once, right-padded into one batch
-            logits = self._runner.prefill([list(p) for p in group], first_slot)  # (P, V) fp32
+            logits = self._runner.prefill([list(p) for p in group], first_slot, lora)  # (P, V) fp32
             self.stats["prefill_forwards"] += 1
             self.stats["prefill_tokens"] = self._runner.prefill_tokens
             # 3) replicate each prompt's cache into the slots of its other samples
@@ -347,7 +399,6 @@ class Engine:
             self._rows.extend(new_rows)
             draw = sample_rows(logits_rows, [row.settings for row in new_rows])
             self._record(new_rows, draw)
-        self._compact()
 
     def _step(self) -> None:
         """One decode step for every active row."""
@@ -357,11 +408,23 @@ class Engine:
         tokens = torch.tensor([row.tokens[-1] for row in self._rows])
         positions = torch.tensor([row.position for row in self._rows])
         self._runner.reserve(len(self._rows), int(positions.max()) + 1)
-        logits = self._runner.decode(tokens, positions)  # (B, V) fp32
+        logits = self._runner.decode(tokens, positions, self._lora_rows())  # (B, V) fp32
         self.stats["decode_steps"] += 1
         draw = sample_rows(logits, [row.settings for row in self._rows])
         self._record(self._rows, draw)
         self._compact()
+
+    def _lora_rows(self) -> list[tuple[LoraAdapter, torch.Tensor | None]]:
+        """(adapter, its rows) for each adapter in the batch; rows None when it holds every row."""
+        rows: dict[int, tuple[LoraAdapter, list[int]]] = {}
+        for b, row in enumerate(self._rows):
+            lora = row.request.lora
+            if lora is not None and not lora.empty:
+                rows.setdefault(id(lora), (lora, []))[1].append(b)
+        return [
+            (lora, None if len(index) == len(self._rows) else torch.tensor(index, device=self._runner.device))
+            for lora, index in rows.values()
+        ]
 
     def _new_row(self, request: _Request, index: int) -> _Row:
         p = request.params

@@ -16,6 +16,9 @@ V vocabulary, S cache length.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
@@ -25,6 +28,35 @@ from hone.errors import HoneError, InvalidRequestError
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
 _CACHE_CHUNK = 32  # cache capacity is a multiple of this many positions
+# a PEFT adapter state key: [base_model.model.]model.layers.{i}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])(?:\.\w+)?\.weight$")
+_FUSED = {"qkv": ("q_proj", "k_proj", "v_proj"), "o": ("o_proj",), "gate_up": ("gate_proj", "up_proj"), "down": ("down_proj",)}
+
+
+@dataclass
+class LoraAdapter:
+    """One adapter's LoRA matrices, unmerged, in the runner's fused layout; applied as y += (x @ A.T) @ B.T.
+
+    Per layer and fused projection (qkv, o, gate_up, down): A (r·parts, D_in) stacks the parts' A
+    matrices, B (D_out, r·parts) is block-diagonal with the scale (alpha / r) folded in; None where
+    no part of that projection is adapted. fp32, whatever the engine's dtype: the delta is small
+    and cheap (rank r), and fp32 keeps it close to the merged fp32 weights. An adapter with no
+    matrices (`empty`) samples the base weights exactly. Immutable once built: new weights are a
+    new LoraAdapter, so rows admitted earlier finish on the one they started with.
+    """
+
+    qkv: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
+    o: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
+    gate_up: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
+    down: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return all(pair is None for pairs in (self.qkv, self.o, self.gate_up, self.down) for pair in pairs)
+
+    def num_parameters(self) -> int:
+        pairs = [pair for pairs in (self.qkv, self.o, self.gate_up, self.down) for pair in pairs if pair is not None]
+        return sum(A.numel() + B.numel() for A, B in pairs)
 
 
 class Linear:
@@ -107,6 +139,7 @@ class LlamaRunner:
         self.kv_dim = self.n_kv_heads * self.head_dim
         self.tied = bool(getattr(config, "tie_word_embeddings", False))
         self.prefill_tokens = 0  # rows x positions run through prefill, for tests and stats
+        self._lora_groups: list[tuple[LoraAdapter, torch.Tensor | None]] = []  # adapters of the forward running now
 
         # ---------------------------------------------------------------- own copy of the weights
         base = model.model
@@ -193,14 +226,15 @@ class LlamaRunner:
         self.slots = self.capacity = 0
 
     # ------------------------------------------------------------------------ forward passes
-    def prefill(self, prompts: list[list[int]], slots: list[int]) -> torch.Tensor:
+    def prefill(self, prompts: list[list[int]], slots: list[int], lora: LoraAdapter | None = None) -> torch.Tensor:
         """Run whole prompts, write their keys and values into `slots`, return last-token logits (R, V) fp32.
 
         Prompts are right-padded into one (R, T) batch: causal attention means a padded tail never
         affects the real tokens before it, and the garbage cached past each prompt's end is never
         read (attention masks by each slot's position) and is overwritten as the slot decodes.
-        The caller reserves the slots first.
+        The caller reserves the slots first. `lora`: the adapter every prompt of this batch runs with.
         """
+        self._lora_groups = [(lora, None)] if lora is not None and not lora.empty else []
         n_rows, T = len(prompts), max(len(p) for p in prompts)
         H, K, E = self.n_heads, self.n_kv_heads, self.head_dim
         tokens = torch.zeros(n_rows, T, dtype=torch.long)
@@ -216,24 +250,30 @@ class LlamaRunner:
         x = F.embedding(tokens, self.embed)  # (R, T, D)
         for i in range(self.n_layers):
             h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
-            qkv = self.qkv[i](h)  # (R, T, H*E + 2*K*E)
+            qkv = self._lora_add(self.qkv[i](h), h, "qkv", i)  # (R, T, H*E + 2*K*E)
             q, k = self._rope_qk(qkv, (n_rows, T), cos, sin, i)  # (R, T, H, E), (R, T, K, E)
             v = qkv[..., self.q_dim + self.kv_dim :].view(n_rows, T, K, E)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (R, heads, T, E)
             self.k_cache[i, slot_t, :, :, :T] = k.transpose(2, 3)  # (R, K, E, T)
             self.v_cache[i, slot_t, :, :T] = v
             a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=K != H)
-            x = self.o[i](a.transpose(1, 2).reshape(n_rows, T, self.q_dim), residual=x)
+            a = a.transpose(1, 2).reshape(n_rows, T, self.q_dim)
+            x = self._lora_add(self.o[i](a, residual=x), a, "o", i)
             x = self._mlp(F.rms_norm(x, (self.hidden,), self.ln2[i], self.eps), i, residual=x)
         x = x[torch.arange(n_rows, device=self.device), last]  # (R, D): only the last position is sampled from
         return self._logits(x)
 
-    def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, tokens: torch.Tensor, positions: torch.Tensor, lora: list[tuple[LoraAdapter, torch.Tensor | None]] | None = None
+    ) -> torch.Tensor:
         """One step for slots 0..B-1: token b sits at position positions[b]. Returns logits (B, V) fp32.
 
         The caller reserves capacity past the largest position first. Attention is the C++ kernel
-        of `kernels.py` where it could be built, else the same computation in torch ops.
+        of `kernels.py` where it could be built, else the same computation in torch ops. `lora`:
+        (adapter, row indices) per adapter present, indices None = every row. The base matmuls run
+        over all rows (same weights); each adapter's delta runs over its own rows only.
         """
+        self._lora_groups = [(a, idx) for a, idx in (lora or []) if a is not None and not a.empty]
         B = tokens.shape[0]
         tokens, positions = tokens.to(self.device), positions.to(self.device)
         H, K = self.n_heads, self.n_kv_heads
@@ -241,12 +281,12 @@ class LlamaRunner:
         x = F.embedding(tokens, self.embed)  # (B, D)
         for i in range(self.n_layers):
             h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
-            qkv = self.qkv[i](h)  # (B, H*E + 2*K*E)
+            qkv = self._lora_add(self.qkv[i](h), h, "qkv", i)  # (B, H*E + 2*K*E)
             if self.has_qk_norm:
                 qkv = self._norm_qk(qkv, i)
             # rotate q and k, write k and v at each slot's position, attend over the slot's positions
             a = self._attend(qkv, cos, sin, self.k_cache[i], self.v_cache[i], positions, H, K, self.scale)  # (B, H*E)
-            x = self.o[i](a, residual=x)
+            x = self._lora_add(self.o[i](a, residual=x), a, "o", i)
             x = self._mlp(F.rms_norm(x, (self.hidden,), self.ln2[i], self.eps), i, residual=x)
         return self._logits(x)
 
@@ -273,9 +313,66 @@ class LlamaRunner:
         return qk[..., :H, :], qk[..., H:, :]
 
     def _mlp(self, h: torch.Tensor, i: int, residual: torch.Tensor) -> torch.Tensor:
-        gu = self.gate_up[i](h)  # (..., 2*I)
+        gu = self._lora_add(self.gate_up[i](h), h, "gate_up", i)  # (..., 2*I)
         a = F.silu(gu[..., : self.intermediate]) * gu[..., self.intermediate :]
-        return self.down[i](a, residual=residual)
+        return self._lora_add(self.down[i](a, residual=residual), a, "down", i)
+
+    def _lora_add(self, y: torch.Tensor, x: torch.Tensor, which: str, i: int) -> torch.Tensor:
+        """y += scale · (x @ A.T) @ B.T for each adapter of this forward, over that adapter's rows only."""
+        for adapter, rows in self._lora_groups:
+            pair = getattr(adapter, which)[i]
+            if pair is None:
+                continue
+            A, B = pair  # (r, D_in), (D_out, r), scale folded into B
+            if rows is None:
+                y += ((x.to(A.dtype) @ A.T) @ B.T).to(y.dtype)
+            else:
+                y[rows] += ((x[rows].to(A.dtype) @ A.T) @ B.T).to(y.dtype)
+        return y
+
+    # ------------------------------------------------------------------------ adapters
+    def make_adapter(self, state_dict: dict[str, torch.Tensor], scale: float) -> LoraAdapter:
+        """A LoraAdapter from a PEFT adapter state (`get_peft_model_state_dict` or an adapter file's
+        names); `scale` is lora_alpha / r. Copies every tensor: the caller may go on training its own."""
+        parts: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+        for name, tensor in state_dict.items():
+            match = _LORA_KEY.match(name)
+            if match is None or int(match.group(1)) >= self.n_layers:
+                raise InvalidRequestError(
+                    f"the adapter has '{name}', which is not a LoRA matrix of this model's layers", param="adapter"
+                )
+            parts.setdefault((int(match.group(1)), match.group(2)), {})[match.group(3)] = tensor
+        sizes = {  # output rows of each projection
+            "q_proj": self.q_dim, "k_proj": self.kv_dim, "v_proj": self.kv_dim, "o_proj": self.hidden,
+            "gate_proj": self.intermediate, "up_proj": self.intermediate, "down_proj": self.hidden,
+        }
+        adapter = LoraAdapter()
+        with torch.no_grad():
+            for fused, members in _FUSED.items():
+                for i in range(self.n_layers):
+                    blocks = []  # (out rows, A or None, scaled B or None) per part, in fused order
+                    for member in members:
+                        ab = parts.get((i, member))
+                        if ab is None:
+                            blocks.append((sizes[member], None, None))
+                            continue
+                        if set(ab) != {"A", "B"} or ab["B"].shape[0] != sizes[member] or ab["A"].shape[0] != ab["B"].shape[1]:
+                            raise InvalidRequestError(f"the adapter's layer {i} {member} matrices are missing or misshapen", param="adapter")
+                        A = ab["A"].detach().to(self.device, torch.float32)
+                        blocks.append((sizes[member], A, ab["B"].detach().to(self.device, torch.float32) * scale))
+                    if all(A is None for _, A, _ in blocks):
+                        getattr(adapter, fused).append(None)
+                        continue
+                    A = torch.cat([A for _, A, _ in blocks if A is not None]).contiguous()  # (r·parts, D_in), a copy
+                    B = torch.zeros(sum(n for n, _, _ in blocks), A.shape[0], device=self.device)  # (D_out, r·parts)
+                    row = col = 0
+                    for n, a, b in blocks:  # block-diagonal: each part's output rows see only its own A rows
+                        if b is not None:
+                            B[row : row + n, col : col + b.shape[1]] = b
+                            col += b.shape[1]
+                        row += n
+                    getattr(adapter, fused).append((A, B))
+        return adapter
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm, then the LM head in the head's dtype (fp32 by default); always returns fp32."""

@@ -87,6 +87,9 @@ class Trainer:
     datum longer than it still runs alone). `autocast_bf16` runs the trunk's matmuls in bf16; the
     head's logits and logprobs stay fp32. `seed` fixes the LoRA init. `min_shared_prefix` is the
     fewest shared input tokens for which datums share one prefix pass (0 turns sharing off).
+    `share_frozen_base` (LoRA): the model's modules are copied but not its parameters, which PEFT
+    freezes (requires_grad off, in the caller's model too) and which are only read: several LoRA
+    trainers then hold one base in memory, each with its own adapter, optimizer and step.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Trainer:
         autocast_bf16: bool = False,
         seed: int = 0,
         min_shared_prefix: int = 16,  # datums sharing at least this many input tokens share one prefix pass; 0 = never
+        share_frozen_base: bool = False,  # LoRA only: use the given model's weights (frozen) instead of a copy
     ):
         self.full_finetune = full_finetune
         self.lora_rank = lora_rank
@@ -114,7 +118,10 @@ class Trainer:
         self.min_shared_prefix = min_shared_prefix
         self.step = 0
 
-        model = copy.deepcopy(model)  # the caller's model (often the sampler's) stays untouched
+        # the caller's model (often the sampler's) stays untouched: a deep copy, whose parameters
+        # are the caller's own (frozen, never written) when LoRA trainers share one base in memory
+        share = share_frozen_base and not full_finetune
+        model = copy.deepcopy(model, memo={id(p): p for p in model.parameters()} if share else None)
         model.eval()  # dropout off; LoRA dropout, if asked for, is switched on around forward_backward
         with _seeded(seed):  # LoRA's A init draws from torch's RNG: same seed, same adapter
             if full_finetune:

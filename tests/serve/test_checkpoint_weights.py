@@ -37,8 +37,8 @@ def test_the_adapter_merge_equals_the_trainers_merged_weights_and_serves_the_sam
         backend.add_checkpoint_model("m@1", "m", tmp_path / "c")
         params = SamplingParams(max_tokens=6, temperature=0)
         asyncio.run(backend.load_state("m", tmp_path / "c"))  # the live engine gets the same weights the slow way
-        live = backend.get("m").engine.sample_sync([1, 2, 3], 1, params)
-        served = backend.get("m@1").engine.sample_sync([1, 2, 3], 1, params)
+        live = backend.get("m").sample_sync([1, 2, 3], 1, params)
+        served = backend.get("m@1").sample_sync([1, 2, 3], 1, params)
         assert served[0].tokens == live[0].tokens and served[0].logprobs == pytest.approx(live[0].logprobs, abs=1e-6)
     finally:
         backend.close()
