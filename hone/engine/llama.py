@@ -139,7 +139,10 @@ class LlamaRunner:
         self.kv_dim = self.n_kv_heads * self.head_dim
         self.tied = bool(getattr(config, "tie_word_embeddings", False))
         self.prefill_tokens = 0  # rows x positions run through prefill, for tests and stats
-        self._lora_groups: list[tuple[LoraAdapter, torch.Tensor | None]] = []  # adapters of the forward running now
+        # adapters of the forward running now: (adapter, first, end) over the rows in `_lora_order`
+        # (row indices grouped by adapter; None = every row, all of one adapter)
+        self._lora_groups: list[tuple[LoraAdapter, int, int]] = []
+        self._lora_order: torch.Tensor | None = None
 
         # ---------------------------------------------------------------- own copy of the weights
         base = model.model
@@ -234,7 +237,7 @@ class LlamaRunner:
         read (attention masks by each slot's position) and is overwritten as the slot decodes.
         The caller reserves the slots first. `lora`: the adapter every prompt of this batch runs with.
         """
-        self._lora_groups = [(lora, None)] if lora is not None and not lora.empty else []
+        self._set_lora([(lora, None)] if lora is not None else [], n_rows=len(prompts))
         n_rows, T = len(prompts), max(len(p) for p in prompts)
         H, K, E = self.n_heads, self.n_kv_heads, self.head_dim
         tokens = torch.zeros(n_rows, T, dtype=torch.long)
@@ -273,8 +276,8 @@ class LlamaRunner:
         (adapter, row indices) per adapter present, indices None = every row. The base matmuls run
         over all rows (same weights); each adapter's delta runs over its own rows only.
         """
-        self._lora_groups = [(a, idx) for a, idx in (lora or []) if a is not None and not a.empty]
         B = tokens.shape[0]
+        self._set_lora(lora or [], n_rows=B)
         tokens, positions = tokens.to(self.device), positions.to(self.device)
         H, K = self.n_heads, self.n_kv_heads
         cos, sin = self.cos[positions], self.sin[positions]  # (B, E)
@@ -317,17 +320,37 @@ class LlamaRunner:
         a = F.silu(gu[..., : self.intermediate]) * gu[..., self.intermediate :]
         return self._lora_add(self.down[i](a, residual=residual), a, "down", i)
 
+    def _set_lora(self, lora: list[tuple[LoraAdapter | None, torch.Tensor | None]], n_rows: int) -> None:
+        """Plan this forward's LoRA deltas: each adapter's rows gathered into one contiguous run."""
+        live = [(a, rows) for a, rows in lora if a is not None and not a.empty]
+        self._lora_groups, self._lora_order = [], None
+        if len(live) == 1 and live[0][1] is None:  # one adapter over every row: no gather
+            self._lora_groups = [(live[0][0], 0, n_rows)]
+        elif live:
+            first = 0
+            for adapter, rows in live:
+                self._lora_groups.append((adapter, first, first + len(rows)))
+                first += len(rows)
+            self._lora_order = torch.cat([rows for _, rows in live])
+
     def _lora_add(self, y: torch.Tensor, x: torch.Tensor, which: str, i: int) -> torch.Tensor:
-        """y += scale · (x @ A.T) @ B.T for each adapter of this forward, over that adapter's rows only."""
-        for adapter, rows in self._lora_groups:
-            pair = getattr(adapter, which)[i]
-            if pair is None:
-                continue
-            A, B = pair  # (r, D_in), (D_out, r), scale folded into B
-            if rows is None:
-                y += ((x.to(A.dtype) @ A.T) @ B.T).to(y.dtype)
-            else:
-                y[rows] += ((x[rows].to(A.dtype) @ A.T) @ B.T).to(y.dtype)
+        """y += scale · (x @ A.T) @ B.T for each adapter of this forward, over that adapter's rows only:
+        one gather of the adapted rows, two small matmuls per adapter on its own run, one scatter-add."""
+        pairs = [(getattr(adapter, which)[i], first, end) for adapter, first, end in self._lora_groups]
+        if all(pair is None for pair, _, _ in pairs):
+            return y
+        if self._lora_order is None:  # one adapter, every row
+            A, B = pairs[0][0]  # (r, D_in), (D_out, r), scale folded into B
+            y += ((x.to(A.dtype) @ A.T) @ B.T).to(y.dtype)
+            return y
+        order = self._lora_order
+        xs = x.index_select(0, order).to(torch.float32)  # (n, D_in), rows grouped by adapter
+        delta = torch.zeros(order.shape[0], y.shape[-1], dtype=torch.float32, device=y.device)  # (n, D_out)
+        for pair, first, end in pairs:
+            if pair is not None:
+                A, B = pair
+                torch.mm(torch.mm(xs[first:end], A.T), B.T, out=delta[first:end])
+        y.index_add_(0, order, delta.to(y.dtype))
         return y
 
     # ------------------------------------------------------------------------ adapters
