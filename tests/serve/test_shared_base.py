@@ -122,3 +122,33 @@ def test_a_lora_checkpoint_served_as_name_at_step_is_an_adapter_on_the_shared_en
         assert samples(backend, "m") != at_step_1 and handle.engine.has_adapter("m")
     finally:
         backend.close()
+
+
+def test_two_lora_models_training_at_the_same_time_on_the_shared_base_train_as_they_would_alone():
+    backend = LocalBackend()
+    alone = {name: LocalBackend() for name in DATA}
+    try:
+        for name in DATA:
+            backend.add_model(name, "tiny", lora_rank=4)
+            alone[name].add_model(name, "tiny", lora_rank=4)
+
+        async def both():  # forward_backward and optim_step of a and b interleave in worker threads
+            async def one(name):
+                for _ in range(2):
+                    metrics = await backend.forward_backward(name, [DATA[name]], "cispo")
+                    await backend.optim_step(name, AdamParams(learning_rate=5e-2))
+                return metrics
+
+            return await asyncio.gather(*(one(name) for name in DATA))
+
+        together = asyncio.run(both())
+        for name, metrics in zip(DATA, together):
+            train(alone[name], name, DATA[name], steps=1)
+            last = asyncio.run(alone[name].forward_backward(name, [DATA[name]], "cispo"))
+            asyncio.run(alone[name].optim_step(name, AdamParams(learning_rate=5e-2)))
+            assert metrics["loss"] == last["loss"], name
+            assert samples(backend, name) == samples(alone[name], name), name
+    finally:
+        backend.close()
+        for other in alone.values():
+            other.close()
