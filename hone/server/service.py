@@ -102,7 +102,7 @@ class Service:
         self.config = config
         self.home = Path(config.home)
         self.store = Store(self.home)
-        self.backend = backend or LocalBackend()
+        self.backend = backend or LocalBackend(share_base=True)  # tenants' LoRA models share one base
         self._models: dict[tuple[int, str], _ModelState] = {}
         self._tenant_locks: dict[int, asyncio.Lock] = {}
         self._served: OrderedDict[tuple[int, str, str, float], _Served] = OrderedDict()

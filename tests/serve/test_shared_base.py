@@ -47,7 +47,7 @@ def storage(*modules) -> int:
 
 
 def test_two_lora_models_share_one_engine_and_one_set_of_frozen_base_weights():
-    backend = LocalBackend()
+    backend = LocalBackend(share_base=True)
     try:
         a = backend.add_model("a", "tiny", lora_rank=4)
         b = backend.add_model("b", "tiny", lora_rank=8)
@@ -73,8 +73,8 @@ def test_two_lora_models_share_one_engine_and_one_set_of_frozen_base_weights():
 
 
 def test_each_lora_models_samples_equal_those_of_a_backend_that_serves_it_alone_and_training_one_leaves_the_other_unchanged():
-    backend = LocalBackend()
-    alone = {name: LocalBackend() for name in DATA}
+    backend = LocalBackend(share_base=True)
+    alone = {name: LocalBackend(share_base=True) for name in DATA}
     try:
         for name in DATA:
             backend.add_model(name, "tiny", lora_rank=4)
@@ -96,7 +96,7 @@ def test_each_lora_models_samples_equal_those_of_a_backend_that_serves_it_alone_
 
 
 def test_a_lora_checkpoint_served_as_name_at_step_is_an_adapter_on_the_shared_engine_with_the_checkpoints_samples(tmp_path):
-    backend = LocalBackend()
+    backend = LocalBackend(share_base=True)
     try:
         handle = backend.add_model("m", "tiny", lora_rank=4)
         train(backend, "m", DATA["a"])
@@ -125,8 +125,8 @@ def test_a_lora_checkpoint_served_as_name_at_step_is_an_adapter_on_the_shared_en
 
 
 def test_two_lora_models_training_at_the_same_time_on_the_shared_base_train_as_they_would_alone():
-    backend = LocalBackend()
-    alone = {name: LocalBackend() for name in DATA}
+    backend = LocalBackend(share_base=True)
+    alone = {name: LocalBackend(share_base=True) for name in DATA}
     try:
         for name in DATA:
             backend.add_model(name, "tiny", lora_rank=4)
