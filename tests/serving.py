@@ -1,5 +1,6 @@
 """Start `hone serve` as a real process on a free 127.0.0.1 port, for tests that need HTTP."""
 
+import itertools
 import os
 import socket
 import subprocess
@@ -66,3 +67,17 @@ def _wait_healthy(process: subprocess.Popen, port: int, log: Path, timeout_s: fl
             time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"hone serve did not come up within {timeout_s:.0f} s")
+
+
+_new_tenants = itertools.count()
+
+
+def new_tenant_key(home, tenant: str | None = None) -> str:
+    """A key for `tenant` (a new tenant if None), written to the service's SQLite as `hone keys create` does."""
+    from hone.server.store import Store
+
+    store = Store(home)
+    try:
+        return store.create_key(tenant or f"tenant-{next(_new_tenants)}")[1]
+    finally:
+        store.close()

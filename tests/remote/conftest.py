@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 from hone.backends.remote import RemoteBackend, RetryPolicy
 
-from ..serving import start_hone_serve_home
+from ..serving import new_tenant_key, start_hone_serve_home
 
 FAST_RETRY = RetryPolicy(attempts=8, backoff_s=0.1, max_backoff_s=1.0)
 
@@ -19,21 +18,13 @@ FAST_RETRY = RetryPolicy(attempts=8, backoff_s=0.1, max_backoff_s=1.0)
 class Service:
     home: Path
     port: int
-    _tenants = itertools.count()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def new_key(self, tenant: str | None = None) -> str:
-        """A key for a new tenant (written to the server's SQLite, as `hone keys create` does)."""
-        from hone.server.store import Store
-
-        store = Store(self.home)
-        try:
-            return store.create_key(tenant or f"tenant-{next(self._tenants)}")[1]
-        finally:
-            store.close()
+        return new_tenant_key(self.home, tenant)
 
     def backend(self, key: str | None = None, url: str | None = None) -> RemoteBackend:
         return RemoteBackend(url or self.url, key or self.new_key(), retry=FAST_RETRY)

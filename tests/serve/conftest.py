@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from hone.server.store import Store
-
-from ..serving import start_hone_serve_home
+from ..serving import new_tenant_key, start_hone_serve_home
 
 # small limits, so the tests can cross them cheaply
 LIMIT_ARGS = ("--max-models", "3", "--max-concurrent", "2", "--max-body-mb", "1")
@@ -27,7 +24,6 @@ class Server:
     args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
     port: int = 0
-    _tenants: itertools.count = field(default_factory=itertools.count)
 
     def start(self) -> "Server":
         self.process, self.port = start_hone_serve_home(self.home, ("tiny",), *self.args)
@@ -48,12 +44,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def new_key(self, tenant: str | None = None) -> str:
-        """A key for `tenant` (a new tenant if None), written to SQLite as `hone keys create` does."""
-        store = Store(self.home)
-        try:
-            return store.create_key(tenant or f"tenant-{next(self._tenants)}")[1]
-        finally:
-            store.close()
+        return new_tenant_key(self.home, tenant)
 
     def http(self, key: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
