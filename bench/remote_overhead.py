@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="chat requests in the 8-client throughput test")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-share-base", action="store_true", help="serve with merged weights (hone serve --no-share-base), as LocalBackend does")
     args = parser.parse_args()
     cores = os.cpu_count()
     print(f"server and client share this machine's {cores} cores: remote figures include that contention")
@@ -74,7 +75,7 @@ def main() -> None:
         load_before = os.getloadavg()
         home = tmp_path / "home"
         home.mkdir()
-        server, port = start_server(home, args.model)
+        server, port = start_server(home, args.model, ("--no-share-base",) if args.no_share_base else ())
         try:
             key = create_key(home)
             url = f"http://127.0.0.1:{port}"
@@ -90,12 +91,24 @@ def main() -> None:
     paired = sorted(r / l for r, l in zip(remote["step_s"][1:], local["step_s"][1:]))
     median_paired = paired[len(paired) // 2] if paired else ratio
     print(f"ratio remote/local: {ratio:.3f} (target <= {TARGET_RATIO}); median of per-step ratios {median_paired:.3f}")
+    # whole steps compare unlike work when a side skips training (all rewards in its groups equal), so also per phase
+    phases = {
+        "sample": phase_ratio(remote["sample_s"], local["sample_s"]),
+        "train_where_both_trained": phase_ratio(
+            [r for r, l in zip(remote["train_s"][1:], local["train_s"][1:]) if r > 0.5 and l > 0.5],
+            [l for r, l in zip(remote["train_s"][1:], local["train_s"][1:]) if r > 0.5 and l > 0.5],
+            skip_first=False,
+        ),
+    }
+    print(f"per phase remote/local: sampling {phases['sample']}, training (steps both trained) {phases['train_where_both_trained']}")
     result = {
         "local_s_per_step": round(local["s_per_step"], 3),
         "remote_s_per_step": round(remote["s_per_step"], 3),
         "ratio": round(ratio, 3),
         "target_ratio": TARGET_RATIO,
         "median_step_ratio": round(median_paired, 3),
+        "phase_ratios": phases,
+        "server_share_base": not args.no_share_base,
         "local": local,
         "remote": remote,
         "rollout_clients": rollouts,
@@ -219,13 +232,13 @@ async def rollout_clients(url: str, key: str, model: str, requests: int) -> dict
     }
 
 
-def start_server(home: Path, model: str) -> tuple[subprocess.Popen, int]:
+def start_server(home: Path, model: str, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(home / "serve.log", "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home), "--model", model],
+        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home), "--model", model, *extra],
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
     )  # fmt: skip
     deadline = time.time() + 180
@@ -249,6 +262,11 @@ def create_key(home: Path) -> str:
         return store.create_key("bench")[1]
     finally:
         store.close()
+
+
+def phase_ratio(remote: list[float], local: list[float], skip_first: bool = True) -> float | None:
+    remote, local = (remote[1:], local[1:]) if skip_first else (remote, local)
+    return round(fmean(remote) / fmean(local), 3) if remote and local and fmean(local) > 0 else None
 
 
 def fmt(values: list[float]) -> str:

@@ -72,6 +72,7 @@ def serve(
     max_body_mb: float = typer.Option(64.0, help="With --home: largest request body, in MiB."),
     checkpoint_engines: int = typer.Option(2, help="With --home: NAME@STEP samplers kept loaded."),
     autosave: bool = typer.Option(True, help="With --home: persist each optimizer step, so a killed server loses no completed step."),
+    share_base: bool = typer.Option(True, help="With --home: LoRA models of one base share it (95 MB per extra model, not 1.8 GB); merged weights sample ~25% faster."),
 ) -> None:
     """Serve the OpenAI-compatible API over HTTP (and, with --home, the training API for many tenants)."""
     import uvicorn
@@ -90,6 +91,7 @@ def serve(
             max_body_bytes=int(max_body_mb * 2**20),
             checkpoint_engines=checkpoint_engines,
             autosave=autosave,
+            share_base=share_base,
         )
         service = Service(config)
         for line in asyncio.run(service.restore()):
