@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import openai
 
@@ -57,6 +58,7 @@ class LocalBackend:
         Off by default: with one model, merged weights sample ~25% faster and there is nothing to share."""
         self._share_base = share_base
         self._models: dict[str, ModelHandle] = {}
+        self._claimed: set[str] = set()  # names whose models are loading
         self._lock = threading.Lock()
         self._engine_options = dict(engine_options or {})
         self._bases: dict[tuple, _SharedBase] = {}
@@ -66,22 +68,37 @@ class LocalBackend:
     # ------------------------------------------------------------------ models
     def add_model(self, name: str, base_model: str = DEFAULT_MODEL, **options: Any) -> ModelHandle:
         """Serve `base_model` under `name`; `options` are kept for the trainer (lora_rank, ...)."""
+        with self._claiming(name):
+            if self._share_base and _is_lora(options):
+                key = _base_key(base_model, options)
+                base = self._acquire_base(key, name)
+                base.engine.set_adapter(name, {}, 1.0)  # no adapter weights yet: the base itself
+                handle = ModelHandle(
+                    name=name, base_model=base_model, loaded=base.loaded, engine=base.engine, options=options, adapter=name, base_key=key
+                )
+            else:
+                loaded = load_model(base_model, seed=options.get("seed", 0))
+                engine = self._new_engine(loaded)
+                handle = ModelHandle(name=name, base_model=base_model, loaded=loaded, engine=engine, options=options)
+            return self._register(handle)
+
+    @contextmanager
+    def _claiming(self, name: str) -> Iterator[None]:
+        """Hold `name` while its model loads: a concurrent add of the same name is refused, and cannot
+        overwrite this one's adapter on a shared engine."""
         with self._lock:
-            if name in self._models:
+            if name in self._models or name in self._claimed:
                 raise InvalidRequestError(f"a model named '{name}' already exists; pick another name", param="name")
-        if self._share_base and _is_lora(options):
-            key = _base_key(base_model, options)
-            base = self._acquire_base(key, name)
-            base.engine.set_adapter(name, {}, 1.0)  # no adapter weights yet: the base itself
-            handle = ModelHandle(
-                name=name, base_model=base_model, loaded=base.loaded, engine=base.engine, options=options, adapter=name, base_key=key
-            )
-        else:
-            loaded = load_model(base_model, seed=options.get("seed", 0))
-            engine = self._new_engine(loaded)
-            handle = ModelHandle(name=name, base_model=base_model, loaded=loaded, engine=engine, options=options)
+            self._claimed.add(name)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._claimed.discard(name)
+
+    def _register(self, handle: ModelHandle) -> ModelHandle:
         with self._lock:
-            self._models[name] = handle
+            self._models[handle.name] = handle
         return handle
 
     def _acquire_base(self, key: tuple, user: str) -> _SharedBase:
@@ -111,13 +128,15 @@ class LocalBackend:
     def add_checkpoint_model(self, name: str, of: str, path: str | Path) -> ModelHandle:
         """Serve the weights of checkpoint `path` (saved by model `of`'s trainer) under `name`.
 
-        A sampler of its own over `of`'s base weights with the checkpoint's weights loaded (LoRA
-        merged); `of` itself is not touched. Sampling only: it has no trainer.
+        On a shared base, a LoRA checkpoint is one more adapter on the shared engine; otherwise a
+        sampler of its own over `of`'s base weights with the checkpoint's weights loaded (LoRA
+        merged). `of` itself is not touched. Sampling only: it has no trainer.
         """
         source = self.get(of)
-        with self._lock:
-            if name in self._models:
-                raise InvalidRequestError(f"a model named '{name}' already exists; pick another name", param="name")
+        with self._claiming(name):
+            return self._add_checkpoint_model(name, source, path)
+
+    def _add_checkpoint_model(self, name: str, source: ModelHandle, path: str | Path) -> ModelHandle:
         if source.base_key is not None and (Path(path) / "adapter" / "adapter_model.safetensors").exists():
             # a LoRA checkpoint: one more adapter on the shared engine, no new copy of the base
             adapter, scale = _checkpoint_adapter(source, Path(path), _trainer_options(source))
@@ -132,9 +151,7 @@ class LocalBackend:
                 name=name, base_model=source.base_model, loaded=base.loaded, engine=base.engine, options={},
                 adapter=name, base_key=source.base_key,
             )
-            with self._lock:
-                self._models[name] = handle
-            return handle
+            return self._register(handle)
         weights = _checkpoint_weights(source, path)
         engine = self._new_engine(source.loaded)
         try:
@@ -143,9 +160,7 @@ class LocalBackend:
             engine.close()
             raise
         handle = ModelHandle(name=name, base_model=source.base_model, loaded=source.loaded, engine=engine, options={})
-        with self._lock:
-            self._models[name] = handle
-        return handle
+        return self._register(handle)
 
     def remove_model(self, name: str) -> None:
         """Stop serving `name` and free its sampler and trainer; requests still in flight on it fail."""

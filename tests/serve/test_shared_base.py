@@ -152,3 +152,33 @@ def test_two_lora_models_training_at_the_same_time_on_the_shared_base_train_as_t
         backend.close()
         for other in alone.values():
             other.close()
+
+
+def test_two_concurrent_adds_of_one_name_give_one_model_and_one_clear_refusal_leaving_the_first_intact():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hone.errors import InvalidRequestError
+
+    backend = LocalBackend(share_base=True)
+    try:
+        backend.add_model("keep", "tiny", lora_rank=4)
+        train(backend, "keep", DATA["a"])
+        trained = samples(backend, "keep")
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(lambda _: _try(backend.add_model, "twin", "tiny", lora_rank=4), range(2)))
+        refused = [o for o in outcomes if isinstance(o, InvalidRequestError)]
+        assert len(refused) == 1 and "already exists" in str(refused[0])
+        assert backend.list_models() == ["keep", "twin"]
+        assert samples(backend, "keep") == trained  # the shared engine's adapters are untouched
+        with pytest.raises(InvalidRequestError, match="already exists"):  # nor can a re-add clobber a trained adapter
+            backend.add_model("keep", "tiny", lora_rank=4)
+        assert samples(backend, "keep") == trained
+    finally:
+        backend.close()
+
+
+def _try(function, *args, **kwargs):
+    try:
+        return function(*args, **kwargs)
+    except Exception as exc:  # the refusal is the result under test
+        return exc
