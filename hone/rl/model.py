@@ -44,6 +44,13 @@ class TrainableModel:
         self.backend = backend
         backend.add_model(name, base_model, **options)
 
+    @classmethod
+    def attach(cls, name: str, backend: Any) -> "TrainableModel":
+        """A handle to a model `backend` already serves, without adding it (a server training a tenant's model)."""
+        model = cls.__new__(cls)
+        model.name, model.backend = name, backend
+        return model
+
     def openai_client(self, **kwargs: Any):
         return self.backend.openai_client(**kwargs)
 

@@ -304,10 +304,8 @@ class Service:
                     "call optim_step first, or train_step would fold them into its own step"
                 )
             before = self.backend.step(internal)
-            # TrainableModel.train itself, bound to this model: the same datums, steps and metric names
-            bound = TrainableModel.__new__(TrainableModel)
-            bound.name, bound.backend = internal, self.backend
-            metrics = await bound.train(groups, config)
+            # TrainableModel.train itself, on this model: the same datums, steps and metric names
+            metrics = await TrainableModel.attach(internal, self.backend).train(groups, config)
             step = self.backend.step(internal)
             response = {"metrics": finite(metrics), "step": step}
             if step != before:
