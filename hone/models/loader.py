@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from hone.errors import ModelNotFoundError
+from hone.files import write_dir_atomically
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny"
@@ -82,15 +81,11 @@ def _embedded_cache_dir() -> Path:
     if (target / "model.safetensors").exists():
         return target
     model, tokenizer = _load_gguf(_embedded_gguf_path())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    # rename is atomic: a concurrent or killed first load never leaves a half-written cache
-    try:
-        staging.rename(target)
-    except OSError:  # another process won the race; its copy is as good as ours
-        shutil.rmtree(staging, ignore_errors=True)
+    # a killed first load never leaves a half-written cache; if a concurrent one finished first,
+    # its copy is as good as ours and is kept (replace=False)
+    with write_dir_atomically(target, replace=False) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
     return target
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from rich.console import Console
 
+from hone.files import write_file_atomically
+
 
 class MetricsLog:
     """`metrics.jsonl`: one object per completed step, with `step` first.
@@ -44,9 +46,7 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         kept = [r for r in self.read() if r.get("step", 0) <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        write_file_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class StepPrinter:

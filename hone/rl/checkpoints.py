@@ -4,9 +4,9 @@
         trainer/            the trainer's state (adapter or weights, optimizer, RNG)
         loop_state.json     step, data cursor, the step's metrics
 
-A checkpoint is written under a temporary name and renamed into place, so a process killed at
-any moment leaves either the whole checkpoint or none of it. Retention keeps the last K and the
-best by one metric.
+A checkpoint is written in a staging folder, fsynced and renamed into place (hone.files), so a
+process killed at any moment leaves either the whole checkpoint or none of it. Retention keeps the
+last K and the best by one metric.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
+
+from hone.files import remove_staging_debris, write_dir_atomically
 
 PREFIX = "step_"
 
@@ -39,8 +41,7 @@ class CheckpointDir:
         self.keep_last = keep_last
         self.best_metric = best_metric
         root.mkdir(parents=True, exist_ok=True)
-        for leftover in root.glob(".tmp-*"):  # from a kill mid-save
-            shutil.rmtree(leftover, ignore_errors=True)
+        remove_staging_debris(root)  # from a kill mid-save
 
     def all(self) -> list[Checkpoint]:
         found = []
@@ -55,14 +56,9 @@ class CheckpointDir:
 
     async def save(self, step: int, save_trainer: Callable[[Path], Awaitable[Any]], loop_state: dict[str, Any]) -> Checkpoint:
         final = self.root / f"{PREFIX}{step:06d}"
-        staging = self.root / f".tmp-{PREFIX}{step:06d}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        await save_trainer(staging / "trainer")
-        (staging / "loop_state.json").write_text(json.dumps({"step": step, **loop_state}, indent=1))
-        if final.exists():  # a re-run of a step whose checkpoint survived: replace it whole
-            shutil.rmtree(final)
-        staging.rename(final)
+        with write_dir_atomically(final) as staging:  # a re-run of a step whose checkpoint survived: replaced whole
+            await save_trainer(staging / "trainer")
+            (staging / "loop_state.json").write_text(json.dumps({"step": step, **loop_state}, indent=1))
         self._retain()
         return Checkpoint(step, final)
 

@@ -8,6 +8,9 @@ new weights only through `Trainer.sampler_state_dict()`.
     trainer = Trainer(model, lora_rank=16)
     trainer.forward_backward(datums, loss="cispo", loss_config=LossConfig())
     trainer.optim_step(AdamParams(learning_rate=1e-4))
+
+Beside the Trainer: `checkpoint` owns the checkpoint's files (layout, save/load, serving an adapter),
+`plan` packs datums into micro-batches, `losses`, `advantages` and `head` are the maths.
 """
 
 from hone.training.advantages import group_advantages, is_zero_variance

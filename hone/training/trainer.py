@@ -7,16 +7,17 @@
     engine_weights = trainer.sampler_state_dict()               # plain HF names, LoRA merged
 
 Knows datums, losses and weights; knows nothing of chat formats, rollouts or the sampler (which
-gets weights only through `sampler_state_dict`). The Trainer trains its own deep copy of the model
-it is given; the caller's model is never modified.
+gets weights only through `sampler_state_dict`), nor of the checkpoint's files (save_state and
+load_state hand plain values to hone.training.checkpoint). The Trainer trains its own deep copy of
+the model it is given; the caller's model is never modified.
 
 How `forward_backward` runs a batch:
 1. Validate every datum (lengths agree, length ≤ max_seq_len, token ids in the vocabulary, the
    fields the loss needs) before any compute.
-2. Plan: datums sharing a long prefix of input tokens (a GRPO group's prompt) become one unit whose
-   prefix runs once, its KV cache repeated for the group, and the suffixes run on top; gradients
-   flow back through the cache into the prefix. Units are packed into micro-batches of at most
-   `micro_batch_tokens` (padded) tokens.
+2. Plan (hone.training.plan): datums sharing a long prefix of input tokens (a GRPO group's prompt)
+   become one unit whose prefix runs once, its KV cache repeated for the group, and the suffixes
+   run on top; gradients flow back through the cache into the prefix. Units are packed into
+   micro-batches of at most `micro_batch_tokens` (padded) tokens.
 3. Per micro-batch: trunk forward (bf16 autocast if asked), then fp32 logprobs at the LM head for
    the positions with non-zero weight only (other positions get 0.0: no head compute there), loss,
    backward. A built-in loss is a sum over sequences over a batch-wide denominator, so each
@@ -31,23 +32,18 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
-import uuid
 import warnings
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from hone.training.memory import release_freed_memory
+import hone.training.checkpoint as checkpoint
 from hone.errors import CheckpointError, InvalidRequestError, SequenceTooLongError
 from hone.training.head import head_logprobs
 from hone.training.losses import (
@@ -59,23 +55,9 @@ from hone.training.losses import (
     check_loss_inputs,
     get_loss,
 )
+from hone.training.memory import release_freed_memory
+from hone.training.plan import Unit, plan_micro_batches
 from hone.types import AdamParams, Datum
-
-CHECKPOINT_FORMAT = 1
-_STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
-_ADAPTER_DIR = "adapter"
-_ADAPTER_FILE = "adapter_model.safetensors"
-_MODEL_FILE = "model.safetensors"
-_OPTIMIZER_FILE = "optimizer.pt"
-_RNG_FILE = "rng.pt"
-
-
-@dataclass
-class _Unit:
-    """Datums run together: one alone (prefix_len 0), or a group sharing `prefix_len` input tokens."""
-
-    indices: list[int]
-    prefix_len: int = 0
 
 
 class Trainer:
@@ -172,7 +154,7 @@ class Trainer:
         if name is not None:
             check_loss_inputs(datums, LOSS_REQUIRES[name], name)
         # 2) shared-prefix groups and micro-batches, then forward + backward
-        plan = self._plan(datums, share_prefix=self._can_share_prefix)
+        plan = self._plan(datums)
         with self._training_mode():
             if name is not None or len(plan) == 1:
                 lps, entropy = self._backward_in_one_pass(plan, datums, loss_fn, config, scale_parts=name is not None)
@@ -195,7 +177,7 @@ class Trainer:
         return metrics
 
     def _backward_in_one_pass(
-        self, plan: list[list[_Unit]], datums: list[Datum], loss_fn: LossFn, config: LossConfig, scale_parts: bool
+        self, plan: list[list[Unit]], datums: list[Datum], loss_fn: LossFn, config: LossConfig, scale_parts: bool
     ) -> tuple[list[Tensor], Tensor]:
         """Loss and backward per micro-batch, each scaled by its share of the whole batch's denominator
         (exact for the built-in losses, which are sums over sequences; any loss if there is one part)."""
@@ -216,7 +198,7 @@ class Trainer:
         return lps, torch.cat(entropies)
 
     def _backward_in_two_passes(
-        self, plan: list[list[_Unit]], datums: list[Datum], loss_fn: LossFn, config: LossConfig
+        self, plan: list[list[Unit]], datums: list[Datum], loss_fn: LossFn, config: LossConfig
     ) -> tuple[list[Tensor], Tensor]:
         """Any loss over several micro-batches: 1) logprobs of the whole batch without a graph,
         2) the loss and d loss / d logprobs, 3) each micro-batch again, backpropagating that gradient."""
@@ -264,7 +246,7 @@ class Trainer:
     def logprobs(self, datums: list[Datum]) -> list[Tensor]:
         """(T_i,) fp32 logprobs of every target token, without gradient (for evaluation and tests)."""
         self._validate(datums)
-        plan = self._plan(datums, share_prefix=self._can_share_prefix)
+        plan = self._plan(datums)
         out: list[Tensor | None] = [None] * len(datums)
         with torch.no_grad():
             for micro_batch in plan:
@@ -304,65 +286,51 @@ class Trainer:
         return out
 
     def save_state(self, path: str | Path) -> Path:
-        """Weights (adapter or full), optimizer, step and RNG states, written to a temp dir then renamed."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
-        try:
-            if self.full_finetune:
-                from safetensors.torch import save_file
+        """Weights (adapter or full), optimizer, step and RNG states, written whole or not at all
+        (the layout: hone.training.checkpoint)."""
+        if self.full_finetune:
+            weights = dict(self._causal_lm.named_parameters())
+            model_config = json.loads(self._causal_lm.config.to_json_string())
+        else:
+            from peft import get_peft_model_state_dict
 
-                params = {n: p.detach().contiguous() for n, p in self._causal_lm.named_parameters()}
-                save_file(params, str(staging / _MODEL_FILE))
-                self._causal_lm.config.save_pretrained(staging)
-            else:
-                self.model.save_pretrained(str(staging / _ADAPTER_DIR), safe_serialization=True)
-            torch.save(self.optimizer.state_dict(), staging / _OPTIMIZER_FILE)
-            torch.save(_rng_states(), staging / _RNG_FILE)
-            (staging / _STATE_FILE).write_text(json.dumps(self._identity() | {"step": self.step}, indent=2))
-            _fsync_tree(staging)  # the files are on disk before the rename makes them the checkpoint
-            _replace_dir(staging, path)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return path
+            weights = get_peft_model_state_dict(self.model)
+            model_config = self._adapter_config()
+        return checkpoint.save(
+            path,
+            full_finetune=self.full_finetune,
+            lora_rank=self.lora_rank,
+            lora_alpha=self.lora_alpha,
+            step=self.step,
+            weights=weights,
+            model_config=model_config,
+            optimizer_state=self.optimizer.state_dict(),
+            rng_states=_rng_states(),
+        )
 
     def load_state(self, path: str | Path, with_optimizer: bool = True) -> None:
         """Restore weights, step and RNG states (and the optimizer) exactly; CheckpointError if unusable."""
-        path = Path(path)
-        if not path.is_dir():
-            raise CheckpointError(f"no checkpoint at {path}")
-        if not (path / _STATE_FILE).exists():
-            raise CheckpointError(f"{path} is not a complete hone checkpoint (it has no {_STATE_FILE})")
         # 1) read and check everything before changing anything
-        try:
-            state = json.loads((path / _STATE_FILE).read_text())
-            weights = self._read_weights(path)
-            optimizer_state = torch.load(path / _OPTIMIZER_FILE, weights_only=True) if with_optimizer else None
-            rng = torch.load(path / _RNG_FILE, weights_only=True)
-            step = int(state["step"])
-        except CheckpointError:
-            raise
-        except Exception as exc:  # any unreadable or malformed file: one sentence, the cause chained
-            raise CheckpointError(f"the checkpoint at {path} is unreadable or corrupt ({type(exc).__name__}: {exc})") from exc
-        mismatch = {k: (state.get(k), v) for k, v in self._identity().items() if state.get(k) != v}
-        if mismatch:
-            raise CheckpointError(
-                f"the checkpoint at {path} was saved by a differently configured trainer "
-                f"(saved vs this trainer: {mismatch})"
-            )
+        state = checkpoint.load(
+            path,
+            full_finetune=self.full_finetune,
+            lora_rank=self.lora_rank,
+            lora_alpha=self.lora_alpha,
+            with_optimizer=with_optimizer,
+            device=self._device,
+        )
         # 2) apply
         try:
-            self._apply_weights(weights)
-            if optimizer_state is not None:
-                self.optimizer.load_state_dict(optimizer_state)
+            self._apply_weights(state.weights)
+            if state.optimizer_state is not None:
+                self.optimizer.load_state_dict(state.optimizer_state)
             else:
                 self.optimizer = self._new_optimizer()
-            _set_rng_states(rng)
+            _set_rng_states(state.rng_states)
         except Exception as exc:
             raise CheckpointError(f"the checkpoint at {path} does not fit this trainer ({type(exc).__name__}: {exc})") from exc
         self.optimizer.zero_grad(set_to_none=True)
-        self.step = step
+        self.step = state.step
 
     @property
     def num_trainable_parameters(self) -> int:
@@ -390,60 +358,13 @@ class Trainer:
                 if min(ids) < 0 or max(ids) >= self._vocab:
                     raise InvalidRequestError(f"datum {i} has a token id in {field} outside the vocabulary [0, {self._vocab})")
 
-    def _plan(self, datums: list[Datum], share_prefix: bool) -> list[list[_Unit]]:
-        """Units (shared-prefix groups or single datums) packed into micro-batches by padded cost."""
-        units = self._prefix_groups(datums) if share_prefix else [_Unit([i]) for i in range(len(datums))]
-        units = [piece for unit in units for piece in self._split_group(unit, datums)]
-        units.sort(key=lambda u: _cost([u], datums), reverse=True)  # longest first: rows of similar length
-        plan: list[list[_Unit]] = []
-        for unit in units:
-            if plan and _cost(plan[-1] + [unit], datums) <= self.micro_batch_tokens:
-                plan[-1].append(unit)
-            else:
-                plan.append([unit])
-        return plan
-
-    def _prefix_groups(self, datums: list[Datum]) -> list[_Unit]:
-        """Sort by tokens and sweep: neighbours sharing ≥ min_shared_prefix tokens join one group,
-        unless joining would shrink the shared prefix so much that the group saves fewer tokens."""
-        order = sorted(range(len(datums)), key=lambda i: datums[i].input_tokens)
-        groups: list[tuple[list[int], int]] = []
-        members, prefix = [order[0]], len(datums[order[0]].input_tokens)
-        for i in order[1:]:
-            common = _common_prefix(datums[members[0]].input_tokens[:prefix], datums[i].input_tokens)
-            G = len(members)
-            if common >= self.min_shared_prefix and G * common >= (G - 1) * prefix:
-                members.append(i)
-                prefix = common
-            else:
-                groups.append((members, prefix))
-                members, prefix = [i], len(datums[i].input_tokens)
-        groups.append((members, prefix))
-        units = []
-        for members, prefix in groups:
-            prefix = min(prefix, min(len(datums[i].input_tokens) for i in members) - 1)  # every suffix ≥ 1 token
-            if len(members) >= 2 and prefix >= self.min_shared_prefix:
-                units.append(_Unit(sorted(members), prefix))
-            else:
-                units.extend(_Unit([i]) for i in sorted(members))
-        return units
-
-    def _split_group(self, unit: _Unit, datums: list[Datum]) -> list[_Unit]:
-        """A group too big for one micro-batch becomes several groups sharing the same prefix."""
-        if unit.prefix_len == 0 or _cost([unit], datums) <= self.micro_batch_tokens:
-            return [unit]
-        suffix = max(len(datums[i].input_tokens) - unit.prefix_len for i in unit.indices)
-        per_part = (self.micro_batch_tokens - unit.prefix_len) // suffix
-        if per_part < 2:
-            return [_Unit([i]) for i in unit.indices]
-        return [
-            _Unit(unit.indices[s : s + per_part], unit.prefix_len) if len(unit.indices[s : s + per_part]) > 1
-            else _Unit(unit.indices[s : s + per_part])
-            for s in range(0, len(unit.indices), per_part)
-        ]
+    def _plan(self, datums: list[Datum]) -> list[list[Unit]]:
+        """Shared-prefix groups and single datums packed into micro-batches (hone.training.plan)."""
+        min_shared_prefix = self.min_shared_prefix if self._can_share_prefix else 0
+        return plan_micro_batches(datums, self.micro_batch_tokens, min_shared_prefix)
 
     # ------------------------------------------------------------------ forward
-    def _forward(self, micro_batch: list[_Unit], datums: list[Datum], weighted_only: bool) -> tuple[list[Tensor], Tensor]:
+    def _forward(self, micro_batch: list[Unit], datums: list[Datum], weighted_only: bool) -> tuple[list[Tensor], Tensor]:
         """Per-datum (T_i,) fp32 logprobs (in micro-batch order) and the (M,) entropies at the positions used."""
         device = self._device
         pieces: list[Tensor] = []  # (N_k, H) hidden rows; `rows[i]` indexes their concatenation
@@ -545,22 +466,14 @@ class Trainer:
             weight_decay=defaults.weight_decay,
         )
 
-    def _identity(self) -> dict[str, Any]:
-        """What a checkpoint must agree on to be loaded into this trainer."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "full_finetune": self.full_finetune,
-            "lora_rank": None if self.full_finetune else self.lora_rank,
-            "lora_alpha": None if self.full_finetune else self.lora_alpha,
-        }
-
-    def _read_weights(self, path: Path) -> dict[str, Tensor]:
-        from safetensors.torch import load_file
-
-        file = path / _MODEL_FILE if self.full_finetune else path / _ADAPTER_DIR / _ADAPTER_FILE
-        if not file.exists():
-            raise CheckpointError(f"the checkpoint at {path} has no {file.relative_to(path)}")
-        return load_file(str(file), device=str(self._device))
+    def _adapter_config(self) -> dict[str, Any]:
+        """The LoraConfig as PEFT's save_pretrained writes it (sets as lists, inference mode on)."""
+        config = self.model.peft_config["default"].to_dict()
+        config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+        config["inference_mode"] = True
+        if config.get("base_model_name_or_path") is None:
+            config["base_model_name_or_path"] = getattr(self._causal_lm, "name_or_path", None)
+        return config
 
     def _apply_weights(self, weights: dict[str, Tensor]) -> None:
         if self.full_finetune:
@@ -584,17 +497,6 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- helpers
-def _cost(units: list[_Unit], datums: list[Datum]) -> int:
-    """Tokens the trunk runs for these units in one micro-batch, padding included."""
-    singles = [len(datums[u.indices[0]].input_tokens) for u in units if u.prefix_len == 0]
-    cost = len(singles) * max(singles) if singles else 0
-    for u in units:
-        if u.prefix_len > 0:
-            suffix = max(len(datums[i].input_tokens) - u.prefix_len for i in u.indices)
-            cost += u.prefix_len + len(u.indices) * suffix
-    return cost
-
-
 def _merged_weight(module: Any, base: Tensor) -> Tensor:
     """W + Σ_adapters scale · B @ A as a new fp32 tensor (one fused addmm in the plain LoRA case)."""
     merged = None
@@ -610,14 +512,6 @@ def _merged_weight(module: Any, base: Tensor) -> Tensor:
         else:
             merged = (base.float().clone() if merged is None else merged) + module.get_delta_weight(adapter).float()
     return base.detach().float().clone() if merged is None else merged
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for k in range(n):
-        if a[k] != b[k]:
-            return k
-    return n
 
 
 @contextmanager
@@ -663,20 +557,3 @@ def _loss_config(value: LossConfig | dict[str, Any] | None) -> LossConfig:
         except TypeError as exc:
             raise InvalidRequestError(f"loss_config has an unknown field: {exc}", param="loss_config") from exc
     raise InvalidRequestError(f"loss_config must be a LossConfig or a dict, not {type(value).__name__}", param="loss_config")
-
-
-def _fsync_tree(root: Path) -> None:
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        with open(file, "rb") as f:
-            os.fsync(f.fileno())
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move a finished `staging` dir to `target`; an existing `target` is swapped out, then removed."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)

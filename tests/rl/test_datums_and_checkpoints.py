@@ -1,6 +1,8 @@
 import asyncio
 import json
 
+import pytest
+
 from hone.monitor import MetricsLog
 from hone.rl.checkpoints import CheckpointDir
 from hone.rl.datums import datums_from_groups, datums_from_trajectory
@@ -54,11 +56,42 @@ def test_checkpoints_keep_the_last_k_and_the_best(tmp_path):
 
 
 def test_a_half_written_checkpoint_is_invisible_and_cleaned_up(tmp_path):
-    (tmp_path / ".tmp-step_000003").mkdir()
+    (tmp_path / ".step_000003.staging-x1y2").mkdir()  # killed while filling the staging folder
     (tmp_path / "step_000004").mkdir()  # no loop_state.json: never completed
     directory = CheckpointDir(tmp_path)
     assert directory.latest() is None
-    assert not (tmp_path / ".tmp-step_000003").exists()
+    assert not (tmp_path / ".step_000003.staging-x1y2").exists()
+
+
+def test_a_checkpoint_whose_save_raises_leaves_the_earlier_one_of_that_step_whole(tmp_path):
+    directory = CheckpointDir(tmp_path)
+
+    async def save_trainer(path):
+        path.mkdir()
+        (path / "weights").write_text("first")
+
+    async def failing_save_trainer(path):
+        path.mkdir()
+        (path / "weights").write_text("second, half")
+        raise OSError("disk full")
+
+    asyncio.run(directory.save(3, save_trainer, {"metrics": {}}))
+    with pytest.raises(OSError, match="disk full"):
+        asyncio.run(directory.save(3, failing_save_trainer, {"metrics": {}}))
+    [checkpoint] = directory.all()
+    assert (checkpoint.trainer_path / "weights").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000003"]  # no staging folder left
+
+
+def test_a_kill_between_the_two_renames_of_a_swap_puts_the_old_checkpoint_back(tmp_path):
+    # the swap renames step_000003 to .step_000003.old-XXXX, then staging to step_000003; killed in between
+    old = tmp_path / ".step_000003.old-1a2b3c4d"
+    old.mkdir()
+    (old / "loop_state.json").write_text(json.dumps({"step": 3}))
+    (tmp_path / ".step_000003.staging-q9").mkdir()
+    directory = CheckpointDir(tmp_path)
+    assert [c.step for c in directory.all()] == [3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000003"]
 
 
 def test_metrics_after_the_resumed_step_are_dropped(tmp_path):
