@@ -255,7 +255,7 @@ def start_server(home: Path, model: str, extra: tuple[str, ...] = ()) -> tuple[s
 
 
 def create_key(home: Path) -> str:
-    from hone.server.store import Store  # the same rows `hone keys create --tenant bench` writes
+    from hone.service.store import Store  # the same rows `hone keys create --tenant bench` writes
 
     store = Store(home)
     try:

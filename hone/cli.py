@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -80,8 +81,9 @@ def serve(
     from hone.backends import LocalBackend
 
     if home is not None:
-        from hone.server.app import create_service_app
-        from hone.server.service import Service, ServiceConfig
+        from hone.service import Service, ServiceConfig, create_service_app
+
+        os.umask(0o077)  # every file the service writes under --home (checkpoints, states) is the owner's alone
 
         config = ServiceConfig(
             home=home,
@@ -124,7 +126,7 @@ def keys_create(
     home: Optional[Path] = typer.Option(None, help=HOME_HELP),
 ) -> None:
     """Create an API key for a tenant and print it (once: only its hash is stored)."""
-    from hone.server.store import Store
+    from hone.service.store import Store
 
     store = Store(_service_home(home))
     key_id, key = store.create_key(tenant)
@@ -137,7 +139,7 @@ def keys_create(
 @friendly_errors
 def keys_list(home: Optional[Path] = typer.Option(None, help=HOME_HELP)) -> None:
     """List keys: id, tenant, prefix, and whether revoked."""
-    from hone.server.store import Store
+    from hone.service.store import Store
 
     store = Store(_service_home(home))
     for key in store.list_keys():
@@ -153,7 +155,7 @@ def keys_revoke(
     home: Optional[Path] = typer.Option(None, help=HOME_HELP),
 ) -> None:
     """Revoke a key; requests with it get 401 from then on."""
-    from hone.server.store import Store
+    from hone.service.store import Store
 
     store = Store(_service_home(home))
     revoked = store.revoke_key(key_id)
@@ -235,11 +237,11 @@ def demo(
 
     if reward not in ("code", "judge"):
         raise HoneError(f"--reward must be 'code' or 'judge', not '{reward}'")
-    judge = None
+    score = None
     if reward == "judge":
-        from hone.rewards import JudgeConfig
+        from hone.rewards import JudgeConfig, judge_scorer
 
-        judge = JudgeConfig(base_url=judge_url, model=judge_model)
+        score = judge_scorer(JudgeConfig(base_url=judge_url, model=judge_model))
     env = InboxEnv(seed=seed, max_turns=max_turns, force_first_search=force_first_search)
     run = RunConfig(
         out_dir=str(out),
@@ -252,9 +254,8 @@ def demo(
         seed=seed,
         temperature=temperature,
         autocast_bf16=bf16,
-        judge=judge,
     )
-    run_demo(env, DemoConfig(run=run, eval_limit=eval_limit), backend=make_backend(backend), console=console)
+    run_demo(env, DemoConfig(run=run, eval_limit=eval_limit, score=score), backend=make_backend(backend), console=console)
 
 
 def make_backend(spec: str) -> Any:

@@ -22,7 +22,8 @@ from rich.table import Table
 
 from hone.monitor.report import before_after_png, curves_png, trajectory_html, write_report
 from hone.rl.evaluate import EvalResult, evaluate
-from hone.rl.loop import RunConfig, make_model, run_training
+from hone.backends import Backend
+from hone.rl.loop import RunConfig, ScoreHook, make_model, run_training
 
 
 @dataclass(frozen=True)
@@ -30,18 +31,19 @@ class DemoConfig:
     run: RunConfig
     eval_temperature: float = 0.0
     eval_limit: int = 0  # 0 = every held-out question; only for quick smoke runs
+    score: ScoreHook | None = None  # rescoring of training groups (a judge); None = the env's reward
 
 
-def run_demo(env: Any, config: DemoConfig, backend: Any = None, console: Console | None = None) -> dict[str, Any]:
+def run_demo(env: Any, config: DemoConfig, backend: Backend | None = None, console: Console | None = None) -> dict[str, Any]:
     return asyncio.run(_run_demo(env, config, backend, console or Console()))
 
 
-async def _run_demo(env: Any, config: DemoConfig, backend: Any, console: Console) -> dict[str, Any]:
+async def _run_demo(env: Any, config: DemoConfig, backend: Backend | None, console: Console) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(config.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_config = replace(config.run, out_dir=str(out / "run"))
-    model = make_model("inbox-agent", run_config, backend)
+    model = await asyncio.to_thread(make_model, "inbox-agent", run_config, backend)
     client = model.openai_client()
     eval_tasks = list(env.eval_tasks())
     if config.eval_limit:
@@ -55,7 +57,7 @@ async def _run_demo(env: Any, config: DemoConfig, backend: Any, console: Console
     # 2) train
     console.print(f"[bold]2/3[/] training for {run_config.steps} steps ({run_config.groups_per_step} questions × {run_config.group_size} attempts each)")
     train_started = time.perf_counter()
-    result = await run_training(env, run_config, model=model)
+    result = await run_training(env, run_config, model=model, score=config.score)
     train_wall = time.perf_counter() - train_started
 
     # 3) final
@@ -78,7 +80,7 @@ async def _run_demo(env: Any, config: DemoConfig, backend: Any, console: Console
         "time_sampling_s": sum(r.get("time/sample") or 0 for r in history),
         "time_training_s": sum(r.get("time/train") or 0 for r in history),
         "eval_questions": len(eval_tasks),
-        "reward_source": "judge" if run_config.judge is not None else "code",
+        "reward_source": "code" if config.score is None else "judge",
         "judge_agreement": _mean_metric(history, "judge/agreement"),
         "config": {k: v for k, v in asdict(run_config).items() if isinstance(v, (int, float, str, bool))},
     }

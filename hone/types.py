@@ -7,9 +7,14 @@ Everything here is plain data (pydantic models or frozen dataclasses); nothing h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hone.errors import InvalidRequestError
+
+DEFAULT_BASE_MODEL = "smollm2-135m"  # the embedded model (hone.models.DEFAULT_MODEL)
+DEFAULT_LORA_RANK = 16
 
 
 # --------------------------------------------------------------------------- sampling
@@ -101,6 +106,84 @@ class AdamParams:
     eps: float = 1e-8
     weight_decay: float = 0.0
     grad_clip_norm: float = 1.0  # 0 = no clipping
+
+
+# --------------------------------------------------------------------------- models
+class ModelOptions(BaseModel):
+    """A trainable model's trainer options; None = the trainer's default. The one list of them:
+    Python keywords, the CLI and the HTTP schema all take these names and bounds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)  # LoRA init, dropout; and which `tiny` weights
+    max_seq_len: int | None = Field(default=None, ge=8, le=1 << 16)
+    micro_batch_tokens: int | None = Field(default=None, ge=64, le=1 << 20)
+    autocast_bf16: bool | None = None
+    lora_alpha: int | None = Field(default=None, ge=1, le=1 << 16)  # None = 2 × lora_rank
+
+
+class ModelSpec(BaseModel):
+    """What a trainable model is: its base weights, its LoRA rank (0 = full fine-tuning), its options.
+
+        ModelSpec.of("smollm2-135m", lora_rank=16, seed=3)   # what add_model(name, base, **options) builds
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    base_model: str = Field(default=DEFAULT_BASE_MODEL, min_length=1, max_length=256)
+    lora_rank: int = Field(default=DEFAULT_LORA_RANK, ge=0, le=1024, description="0 = full fine-tuning")
+    options: ModelOptions = Field(default_factory=ModelOptions)
+
+    @classmethod
+    def of(cls, base_model: str = DEFAULT_BASE_MODEL, **keywords: Any) -> "ModelSpec":
+        """The spec of `add_model(name, base_model, **keywords)`: `lora_rank` (0 = full fine-tuning),
+        `full_finetune=True` (the same as rank 0), and any ModelOptions field. Checked once, here."""
+        keywords = dict(keywords)
+        full_finetune = keywords.pop("full_finetune", False)
+        lora_rank = keywords.pop("lora_rank", None)
+        unknown = sorted(set(keywords) - set(ModelOptions.model_fields))
+        if unknown:
+            known = ", ".join(["lora_rank", "full_finetune", *ModelOptions.model_fields])
+            raise InvalidRequestError(f"unknown model option(s) {', '.join(unknown)}; the options are: {known}", param=unknown[0])
+        if full_finetune:
+            lora_rank = 0
+        try:
+            return cls(
+                base_model=base_model,
+                lora_rank=DEFAULT_LORA_RANK if lora_rank is None else lora_rank,
+                options=ModelOptions(**keywords),
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"] if p != "options") or "model"
+            raise InvalidRequestError(f"invalid model option '{field}': {first['msg']}", param=field) from None
+
+    @property
+    def full_finetune(self) -> bool:
+        return self.lora_rank == 0
+
+    def keywords(self) -> dict[str, Any]:
+        """The keywords `add_model` takes for this spec: `ModelSpec.of(base_model, **keywords())` is this spec."""
+        return {"lora_rank": self.lora_rank, **self.options.model_dump(exclude_none=True)}
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `hone.training.Trainer`: the set options, and LoRA or full fine-tuning."""
+        kwargs = self.options.model_dump(exclude_none=True)
+        if self.full_finetune:
+            kwargs["full_finetune"] = True
+        else:
+            kwargs["lora_rank"] = self.lora_rank
+        return kwargs
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model a backend serves, as `add_model` and `model_info` report it."""
+
+    name: str
+    base_model: str
+    lora_rank: int  # 0 = full fine-tuning
+    step: int  # optimizer steps taken
 
 
 # --------------------------------------------------------------------------- failures

@@ -9,19 +9,27 @@ checkpoint of a LoRA model is one more adapter). Full fine-tuning models keep th
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import openai
+import torch
+from fastapi import FastAPI
 
 from hone.engine import Engine
 from hone.errors import InvalidRequestError, ModelNotFoundError
 from hone.models import DEFAULT_MODEL, LoadedModel, load_model
 from hone.models.loader import TINY_MODEL
-from hone.types import AdamParams, Datum, SampledSequence, SamplingParams
+from hone.server import create_app
+from hone.server.inprocess import async_client, sync_client
+from hone.training import Trainer
+from hone.training.checkpoint import has_adapter, merged_adapter_weights, read_adapter
+from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, SampledSequence, SamplingParams
 
 
 @dataclass
@@ -32,8 +40,8 @@ class ModelHandle:
     base_model: str
     loaded: LoadedModel
     engine: Engine
-    trainer: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
+    spec: ModelSpec
+    trainer: Trainer | None = None
     adapter: str | None = None  # its adapter's name on a shared engine; None = an engine of its own
     base_key: tuple | None = None  # the shared base it uses, if any
 
@@ -66,21 +74,22 @@ class LocalBackend:
         self._app = None
 
     # ------------------------------------------------------------------ models
-    def add_model(self, name: str, base_model: str = DEFAULT_MODEL, **options: Any) -> ModelHandle:
-        """Serve `base_model` under `name`; `options` are kept for the trainer (lora_rank, ...)."""
+    def add_model(self, name: str, base_model: str = DEFAULT_MODEL, **options: Any) -> ModelInfo:
+        """Serve `base_model` under `name`, trainable as `ModelSpec.of(base_model, **options)` says
+        (lora_rank, 0 = full fine-tuning, and the trainer's options); checked before anything loads."""
+        spec = ModelSpec.of(base_model, **options)
         with self._claiming(name):
-            if self._share_base and _is_lora(options):
-                key = _base_key(base_model, options)
+            if self._share_base and not spec.full_finetune:
+                key = _base_key(spec)
                 base = self._acquire_base(key, name)
                 base.engine.set_adapter(name, {}, 1.0)  # no adapter weights yet: the base itself
-                handle = ModelHandle(
-                    name=name, base_model=base_model, loaded=base.loaded, engine=base.engine, options=options, adapter=name, base_key=key
-                )
+                handle = ModelHandle(name=name, base_model=base_model, loaded=base.loaded, engine=base.engine, spec=spec, adapter=name, base_key=key)
             else:
-                loaded = load_model(base_model, seed=options.get("seed", 0))
+                loaded = load_model(base_model, seed=spec.options.seed or 0)
                 engine = self._new_engine(loaded)
-                handle = ModelHandle(name=name, base_model=base_model, loaded=loaded, engine=engine, options=options)
-            return self._register(handle)
+                handle = ModelHandle(name=name, base_model=base_model, loaded=loaded, engine=engine, spec=spec)
+            self._register(handle)
+        return self.model_info(name)
 
     @contextmanager
     def _claiming(self, name: str) -> Iterator[None]:
@@ -137,9 +146,9 @@ class LocalBackend:
             return self._add_checkpoint_model(name, source, path)
 
     def _add_checkpoint_model(self, name: str, source: ModelHandle, path: str | Path) -> ModelHandle:
-        if source.base_key is not None and (Path(path) / "adapter" / "adapter_model.safetensors").exists():
+        if source.base_key is not None and has_adapter(path):
             # a LoRA checkpoint: one more adapter on the shared engine, no new copy of the base
-            adapter, scale = _checkpoint_adapter(source, Path(path), _trainer_options(source))
+            adapter, scale = _read_adapter(source, path)
             base = self._acquire_base(source.base_key, name)
             try:
                 base.engine.set_adapter(name, adapter, scale)
@@ -148,7 +157,7 @@ class LocalBackend:
                     base.users.discard(name)
                 raise
             handle = ModelHandle(
-                name=name, base_model=source.base_model, loaded=base.loaded, engine=base.engine, options={},
+                name=name, base_model=source.base_model, loaded=base.loaded, engine=base.engine, spec=source.spec,
                 adapter=name, base_key=source.base_key,
             )
             return self._register(handle)
@@ -159,16 +168,20 @@ class LocalBackend:
         except BaseException:
             engine.close()
             raise
-        handle = ModelHandle(name=name, base_model=source.base_model, loaded=source.loaded, engine=engine, options={})
+        handle = ModelHandle(name=name, base_model=source.base_model, loaded=source.loaded, engine=engine, spec=source.spec)
         return self._register(handle)
 
-    def remove_model(self, name: str) -> None:
+    def delete_model(self, name: str) -> None:
         """Stop serving `name` and free its sampler and trainer; requests still in flight on it fail."""
         with self._lock:
             handle = self._models.pop(name, None)
         if handle is None:
             raise ModelNotFoundError(f"the model '{name}' does not exist; GET /v1/models lists the ones that do")
         self._release(handle)
+
+    def model_info(self, name: str) -> ModelInfo:
+        handle = self.get(name)
+        return ModelInfo(name=name, base_model=handle.base_model, lora_rank=handle.spec.lora_rank, step=self.step(name))
 
     def step(self, name: str) -> int:
         """Optimizer steps taken by `name`'s trainer (0 before it has one)."""
@@ -206,17 +219,13 @@ class LocalBackend:
         return await handle.engine.sample(prompt_tokens, n, params, adapter=handle.adapter)
 
     # ------------------------------------------------------------------ training (Tinker-shaped)
-    def trainer(self, name: str) -> Any:
-        """The model's trainer, made on first use: LoRA (PEFT) or full fine-tuning per its options."""
-        from hone.training import Trainer  # training pulls in peft; serving-only processes skip it
-
+    def trainer(self, name: str) -> Trainer:
+        """The model's trainer, made on first use: LoRA (PEFT) or full fine-tuning per its spec."""
         handle = self.get(name)
         with self._lock:
             if handle.trainer is None:
                 # on a shared base the trainer uses the base's frozen weights, not a copy of them
-                handle.trainer = Trainer(
-                    handle.loaded.model, share_frozen_base=handle.base_key is not None, **_trainer_options(handle)
-                )
+                handle.trainer = Trainer(handle.loaded.model, share_frozen_base=handle.base_key is not None, **handle.spec.trainer_kwargs())
             return handle.trainer
 
     async def forward_backward(
@@ -252,22 +261,16 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ clients
     @property
-    def app(self) -> Any:
+    def app(self) -> FastAPI:
         if self._app is None:
-            from hone.server import create_app  # the server imports nothing from here; avoid a cycle at import
-
             self._app = create_app(self)
         return self._app
 
     def openai_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
         """An async OpenAI client that reaches this backend in-process."""
-        from hone.backends.inprocess import async_client
-
         return async_client(self.app, **kwargs)
 
     def openai_client_sync(self, **kwargs: Any) -> openai.OpenAI:
-        from hone.backends.inprocess import sync_client
-
         return sync_client(self.app, **kwargs)
 
     def close(self) -> None:
@@ -288,91 +291,38 @@ def _eos_ids(loaded: LoadedModel) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-_TRAINER_OPTIONS = ("lora_rank", "lora_alpha", "full_finetune", "max_seq_len", "micro_batch_tokens", "autocast_bf16", "seed")
-
-
-def _is_lora(options: dict[str, Any]) -> bool:
-    return not options.get("full_finetune", False) and options.get("lora_rank", 16) != 0
-
-
-def _base_key(base_model: str, options: dict[str, Any]) -> tuple[str, int]:
+def _base_key(spec: ModelSpec) -> tuple[str, int]:
     """Models with equal keys load identical base weights (the seed only matters to `tiny`)."""
-    return (base_model, options.get("seed", 0) if base_model == TINY_MODEL else 0)
-
-
-def _trainer_options(handle: ModelHandle) -> dict[str, Any]:
-    return {k: v for k, v in handle.options.items() if k in _TRAINER_OPTIONS}
+    return (spec.base_model, (spec.options.seed or 0) if spec.base_model == TINY_MODEL else 0)
 
 
 def _checkpoint_weights(source: ModelHandle, path: str | Path) -> dict[str, Any]:
     """The sampler weights (plain names, LoRA merged) of a checkpoint saved by `source`'s trainer.
 
-    A LoRA checkpoint is merged straight from its adapter file: W + (alpha / r) · B @ A for each
-    adapted layer, the same fused addmm as `Trainer.sampler_state_dict` (~0.1 s, where building a
-    throwaway PEFT trainer takes ~8 s on the 135M model); only the adapted weights are returned, the
-    rest are the base's. A full fine-tuning checkpoint is read by a throwaway trainer of the same
-    configuration. Either way the checkpoint must match the model's configuration, else CheckpointError.
+    A LoRA checkpoint is merged straight from its adapter file (`merged_adapter_weights`: only the
+    adapted weights come back, the rest are the base's); a full fine-tuning checkpoint is read by a
+    throwaway trainer of the same configuration. Either way the checkpoint must match the model's
+    configuration, else CheckpointError.
     """
     path = Path(path)
-    options = _trainer_options(source)
-    if not options.get("full_finetune", False) and (path / "adapter" / "adapter_model.safetensors").exists():
-        return _merged_adapter_weights(source, path, options)
-    return _weights_via_trainer(source, path, options)
+    if not source.spec.full_finetune and has_adapter(path):
+        adapter, scale = _read_adapter(source, path)
+        return merged_adapter_weights(source.loaded.model.state_dict(), adapter, scale)
+    return _weights_via_trainer(source, path)
 
 
-def _merged_adapter_weights(source: ModelHandle, path: Path, options: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
-    adapter, scale = _checkpoint_adapter(source, path, options)
-    base = source.loaded.model.state_dict()
-    merged: dict[str, Any] = {}
-    prefix, a_suffix = "base_model.model.", ".lora_A.weight"
-    with torch.no_grad():
-        for key, A in adapter.items():
-            if not key.endswith(a_suffix):
-                continue
-            module = key[len(prefix) : -len(a_suffix)]
-            B = adapter[prefix + module + ".lora_B.weight"]
-            W = base[module + ".weight"]
-            merged[module + ".weight"] = torch.addmm(W.float(), B.float(), A.float(), alpha=scale)  # (out, r) @ (r, in)
-    return merged
+def _read_adapter(source: ModelHandle, path: str | Path) -> tuple[dict[str, Any], float]:
+    """The adapter and scale of a LoRA checkpoint, checked against `source`'s rank and alpha."""
+    return read_adapter(path, source.spec.lora_rank, source.spec.options.lora_alpha)
 
 
-def _checkpoint_adapter(source: ModelHandle, path: Path, options: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """The PEFT adapter state of a LoRA checkpoint saved by `source`'s trainer, and its scale
-    (alpha / r); CheckpointError if unreadable or saved by a differently configured model."""
-    import json
-
-    from safetensors.torch import load_file
-
-    from hone.errors import CheckpointError
-
-    try:
-        state = json.loads((path / "trainer_state.json").read_text())
-        adapter = load_file(str(path / "adapter" / "adapter_model.safetensors"))
-    except Exception as exc:  # unreadable files: one sentence, the cause chained
-        raise CheckpointError(f"the checkpoint at {path.name} is unreadable or corrupt ({type(exc).__name__})") from exc
-    rank = options.get("lora_rank", 16)
-    alpha = options.get("lora_alpha") or 2 * rank
-    if state.get("full_finetune") or state.get("lora_rank") != rank or state.get("lora_alpha") != alpha:
-        raise CheckpointError(f"the checkpoint {path.name} was saved by a differently configured model")
-    return adapter, alpha / rank
-
-
-def _weights_via_trainer(source: ModelHandle, path: Path, options: dict[str, Any]) -> dict[str, Any]:
+def _weights_via_trainer(source: ModelHandle, path: Path) -> dict[str, Any]:
     """A throwaway trainer reads the checkpoint; the global RNG states that `load_state` restores
     are put back afterwards, so serving a checkpoint moves no one's RNG."""
-    import random
-
-    import numpy as np
-    import torch
-
-    from hone.training import Trainer
-
     python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         try:
-            trainer = Trainer(source.loaded.model, **options)
+            trainer = Trainer(source.loaded.model, **source.spec.trainer_kwargs())
             trainer.load_state(path, with_optimizer=False)
             return trainer.sampler_state_dict()
         finally:

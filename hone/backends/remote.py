@@ -17,6 +17,9 @@ HTTP contract and nothing of how the server stores or runs models.
    naming the server checkpoint, and `load_state` reads it back, so hone.rl's atomic run
    checkpoints and resume work unchanged: the run folder is local, the weights are remote.
 4. Only built-in losses travel: a Python callable cannot be sent, so it raises a clear error.
+5. Async first: every call goes through one async retry loop. The sync methods (`add_model`,
+   `list_models`, ...) run that loop on a private event loop in a daemon thread and wait for it,
+   so they work the same from scripts and from inside a running event loop.
 """
 
 from __future__ import annotations
@@ -25,18 +28,23 @@ import asyncio
 import json
 import os
 import random
-import time
+import threading
 import uuid
+import weakref
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine, TypeVar
 
 import httpx
 import openai
 
-from hone.errors import CheckpointError, HoneError, InvalidRequestError, ModelNotFoundError
-from hone.models import DEFAULT_MODEL
-from hone.types import AdamParams, Datum, SampledSequence, SamplingParams
+from hone.errors import AuthenticationError, CheckpointError, HoneError, InvalidRequestError, ModelNotFoundError, RemoteError, error_class
+from hone.files import write_file_atomically
+from hone.models import DEFAULT_MODEL, load_tokenizer
+from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, SampledSequence, SamplingParams
+
+__all__ = ["CHECKPOINT_FILE", "RemoteBackend", "RemoteError", "RetryPolicy", "read_checkpoint_pointer"]
+T = TypeVar("T")
 
 CHECKPOINT_FILE = "remote_checkpoint.json"
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
@@ -44,33 +52,11 @@ TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 # because every training request carries its request id. (Not httpx's protocol errors made on
 # this side, nor an unsupported URL scheme: those fail the same way every time.)
 TRANSIENT_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
-MODEL_OPTIONS = ("seed", "max_seq_len", "micro_batch_tokens", "autocast_bf16", "lora_alpha")
-DEFAULT_LORA_RANK = 16
-
-
-class RemoteError(HoneError):
-    """The server refused a request, could not be reached, or failed; the message says which."""
-
-    def __init__(self, message: str, status_code: int | None = None):
-        super().__init__(message)
-        self.status_code = status_code  # None: no answer came back
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 10  # tries per logical request, the first included: 20-40 s in all, a server restart
     backoff_s: float = 0.25  # the n-th retry waits c/2 + uniform(0, c/2), c = min(cap, backoff·2^(n-1))
     max_backoff_s: float = 8.0
-
-
-@dataclass(frozen=True)
-class RemoteModel:
-    """What the server says about one of this tenant's models."""
-
-    name: str
-    base_model: str
-    lora_rank: int
-    step: int
 
 
 @dataclass(frozen=True)
@@ -89,9 +75,8 @@ class RemoteBackend:
         api_key: str,
         timeout_s: float | None = None,  # None: wait as long as a training step takes
         retry: RetryPolicy = RetryPolicy(),
-        openai_max_retries: int = 4,
-        transport: httpx.BaseTransport | None = None,  # tests inject one; the network otherwise
-        async_transport: httpx.AsyncBaseTransport | None = None,
+        openai_max_retries: int = 10,  # chat is safe to resend; 10 of the openai client's backoffs ride out a restart
+        transport: httpx.AsyncBaseTransport | None = None,  # tests inject one; the network otherwise
     ):
         if not api_key:
             raise HoneError("RemoteBackend needs an API key: set HONE_API_KEY to a key from `hone keys create`")
@@ -101,11 +86,10 @@ class RemoteBackend:
         self._api_key = api_key
         self._timeout = httpx.Timeout(timeout_s, connect=10.0)
         self._headers = {"Authorization": f"Bearer {api_key}"}
-        self._async_transport = async_transport
-        self._sync = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=transport)
-        self._async: httpx.AsyncClient | None = None
-        self._async_loop: asyncio.AbstractEventLoop | None = None
-        self._models: dict[str, RemoteModel] = {}
+        self._transport = transport
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+        self._runner: _LoopThread | None = None
+        self._models: dict[str, ModelInfo] = {}
 
     @classmethod
     def from_env(cls, base_url: str, **kwargs: Any) -> "RemoteBackend":
@@ -116,44 +100,32 @@ class RemoteBackend:
         return cls(base_url, api_key, **kwargs)
 
     # ------------------------------------------------------------------ models
-    def add_model(self, name: str, base_model: str = DEFAULT_MODEL, **options: Any) -> RemoteModel:
+    def add_model(self, name: str, base_model: str = DEFAULT_MODEL, **options: Any) -> ModelInfo:
         """Get or create `name` on the server, so a resumed run re-attaches to the model it trained.
 
-        Options as LocalBackend takes them: lora_rank, full_finetune, and the trainer's seed,
-        max_seq_len, micro_batch_tokens, autocast_bf16, lora_alpha.
+        Options as LocalBackend takes them (`hone.types.ModelSpec.of`), checked here before any request.
         """
-        unknown = sorted(set(options) - {"lora_rank", "full_finetune", *MODEL_OPTIONS})
-        if unknown:
-            raise InvalidRequestError(f"RemoteBackend.add_model does not know the option(s) {', '.join(unknown)}", param=unknown[0])
-        lora_rank = 0 if options.get("full_finetune") else int(options.get("lora_rank") or DEFAULT_LORA_RANK)
-        body = {
-            "name": name,
-            "base_model": base_model,
-            "lora_rank": lora_rank,
-            "options": {k: options[k] for k in MODEL_OPTIONS if options.get(k) is not None},
-            "exist_ok": True,
-        }
-        model = _remote_model(self._request_sync(_Call("POST", "/v1/hone/models", body)))
+        spec = ModelSpec.of(base_model, **options)
+        body = {"name": name, **spec.model_dump(exclude_none=True), "exist_ok": True}
+        model = _model_info(self._run(self._request(_Call("POST", "/v1/hone/models", body))))
         self._models[name] = model
         return model
 
     def list_models(self) -> list[str]:
-        return sorted(m["name"] for m in self._request_sync(_Call("GET", "/v1/hone/models"))["data"])
+        return sorted(row["name"] for row in self._run(self._request(_Call("GET", "/v1/hone/models")))["data"])
 
-    def model_info(self, name: str) -> RemoteModel:
-        for row in self._request_sync(_Call("GET", "/v1/hone/models"))["data"]:
+    def model_info(self, name: str) -> ModelInfo:
+        for row in self._run(self._request(_Call("GET", "/v1/hone/models")))["data"]:
             if row["name"] == name:
-                return _remote_model(row)
+                return _model_info(row)
         raise ModelNotFoundError(f"the model '{name}' does not exist on {self.base_url}; add_model creates it")
 
     def delete_model(self, name: str) -> None:
-        self._request_sync(_Call("DELETE", f"/v1/hone/models/{name}"))
+        self._run(self._request(_Call("DELETE", f"/v1/hone/models/{name}")))
         self._models.pop(name, None)
 
     def tokenizer(self, name: str) -> Any:
         """The base model's tokenizer, loaded here (the embedded and tiny ones need no network)."""
-        from hone.models import load_tokenizer
-
         model = self._models.get(name) or self.model_info(name)
         return load_tokenizer(model.base_model)
 
@@ -204,7 +176,7 @@ class RemoteBackend:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         pointer = {"base_url": self.base_url, "model": name, "checkpoint": answer["checkpoint"], "step": answer["step"]}
-        (path / CHECKPOINT_FILE).write_text(json.dumps(pointer, indent=1))
+        write_file_atomically(path / CHECKPOINT_FILE, json.dumps(pointer, indent=1))
         return path
 
     async def load_state(self, name: str, path: str | Path, with_optimizer: bool = True) -> None:
@@ -221,8 +193,9 @@ class RemoteBackend:
 
     # ------------------------------------------------------------------ clients
     def openai_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
-        """An async OpenAI client for the server's /v1 routes, with this backend's key."""
-        kwargs.setdefault("max_retries", self.openai_max_retries)  # chat is safe to resend
+        """An async OpenAI client for the server's /v1 routes, with this backend's key; it retries
+        about as long as training calls do, so rollouts too ride out a server restart."""
+        kwargs.setdefault("max_retries", self.openai_max_retries)
         return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", api_key=self._api_key, **kwargs)
 
     def openai_client_sync(self, **kwargs: Any) -> openai.OpenAI:
@@ -230,12 +203,21 @@ class RemoteBackend:
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=self._api_key, **kwargs)
 
     def close(self) -> None:
-        self._sync.close()
-        self._async = None  # its connections belong to an event loop that may be gone already
+        if self._runner is not None:
+            self._runner.stop()
+            self._runner = None
+        self._clients = weakref.WeakKeyDictionary()  # their connections belong to event loops that may be gone already
 
     # ------------------------------------------------------------------ HTTP with retries
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """A sync method's answer: `coroutine` run to the end on this backend's private event loop."""
+        if self._runner is None:
+            self._runner = _LoopThread()
+        return self._runner.run(coroutine)
+
     async def _request(self, call: _Call) -> Any:
-        client = self._async_client()
+        """The one retry loop: every call, sync or async, goes through here."""
+        client = self._client()
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 response = await client.request(call.method, call.path, json=call.body)
@@ -249,29 +231,14 @@ class RemoteBackend:
                 raise self._gave_up(call, failure)
             await asyncio.sleep(self._backoff(attempt, failure))
 
-    def _request_sync(self, call: _Call) -> Any:
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                response = self._sync.request(call.method, call.path, json=call.body)
-            except TRANSIENT_ERRORS as exc:
-                failure: httpx.Response | Exception = exc
-            else:
-                if not _transient(response):
-                    return self._answer(call, response)
-                failure = response
-            if attempt == self.retry.attempts:
-                raise self._gave_up(call, failure)
-            time.sleep(self._backoff(attempt, failure))
-
-    def _async_client(self) -> httpx.AsyncClient:
-        """One async client per event loop: pooled connections cannot move between loops."""
+    def _client(self) -> httpx.AsyncClient:
+        """One client per event loop: pooled connections cannot move between loops."""
         loop = asyncio.get_running_loop()
-        if self._async is None or self._async_loop is not loop:
-            self._async = httpx.AsyncClient(
-                base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=self._async_transport
-            )
-            self._async_loop = loop
-        return self._async
+        client = self._clients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout, transport=self._transport)
+            self._clients[loop] = client
+        return client
 
     def _backoff(self, attempt: int, failure: httpx.Response | Exception) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
@@ -287,13 +254,14 @@ class RemoteBackend:
             return response.json()
         message = _server_message(response)
         status = response.status_code
-        if status == 401:
-            raise RemoteError(f"{self.base_url} refused the API key ({message}); set HONE_API_KEY to a key from `hone keys create`", status)
-        if status == 404:
-            raise ModelNotFoundError(message)
-        if 400 <= status < 500:
-            raise InvalidRequestError(message, param=_server_param(response), status_code=status)
-        raise RemoteError(f"{self.base_url} failed on {call.method} {call.path} with {status}: {message}", status)
+        error = error_class(status)
+        if error is AuthenticationError:
+            raise AuthenticationError(f"{self.base_url} refused the API key ({message}); set HONE_API_KEY to a key from `hone keys create`", status)
+        if issubclass(error, InvalidRequestError):
+            raise error(message, param=_server_param(response))
+        if error is RemoteError:
+            raise RemoteError(f"{self.base_url} failed on {call.method} {call.path} with {status}: {message}", status)
+        raise error(message)
 
     def _gave_up(self, call: _Call, failure: httpx.Response | Exception) -> RemoteError:
         tries = f"{self.retry.attempts} tries"
@@ -338,8 +306,8 @@ def _request_id() -> str:
     return uuid.uuid4().hex
 
 
-def _remote_model(row: dict[str, Any]) -> RemoteModel:
-    return RemoteModel(name=row["name"], base_model=row["base_model"], lora_rank=row["lora_rank"], step=row.get("step", 0))
+def _model_info(row: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(name=row["name"], base_model=row["base_model"], lora_rank=row["lora_rank"], step=row.get("step", 0))
 
 
 def _transient(response: httpx.Response) -> bool:
@@ -380,3 +348,19 @@ def _seconds(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None  # an HTTP date: fall back to our own backoff
+
+
+class _LoopThread:
+    """A private event loop in a daemon thread: sync methods run the async retry loop on it, so
+    there is one retry loop, and a sync call from inside a running event loop does not deadlock."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="hone-remote", daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)

@@ -13,6 +13,7 @@ from hone.rewards.agreement import pair_agreements
 from hone.rewards.combine import combine_rewards
 from hone.rewards.judge import Judge, JudgeConfig, JudgeError, JudgeResult, judge_group, judge_groups
 from hone.rewards.prompt import DEFAULT_RUBRIC, JudgePrompt, build_judge_prompt, parse_scores
+from hone.rewards.scorer import judge_scorer
 
 __all__ = [
     "DEFAULT_RUBRIC",
@@ -25,6 +26,7 @@ __all__ = [
     "combine_rewards",
     "judge_group",
     "judge_groups",
+    "judge_scorer",
     "pair_agreements",
     "parse_scores",
 ]

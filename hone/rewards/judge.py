@@ -18,7 +18,6 @@ import asyncio
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from typing import Any, Sequence
 
 import openai
 
-from hone.errors import HoneError, TooManyFailuresError
+from hone.errors import JudgeError, TooManyFailuresError
+from hone.files import write_file_atomically
 from hone.rewards.prompt import (
     DEFAULT_RUBRIC,
     JudgeAnswerError,
@@ -40,16 +40,6 @@ from hone.rl.trajectory import Trajectory, TrajectoryGroup
 from hone.types import FailureRecord
 
 CACHE_VERSION = 1  # bump when the prompt or the cached record changes meaning
-
-
-class JudgeError(HoneError):
-    """The judge gave no usable answer within its retries (or cannot be reached).
-
-    `result` holds what the failed judging cost (calls, retries, tokens, seconds)."""
-
-    def __init__(self, message: str, result: "JudgeResult | None" = None):
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass(frozen=True)
@@ -310,11 +300,7 @@ class _DiskCache:
             return None
 
     def put(self, key: str, answer: str) -> None:
-        folder = self.root / key[:2]
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as handle:
-            json.dump({"answer": answer}, handle)
-        os.replace(handle.name, folder / f"{key}.json")
+        write_file_atomically(self.root / key[:2] / f"{key}.json", json.dumps({"answer": answer}))
 
 
 def _short(text: str, limit: int = 200) -> str:

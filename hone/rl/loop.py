@@ -8,25 +8,34 @@
 3. Each rollout's sampling seed is a pure function of (seed, step, task, attempt), so a run with
    `concurrency=1` is reproducible bit for bit (with more concurrency, batch composition can move
    bf16 rounding and so, rarely, a sampled token).
+4. Rewards come from the environment; a `score` hook may rescore each step's groups before
+   training (`hone.rewards.judge_scorer` is the relative LLM judge). The loop knows no judge.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import asyncio
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import fmean, pstdev
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
+from hone.backends import Backend
 from hone.models import DEFAULT_MODEL
 from hone.monitor import MetricsLog, StepPrinter
 from hone.rl.checkpoints import CheckpointDir
 from hone.rl.env import Environment
 from hone.rl.gather import GatherConfig, gather_groups
-from hone.rl.model import TrainableModel, TrainConfig
+from hone.rl.model import TrainableModel
+from hone.rl.step import TrainConfig
 from hone.rl.trajectory import TrajectoryGroup
+
+# Rescores a step's groups in place (rewards, metrics) and returns namespaced step metrics; its
+# failures count against the same budget as the rollouts', which the GatherConfig carries.
+ScoreHook = Callable[[list[TrajectoryGroup], GatherConfig], Awaitable[dict[str, float]]]
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,6 @@ class RunConfig:
     autocast_bf16: bool = False
     log_sinks: tuple[str, ...] = ()  # "wandb", "tensorboard"
     show_progress: bool = True
-    judge: Any = None  # a hone.rewards.JudgeConfig: rewards come from a relative LLM judge, not the env
 
 
 @dataclass
@@ -63,15 +71,16 @@ class RunResult:
 async def run_training(
     env: Environment,
     config: RunConfig,
-    backend: Any = None,
+    backend: Backend | None = None,
     model: TrainableModel | None = None,
     on_step: Callable[[int, dict[str, Any]], None] | None = None,
     printer: StepPrinter | None = None,
+    score: ScoreHook | None = None,
 ) -> RunResult:
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if model is None:
-        model = make_model("policy", config, backend)
+    if model is None:  # loading a model takes seconds: off the event loop
+        model = await asyncio.to_thread(make_model, "policy", config, backend)
     client = model.openai_client()
     checkpoints = CheckpointDir(out / "checkpoints", keep_last=config.keep_last, best_metric=config.best_metric)
     log = MetricsLog(out / "metrics.jsonl", sinks=config.log_sinks)
@@ -110,8 +119,8 @@ async def run_training(
             return await env.rollout(client, model.name, task, seed=seed, temperature=config.temperature)
 
         groups = await gather_groups(list(enumerate(batch)), rollout, gather_config)
-        judge_metrics = await judge_step(groups, config.judge, gather_config) if config.judge is not None else {}
-        metrics = {**rollout_metrics(groups), **judge_metrics}
+        score_metrics = await score(groups, gather_config) if score is not None else {}
+        metrics = {**rollout_metrics(groups), **score_metrics}
         metrics["time/sample"] = time.perf_counter() - started
 
         # 3) train
@@ -129,17 +138,9 @@ async def run_training(
     return RunResult(model=model, history=log.read(), resumed_from=start_step)
 
 
-def make_model(name: str, config: RunConfig, backend: Any = None) -> TrainableModel:
+def make_model(name: str, config: RunConfig, backend: Backend | None = None) -> TrainableModel:
     """The trainable model a run config describes (LoRA at its rank, or full fine-tuning at rank 0)."""
-    return TrainableModel(
-        name,
-        config.base_model,
-        backend,
-        lora_rank=config.lora_rank or 16,
-        full_finetune=config.lora_rank == 0,
-        autocast_bf16=config.autocast_bf16,
-        seed=config.seed,
-    )
+    return TrainableModel(name, config.base_model, backend, lora_rank=config.lora_rank, autocast_bf16=config.autocast_bf16, seed=config.seed)
 
 
 def tasks_for_step(tasks: list[Any], step: int, groups_per_step: int, seed: int) -> list[Any]:
@@ -156,17 +157,6 @@ def tasks_for_step(tasks: list[Any], step: int, groups_per_step: int, seed: int)
 def rollout_seed(seed: int, step: int, task_index: int, attempt: int) -> int:
     digest = hashlib.sha256(f"{seed}/{step}/{task_index}/{attempt}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-async def judge_step(groups: list[TrajectoryGroup], judge: Any, gather_config: GatherConfig) -> dict[str, float]:
-    """Replace env rewards with judge scores; report how often the judge ranked pairs like the env did."""
-    from hone.rewards import judge_groups, pair_agreements  # only runs that use a judge need it
-
-    metrics = await judge_groups(groups, judge, gather_config=gather_config)
-    pairs = [p for g in groups for p in pair_agreements(g)]
-    metrics["judge/agreement"] = fmean(pairs) if pairs else float("nan")
-    metrics["judge/pairs"] = float(len(pairs))
-    return metrics
 
 
 def rollout_metrics(groups: list[TrajectoryGroup]) -> dict[str, float]:

@@ -5,88 +5,41 @@
     groups = await gather_groups(tasks, rollout, GatherConfig(group_size=8))
     metrics = await model.train(groups, TrainConfig(learning_rate=1e-4))
 
-Built only on the backend's low-level calls (forward_backward, optim_step, save/load_state), so
-it runs unchanged on any backend with that interface.
+Built only on the Backend protocol, so it runs unchanged on LocalBackend and RemoteBackend.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import openai
+
+from hone.backends import Backend, LocalBackend
 from hone.models import DEFAULT_MODEL
-from hone.rl.datums import datums_from_groups
+from hone.rl.step import TrainConfig, train_step
 from hone.rl.trajectory import TrajectoryGroup
-from hone.types import AdamParams
+from hone.types import ModelInfo
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    learning_rate: float = 5e-5
-    loss: str | Callable = "cispo"
-    loss_config: Any = None  # a hone.training.LossConfig; None = the loss's defaults
-    scale_by_std: bool = False  # divide advantages by the group's reward std
-    weight_decay: float = 0.0
-    grad_clip_norm: float = 1.0
-    betas: tuple[float, float] = (0.9, 0.95)
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = ["TrainConfig", "TrainableModel"]
 
 
 class TrainableModel:
-    def __init__(self, name: str, base_model: str = DEFAULT_MODEL, backend: Any = None, **options: Any):
-        if backend is None:
-            from hone.backends import LocalBackend
-
-            backend = LocalBackend()
+    def __init__(self, name: str, base_model: str = DEFAULT_MODEL, backend: Backend | None = None, **options: Any):
+        """Add (or, on a remote backend, re-attach to) model `name`; `options` as `ModelSpec.of` takes them."""
         self.name = name
-        self.backend = backend
-        backend.add_model(name, base_model, **options)
+        self.backend: Backend = LocalBackend() if backend is None else backend
+        self.info: ModelInfo = self.backend.add_model(name, base_model, **options)
 
-    @classmethod
-    def attach(cls, name: str, backend: Any) -> "TrainableModel":
-        """A handle to a model `backend` already serves, without adding it (a server training a tenant's model)."""
-        model = cls.__new__(cls)
-        model.name, model.backend = name, backend
-        return model
-
-    def openai_client(self, **kwargs: Any):
+    def openai_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
         return self.backend.openai_client(**kwargs)
 
-    def openai_client_sync(self, **kwargs: Any):
+    def openai_client_sync(self, **kwargs: Any) -> openai.OpenAI:
         return self.backend.openai_client_sync(**kwargs)
 
     async def train(self, groups: list[TrajectoryGroup], config: TrainConfig = TrainConfig()) -> dict[str, float]:
-        """One training step on scored groups: advantages, datums, forward_backward, optim_step."""
-        started = time.perf_counter()
-        batch = datums_from_groups(groups, scale_by_std=config.scale_by_std)
-        metrics: dict[str, float] = {
-            "train/groups_used": batch.groups_used,
-            "train/groups_dropped_zero_variance": batch.groups_dropped_zero_variance,
-            "train/groups_dropped_too_small": batch.groups_dropped_too_small,
-            "train/datums": len(batch.datums),
-            "train/tokens_trained": float(sum(sum(d.weights) for d in batch.datums)),
-            "train/tokens_forward": float(sum(len(d.input_tokens) for d in batch.datums)),
-        }
-        if not batch.datums:  # every group was uniform: nothing to learn from, and no optimizer step
-            metrics["train/skipped"] = 1.0
-            metrics["time/train"] = time.perf_counter() - started
-            return metrics
-        loss_metrics = await self.backend.forward_backward(self.name, batch.datums, config.loss, config.loss_config)
-        adam = AdamParams(
-            learning_rate=config.learning_rate,
-            beta1=config.betas[0],
-            beta2=config.betas[1],
-            weight_decay=config.weight_decay,
-            grad_clip_norm=config.grad_clip_norm,
-        )
-        optim_metrics = await self.backend.optim_step(self.name, adam)
-        metrics.update({f"train/{k}": float(v) for k, v in loss_metrics.items()})
-        metrics.update({f"optim/{k}": float(v) for k, v in optim_metrics.items()})
-        metrics["train/skipped"] = 0.0
-        metrics["time/train"] = time.perf_counter() - started
-        return metrics
+        """One training step on scored groups (see `hone.rl.step.train_step`)."""
+        return await train_step(self.backend, self.name, groups, config)
 
     async def save_state(self, path: str | Path) -> Path:
         return await self.backend.save_state(self.name, path)

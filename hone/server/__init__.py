@@ -1,10 +1,11 @@
-"""The HTTP face of a backend: OpenAI-compatible chat routes (and, later, training routes).
+"""The HTTP face of a Sampler: OpenAI-compatible routes, error mapping, and an in-process client.
 
-A thin route map over the backend interface. It renders chat messages to tokens and parses
-replies (through `hone.chat`), and it calls the backend for everything else; it holds no model
-state of its own.
+A thin, stateless route map. It renders chat messages to tokens and parses replies (through
+`hone.chat`) and asks a `Sampler` for everything else. It knows nothing of backends, trainers or
+tenants: the multi-tenant host of `hone serve --home` is `hone.service`, built on top of this.
 """
 
 from hone.server.app import create_app
+from hone.server.sampler import Sampler
 
-__all__ = ["create_app"]
+__all__ = ["Sampler", "create_app"]

@@ -3,6 +3,8 @@
 One pure ASGI middleware, in front of every route when the app runs as a service:
 1. `GET /health` passes untouched; every other request needs `Authorization: Bearer KEY` for a
    key that exists and is not revoked (else 401). The tenant goes into `request.state.tenant`.
+   Keys are looked up in SQLite off the event loop, and a key seen in the last second is not
+   looked up again (so a revoked key stops working within a second).
 2. A tenant with `max_concurrent_requests` requests already in flight gets a 429.
 3. The body is read here, counting bytes, before the app sees any of it: a declared
    Content-Length over the limit, or more bytes actually streamed than the limit, is a 413 and
@@ -13,17 +15,20 @@ Knows keys and byte counts; knows nothing of models or routes.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections import defaultdict
 from typing import Any, Awaitable, Callable
 
-from hone.server.store import Store
+from hone.service.store import Store, Tenant, hash_key
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/health"})
+AUTH_CACHE_S = 1.0  # how long a looked-up key is trusted before SQLite is asked again
 
 
 class ServiceMiddleware:
@@ -33,6 +38,7 @@ class ServiceMiddleware:
         self.max_body_bytes = max_body_bytes
         self.max_concurrent_requests = max_concurrent_requests
         self.in_flight: dict[int, int] = defaultdict(int)
+        self._known: dict[str, tuple[Tenant | None, float]] = {}  # key digest -> (tenant or None, looked up at)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
@@ -40,7 +46,7 @@ class ServiceMiddleware:
             return
         # 1) who is asking
         key = _bearer(scope)
-        tenant = self.store.authenticate(key) if key else None
+        tenant = await self._authenticate(key) if key else None
         if tenant is None:
             message = (
                 "invalid API key: it is unknown or has been revoked"
@@ -72,6 +78,18 @@ class ServiceMiddleware:
             await self.app(scope, _replay(body, receive), send)
         finally:
             self.in_flight[tenant.id] -= 1
+
+    async def _authenticate(self, key: str) -> Tenant | None:
+        digest = hash_key(key)  # the cache holds digests, never keys
+        now = time.monotonic()
+        known = self._known.get(digest)
+        if known is not None and now - known[1] < AUTH_CACHE_S:
+            return known[0]
+        tenant = await asyncio.to_thread(self.store.authenticate, key)
+        if len(self._known) > 10_000:  # a flood of made-up keys must not grow this without bound
+            self._known.clear()
+        self._known[digest] = (tenant, now)
+        return tenant
 
     def _too_large(self) -> str:
         return f"the request body is larger than this server's limit of {self.max_body_bytes} bytes; send less per request"

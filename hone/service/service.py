@@ -35,10 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
-import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections import OrderedDict
@@ -48,13 +47,17 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from hone.backends import LocalBackend
-from hone.errors import CheckpointError, HoneError, InvalidRequestError, ModelNotFoundError
+from hone.errors import CheckpointError, ConflictError, HoneError, InvalidRequestError, LimitError, ModelNotFoundError
+from hone.files import write_file_atomically
 from hone.models import DEFAULT_MODEL
-from hone.server.store import CheckpointRow, ModelRow, RequestRow, Store, Tenant, check_name
-from hone.types import AdamParams, SampledSequence, SamplingParams
+from hone.service.store import CheckpointRow, ModelRow, RequestRow, Store, Tenant, check_name
+from hone.rl.step import TrainConfig, train_step
+from hone.rl.trajectory import TrajectoryGroup
+from hone.training.checkpoint import is_complete
+from hone.types import AdamParams, ModelSpec, SampledSequence, SamplingParams
 
 _REQUEST_SUFFIX = ".request.json"
-_TRAINER_STATE = "trainer_state.json"  # a complete trainer checkpoint has it (written last by Trainer.save_state)
+log = logging.getLogger("hone.service")
 
 
 @dataclass(frozen=True)
@@ -72,16 +75,6 @@ class ServiceConfig:
     checkpoint_engines: int = 2  # NAME@STEP samplers kept loaded (least recently used goes first)
     autosave: bool = True  # persist the trainer's state after every optimizer step (see the module docstring)
     share_base: bool = True  # tenants' LoRA models of one base share it (memory), at ~25% slower sampling per model
-
-
-class ConflictError(InvalidRequestError):
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message, param=param, status_code=409)
-
-
-class LimitError(InvalidRequestError):
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message, param=param, status_code=429)
 
 
 @dataclass
@@ -154,7 +147,7 @@ class Service:
 
     async def _restore_model(self, row: ModelRow) -> str:
         internal = f"{row.tenant_id}/{row.name}"
-        await asyncio.to_thread(self.backend.add_model, internal, row.base_model, **_backend_options(row.lora_rank, row.options))
+        await asyncio.to_thread(self.backend.add_model, internal, row.base_model, **row.spec().keywords())
         self._clean_checkpoints(row)
         state, request = self._latest_state(row.tenant_id, row.name)
         # newest first: the autosaved state, then checkpoints from the newest; an unreadable one is reported and skipped
@@ -192,33 +185,35 @@ class Service:
                 if path.name not in recorded:
                     shutil.rmtree(path, ignore_errors=True)
         for name in recorded:
-            if not (root / name / _TRAINER_STATE).exists():
+            if not is_complete(root / name):
                 self.store.delete_checkpoint(row.tenant_id, row.name, name)
 
     def _latest_state(self, tenant_id: int, name: str) -> tuple[Path | None, RequestRow | None]:
         root = self.model_dir(tenant_id, name) / "states"
-        states = sorted(p for p in root.glob("*") if p.is_dir() and p.name.isdigit() and (p / _TRAINER_STATE).exists()) if root.exists() else []
+        states = sorted(p for p in root.glob("*") if p.is_dir() and p.name.isdigit() and is_complete(p)) if root.exists() else []
         if not states:
             return None, None
         latest = states[-1]
         request_file = root / (latest.name + _REQUEST_SUFFIX)
         request = None
         if request_file.exists():
-            data = json.loads(request_file.read_text())
-            request = RequestRow(data["request_id"], name, data["route"], data["step"], data["response"])
+            try:
+                data = json.loads(request_file.read_text())
+                request = RequestRow(str(data["request_id"]), name, str(data["route"]), int(data["step"]), dict(data["response"]))
+            except (ValueError, KeyError, TypeError) as exc:  # the state is whole; only its replay record is lost
+                log.warning("skipping the unreadable request record %s (%s: %s)", request_file, type(exc).__name__, exc)
         return latest, request
 
     # ------------------------------------------------------------------ models
-    async def create_model(
-        self, tenant: Tenant, name: str, base_model: str, lora_rank: int, options: dict[str, Any], exist_ok: bool
-    ) -> ModelRow:
+    async def create_model(self, tenant: Tenant, name: str, spec: ModelSpec, exist_ok: bool) -> ModelRow:
         check_name(name)
+        base_model, lora_rank = spec.base_model, spec.lora_rank
         if base_model not in self.config.base_models:
             raise InvalidRequestError(
                 f"base model '{base_model}' is not offered by this server; choose one of: {', '.join(self.config.base_models)}",
                 param="base_model",
             )
-        max_len = options.get("max_seq_len")
+        max_len = spec.options.max_seq_len
         if max_len is not None and max_len > self.config.max_seq_len:
             raise InvalidRequestError(
                 f"options.max_seq_len {max_len} is over this server's limit of {self.config.max_seq_len}", param="options.max_seq_len"
@@ -235,18 +230,19 @@ class Service:
                         param="name",
                     )
                 raise ConflictError(f"the model '{name}' already exists; pass exist_ok=true to reuse it or pick another name", param="name")
+            _refuse_case_twin(name, [m.name for m in self.store.models(tenant.id)], "model", "name")
             if len(self.store.models(tenant.id)) >= self.config.max_models_per_tenant:
                 raise LimitError(
                     f"this tenant already has {self.config.max_models_per_tenant} models, the server's limit; delete one first"
                 )
             shutil.rmtree(self.model_dir(tenant.id, name), ignore_errors=True)  # leftovers of a crashed delete
             internal = self.internal(tenant, name)
-            await asyncio.to_thread(self.backend.add_model, internal, base_model, **_backend_options(lora_rank, options))
-            row = ModelRow(tenant.id, name, base_model, lora_rank, options, 0, time.time())
+            await asyncio.to_thread(self.backend.add_model, internal, base_model, **spec.keywords())
+            row = ModelRow(tenant.id, name, base_model, lora_rank, spec.options.model_dump(exclude_none=True), 0, time.time())
             try:
                 self.store.add_model(row)
             except BaseException:
-                self.backend.remove_model(internal)
+                self.backend.delete_model(internal)
                 raise
             return row
 
@@ -254,7 +250,7 @@ class Service:
         async with self._locked(tenant, name):
             self.store.delete_model(tenant.id, name)
             self._evict(tenant.id, name)
-            self.backend.remove_model(self.internal(tenant, name))
+            self.backend.delete_model(self.internal(tenant, name))
             await asyncio.to_thread(shutil.rmtree, self.model_dir(tenant.id, name), True)
         self._models.pop((tenant.id, name), None)
 
@@ -267,19 +263,18 @@ class Service:
             raise InvalidRequestError(f"{len(datums)} datums is over this server's limit of {self.config.max_datums} per request", param="datums")
         internal = self.internal(tenant, name)
         async with self._locked(tenant, name):
-            if (stored := self._replay(tenant, name, "forward_backward", request_id)) is not None:
+            if (stored := await self._replay(tenant, name, "forward_backward", request_id)) is not None:
                 return stored
             metrics = await self.backend.forward_backward(internal, datums, loss, loss_config)
             response = {"metrics": finite(metrics)}
             if request_id is not None:
-                with self.store.transaction() as db:
-                    Store.record_request(db, tenant.id, RequestRow(request_id, name, "forward_backward", self.backend.step(internal), response))
+                await self._record(tenant, RequestRow(request_id, name, "forward_backward", self.backend.step(internal), response))
             return response
 
     async def optim_step(self, tenant: Tenant, name: str, adam: AdamParams, request_id: str | None) -> dict[str, Any]:
         internal = self.internal(tenant, name)
         async with self._locked(tenant, name):
-            if (stored := self._replay(tenant, name, "optim_step", request_id)) is not None:
+            if (stored := await self._replay(tenant, name, "optim_step", request_id)) is not None:
                 return stored
             if not self.backend.has_gradients(internal):
                 raise ConflictError(
@@ -291,12 +286,10 @@ class Service:
             await self._commit_step(tenant, name, "optim_step", request_id, response)
             return response
 
-    async def train_step(self, tenant: Tenant, name: str, groups: list, config: Any, request_id: str | None) -> dict[str, Any]:
-        from hone.rl.model import TrainableModel
-
+    async def train_step(self, tenant: Tenant, name: str, groups: list[TrajectoryGroup], config: TrainConfig, request_id: str | None) -> dict[str, Any]:
         internal = self.internal(tenant, name)
         async with self._locked(tenant, name):
-            if (stored := self._replay(tenant, name, "train_step", request_id)) is not None:
+            if (stored := await self._replay(tenant, name, "train_step", request_id)) is not None:
                 return stored
             if self.backend.has_gradients(internal):
                 raise ConflictError(
@@ -304,21 +297,32 @@ class Service:
                     "call optim_step first, or train_step would fold them into its own step"
                 )
             before = self.backend.step(internal)
-            # TrainableModel.train itself, on this model: the same datums, steps and metric names
-            metrics = await TrainableModel.attach(internal, self.backend).train(groups, config)
+            # the step TrainableModel.train takes, on this model: the same datums, steps and metric names
+            metrics = await train_step(self.backend, internal, groups, config)
             step = self.backend.step(internal)
             response = {"metrics": finite(metrics), "step": step}
             if step != before:
                 await self._commit_step(tenant, name, "train_step", request_id, response)
             elif request_id is not None:  # nothing trained (every group uniform): nothing to persist
-                with self.store.transaction() as db:
-                    Store.record_request(db, tenant.id, RequestRow(request_id, name, "train_step", step, response))
+                await self._record(tenant, RequestRow(request_id, name, "train_step", step, response))
             return response
 
-    def _replay(self, tenant: Tenant, name: str, route: str, request_id: str | None) -> dict[str, Any] | None:
+    async def _record(self, tenant: Tenant, request: RequestRow, step: int | None = None) -> None:
+        """Record a completed request (and the model's new step) in one commit, off the event loop."""
+
+        def commit() -> None:
+            with self.store.transaction() as db:
+                if request.request_id is not None:
+                    Store.record_request(db, tenant.id, request)
+                if step is not None:
+                    db.execute("UPDATE models SET step = ? WHERE tenant_id = ? AND name = ?", (step, tenant.id, request.model))
+
+        await asyncio.to_thread(commit)
+
+    async def _replay(self, tenant: Tenant, name: str, route: str, request_id: str | None) -> dict[str, Any] | None:
         if request_id is None:
             return None
-        done = self.store.completed(tenant.id, request_id)
+        done = await asyncio.to_thread(self.store.completed, tenant.id, request_id)
         if done is None:
             return None
         if done.route != route or done.model != name:
@@ -333,10 +337,7 @@ class Service:
         step = response["step"]
         if self.config.autosave:
             await asyncio.to_thread(self._autosave, tenant, name, {"request_id": request_id, "route": route, "step": step, "response": response})
-        with self.store.transaction() as db:
-            if request_id is not None:
-                Store.record_request(db, tenant.id, RequestRow(request_id, name, route, step, response))
-            db.execute("UPDATE models SET step = ? WHERE tenant_id = ? AND name = ?", (step, tenant.id, name))
+        await self._record(tenant, RequestRow(request_id, name, route, step, response), step=step)
 
     def _autosave(self, tenant: Tenant, name: str, request: dict[str, Any] | None) -> None:
         root = self.model_dir(tenant.id, name) / "states"
@@ -344,7 +345,7 @@ class Service:
         existing = sorted(int(p.name) for p in root.glob("*") if p.is_dir() and p.name.isdigit())
         seq = f"{(existing[-1] + 1) if existing else 1:012d}"
         if request is not None and request["request_id"] is not None:
-            _write_atomic(root / (seq + _REQUEST_SUFFIX), json.dumps(request))
+            write_file_atomically(root / (seq + _REQUEST_SUFFIX), json.dumps(request))
         # the trainer writes to a temp dir and renames it to root/seq: the state appears whole or not at all
         self.backend.trainer(self.internal(tenant, name)).save_state(root / seq)
         for old in root.iterdir():  # older states and their request files; a restart only needs the newest
@@ -358,19 +359,24 @@ class Service:
             check_name(checkpoint, "checkpoint name", "checkpoint")
         internal = self.internal(tenant, name)
         async with self._locked(tenant, name):
-            if (stored := self._replay(tenant, name, "save_state", request_id)) is not None:
+            if (stored := await self._replay(tenant, name, "save_state", request_id)) is not None:
                 return stored
             step = self.backend.step(internal)
             checkpoint = checkpoint or f"step-{step}"
+            _refuse_case_twin(checkpoint, [c.checkpoint for c in self.store.checkpoints(tenant.id, name)], "checkpoint", "checkpoint")
             path = self.checkpoint_dir(tenant.id, name, checkpoint)
             self._evict(tenant.id, name, checkpoint)
             await self.backend.save_state(internal, path)  # temp dir + fsync + rename: whole or absent
             response = {"checkpoint": checkpoint, "step": step}
-            with self.store.transaction() as db:  # recorded only now that the files are whole
-                Store.record_checkpoint(db, CheckpointRow(tenant.id, name, checkpoint, step, time.time()))
-                if request_id is not None:
-                    Store.record_request(db, tenant.id, RequestRow(request_id, name, "save_state", step, response))
+            record = CheckpointRow(tenant.id, name, checkpoint, step, time.time())
+            await asyncio.to_thread(self._record_checkpoint, tenant, record, RequestRow(request_id, name, "save_state", step, response))
             return response
+
+    def _record_checkpoint(self, tenant: Tenant, checkpoint: CheckpointRow, request: RequestRow) -> None:
+        with self.store.transaction() as db:  # recorded only once the files are whole
+            Store.record_checkpoint(db, checkpoint)
+            if request.request_id is not None:
+                Store.record_request(db, tenant.id, request)
 
     async def load_state(self, tenant: Tenant, name: str, checkpoint: str, with_optimizer: bool) -> dict[str, Any]:
         self.model(tenant, name)
@@ -381,7 +387,7 @@ class Service:
             step = self.backend.step(internal)
             if self.config.autosave:  # a restart must come back to the loaded state, not the one before
                 await asyncio.to_thread(self._autosave, tenant, name, None)
-            self.store.set_step(tenant.id, name, step)
+            await asyncio.to_thread(self.store.set_step, tenant.id, name, step)
             return {"step": step}
 
     def checkpoints(self, tenant: Tenant, name: str) -> list[CheckpointRow]:
@@ -423,9 +429,8 @@ class Service:
         if not _:
             return model, None
         checkpoints = self.store.checkpoints(tenant.id, name)
-        if version.isdigit():
-            matches = [c for c in checkpoints if c.step == int(version)]
-        else:
+        matches = [c for c in checkpoints if version.isdigit() and c.step == int(version)]
+        if not matches:  # a checkpoint may be named with digits alone: NAME@CHECKPOINT still reaches it
             matches = [c for c in checkpoints if c.checkpoint == version]
         if not matches:
             raise missing
@@ -492,7 +497,7 @@ class Service:
 
     def _close(self, served: _Served) -> None:
         try:
-            self.backend.remove_model(served.internal)
+            self.backend.delete_model(served.internal)
         except ModelNotFoundError:
             pass  # already closed
 
@@ -502,14 +507,11 @@ class Service:
 
 
 # --------------------------------------------------------------------------- helpers
-def _backend_options(lora_rank: int, options: dict[str, Any]) -> dict[str, Any]:
-    """The backend's add_model options for a contract-level (lora_rank, options) pair; rank 0 = full fine-tuning."""
-    out = {k: v for k, v in options.items() if v is not None}
-    if lora_rank == 0:
-        out["full_finetune"] = True
-    else:
-        out["lora_rank"] = lora_rank
-    return out
+def _refuse_case_twin(name: str, existing: list[str], what: str, param: str) -> None:
+    """Names are folders under --home: on a case-insensitive file system 'Agent' and 'agent' would be one."""
+    for other in existing:
+        if other != name and other.lower() == name.lower():
+            raise ConflictError(f"a {what} named '{other}' exists, which differs from '{name}' only by case; pick another name", param=param)
 
 
 def finite(metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -519,21 +521,6 @@ def finite(metrics: dict[str, Any]) -> dict[str, float | None]:
         value = float(value)
         out[key] = value if math.isfinite(value) else None
     return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 
 
 class TenantView:

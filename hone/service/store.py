@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hone.errors import InvalidRequestError
+from hone.types import ModelOptions, ModelSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
@@ -112,6 +114,9 @@ class ModelRow:
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "base_model": self.base_model, "lora_rank": self.lora_rank, "step": self.step}
 
+    def spec(self) -> ModelSpec:
+        return ModelSpec(base_model=self.base_model, lora_rank=self.lora_rank, options=ModelOptions(**self.options))
+
 
 @dataclass(frozen=True)
 class CheckpointRow:
@@ -138,8 +143,12 @@ class Store:
     def __init__(self, home: str | Path):
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)  # keys' hashes and tenants' weights: the owner's alone
+        db_file = self.home / DB_FILE
+        os.close(os.open(db_file, os.O_CREAT | os.O_RDWR, 0o600))  # SQLite gives its -wal and -shm files these bits too
+        os.chmod(db_file, 0o600)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.home / DB_FILE, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(db_file, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")

@@ -15,10 +15,12 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from hone.errors import InvalidRequestError
+from hone.rl.step import TrainConfig
 from hone.rl.trajectory import TrajectoryGroup
-from hone.server.service import Service
-from hone.server.store import NAME_PATTERN, Tenant
-from hone.types import AdamParams, Datum, SamplingParams
+from hone.service.service import Service
+from hone.service.store import NAME_PATTERN, Tenant
+from hone.training import LossConfig
+from hone.types import AdamParams, Datum, ModelSpec, SamplingParams
 
 MAX_TOKENS_PER_LIST = 1 << 17  # any per-token list; a model's max_seq_len is the real bound
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -35,20 +37,14 @@ class _Strict(BaseModel):
 
 
 # --------------------------------------------------------------------------- models
-class ModelOptions(_Strict):
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    max_seq_len: int | None = Field(default=None, ge=8, le=1 << 16)
-    micro_batch_tokens: int | None = Field(default=None, ge=64, le=1 << 20)
-    autocast_bf16: bool | None = None
-    lora_alpha: int | None = Field(default=None, ge=1, le=1 << 16)
+class CreateModel(ModelSpec):
+    """A ModelSpec (base_model, lora_rank with 0 = full fine-tuning, options) and the model's name."""
 
-
-class CreateModel(_Strict):
     name: str = Field(pattern=NAME_PATTERN, max_length=64)
-    base_model: str = Field(default="smollm2-135m", min_length=1, max_length=256)
-    lora_rank: int = Field(default=16, ge=0, le=1024, description="0 = full fine-tuning")
-    options: ModelOptions = Field(default_factory=ModelOptions)
     exist_ok: bool = False
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(base_model=self.base_model, lora_rank=self.lora_rank, options=self.options)
 
 
 class ModelInfo(BaseModel):
@@ -206,8 +202,7 @@ def build_training_router(service: Service) -> APIRouter:
 
     @router.post("/models", response_model=ModelInfo)
     async def create_model(body: CreateModel, request: Request) -> Any:
-        options = body.options.model_dump(exclude_none=True)
-        row = await service.create_model(tenant(request), body.name, body.base_model, body.lora_rank, options, body.exist_ok)
+        row = await service.create_model(tenant(request), body.name, body.spec(), body.exist_ok)
         return row.public()
 
     @router.get("/models", response_model=ModelList)
@@ -241,9 +236,6 @@ def build_training_router(service: Service) -> APIRouter:
 
     @router.post("/models/{name}/train_step", response_model=StepResponse)
     async def train_step(body: TrainStepRequest, request: Request, name: str = Name) -> Any:
-        from hone.rl.model import TrainConfig
-        from hone.training import LossConfig
-
         _check_groups(body.groups, config.max_groups, config.max_group_size)
         c = body.config
         beta1, beta2 = c.betas

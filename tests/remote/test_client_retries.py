@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from hone.backends.remote import CHECKPOINT_FILE, RemoteBackend, RemoteError, RetryPolicy
 from hone.cli import app
-from hone.errors import CheckpointError, HoneError, InvalidRequestError, ModelNotFoundError
+from hone.errors import AuthenticationError, CheckpointError, HoneError, InvalidRequestError, ModelNotFoundError
 from hone.types import AdamParams, Datum
 
 FAST = RetryPolicy(attempts=4, backoff_s=0.001, max_backoff_s=0.002)
@@ -41,7 +41,7 @@ class Server:
 
 def backend_over(server: Server) -> RemoteBackend:
     transport = httpx.MockTransport(server)
-    return RemoteBackend("http://hone.test:1/v1/", "key-1", retry=FAST, transport=transport, async_transport=transport)
+    return RemoteBackend("http://hone.test:1/v1/", "key-1", retry=FAST, transport=transport)
 
 
 def error(message: str, param: str | None = None) -> dict:
@@ -105,7 +105,7 @@ def test_a_missing_model_is_model_not_found():
 
 def test_a_refused_key_says_to_set_hone_api_key():
     server = Server((401, error("invalid API key")))
-    with pytest.raises(RemoteError, match="HONE_API_KEY") as caught:
+    with pytest.raises(AuthenticationError, match="HONE_API_KEY") as caught:
         backend_over(server).list_models()
     assert caught.value.status_code == 401
 

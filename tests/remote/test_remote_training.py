@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from hone.backends.remote import CHECKPOINT_FILE, RemoteError
-from hone.errors import InvalidRequestError, ModelNotFoundError
+from hone.errors import AuthenticationError, InvalidRequestError, ModelNotFoundError
 from hone.rl.loop import RunConfig, run_training
 from hone.types import AdamParams, Datum, SamplingParams
 
@@ -124,7 +124,7 @@ def test_permanent_failures_raise_one_clear_sentence(service):
         asyncio.run(backend.forward_backward("no-such-model", [DATUM], loss=lambda *a: None))
 
     wrong = service.backend(key="hone-sk-not-a-real-key")
-    with pytest.raises(RemoteError, match="HONE_API_KEY") as refused:
+    with pytest.raises(AuthenticationError, match="HONE_API_KEY") as refused:
         wrong.list_models()
     assert refused.value.status_code == 401
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hone.backends import LocalBackend
-from hone.backends.local import _merged_adapter_weights, _trainer_options, _weights_via_trainer
+from hone.backends.local import _checkpoint_weights, _weights_via_trainer
 from hone.errors import CheckpointError
 from hone.types import AdamParams, Datum, SamplingParams
 
@@ -18,15 +18,16 @@ def test_the_adapter_merge_equals_the_trainers_merged_weights_and_serves_the_sam
     backend = LocalBackend()
     try:
         options = {"lora_rank": 4} | ({"lora_alpha": lora_alpha} if lora_alpha else {})
-        handle = backend.add_model("m", "tiny", **options)
+        backend.add_model("m", "tiny", **options)
+        handle = backend.get("m")
         trainer = backend.trainer("m")
         datum = Datum.from_sequence([1, 2, 3, 4, 5, 6], [0, 0, 1, 1, 1, 1], [0.0, 0, -9, -9, -9, -9], [0.0, 0, 1, 1, 1, 1])
         trainer.forward_backward([datum], "cispo")
         trainer.optim_step(AdamParams(learning_rate=5e-2))  # B moves off zero: the merge is not the base
         trainer.save_state(tmp_path / "c")
 
-        fast = _merged_adapter_weights(handle, tmp_path / "c", _trainer_options(handle))
-        slow = _weights_via_trainer(handle, tmp_path / "c", _trainer_options(handle))
+        fast = _checkpoint_weights(handle, tmp_path / "c")  # merged from the adapter file
+        slow = _weights_via_trainer(handle, tmp_path / "c")
         base = handle.loaded.model.state_dict()
         assert len(fast) == 2 * 7  # every linear layer of the 2-layer model's blocks
         for name, tensor in slow.items():
@@ -49,8 +50,9 @@ def test_a_checkpoint_of_another_configuration_is_refused_with_one_sentence(tmp_
     try:
         backend.add_model("r4", "tiny", lora_rank=4)
         backend.trainer("r4").save_state(tmp_path / "c")
-        other = backend.add_model("r8", "tiny", lora_rank=8)
+        backend.add_model("r8", "tiny", lora_rank=8)
+        other = backend.get("r8")
         with pytest.raises(CheckpointError, match="differently configured"):
-            _merged_adapter_weights(other, tmp_path / "c", _trainer_options(other))
+            _checkpoint_weights(other, tmp_path / "c")
     finally:
         backend.close()

@@ -49,10 +49,14 @@ def storage(*modules) -> int:
 def test_two_lora_models_share_one_engine_and_one_set_of_frozen_base_weights():
     backend = LocalBackend(share_base=True)
     try:
-        a = backend.add_model("a", "tiny", lora_rank=4)
-        b = backend.add_model("b", "tiny", lora_rank=8)
-        full = backend.add_model("f", "tiny", full_finetune=True)
-        other_seed = backend.add_model("s", "tiny", lora_rank=4, seed=1)  # `tiny` with another seed is another base
+        backend.add_model("a", "tiny", lora_rank=4)
+        a = backend.get("a")
+        backend.add_model("b", "tiny", lora_rank=8)
+        b = backend.get("b")
+        backend.add_model("f", "tiny", full_finetune=True)
+        full = backend.get("f")
+        backend.add_model("s", "tiny", lora_rank=4, seed=1)  # `tiny` with another seed is another base
+        other_seed = backend.get("s")
         assert a.engine is b.engine and a.loaded is b.loaded
         assert full.engine is not a.engine and other_seed.engine is not a.engine
         ta, tb = backend.trainer("a"), backend.trainer("b")
@@ -64,9 +68,9 @@ def test_two_lora_models_share_one_engine_and_one_set_of_frozen_base_weights():
         # a full fine-tuning model trains its own copy
         assert backend.trainer("f")._causal_lm.model.layers[0].self_attn.q_proj.weight.data_ptr() != shared.data_ptr()
         # removing one model keeps the shared engine serving the other; removing the last frees it
-        backend.remove_model("a")
+        backend.delete_model("a")
         assert backend.get("b").sample_sync([1, 2, 3], 1, GREEDY)[0].tokens
-        backend.remove_model("b")
+        backend.delete_model("b")
         assert not backend._bases.get(("tiny", 0))
     finally:
         backend.close()
@@ -98,7 +102,8 @@ def test_each_lora_models_samples_equal_those_of_a_backend_that_serves_it_alone_
 def test_a_lora_checkpoint_served_as_name_at_step_is_an_adapter_on_the_shared_engine_with_the_checkpoints_samples(tmp_path):
     backend = LocalBackend(share_base=True)
     try:
-        handle = backend.add_model("m", "tiny", lora_rank=4)
+        backend.add_model("m", "tiny", lora_rank=4)
+        handle = backend.get("m")
         train(backend, "m", DATA["a"])
         at_step_1 = samples(backend, "m")
         asyncio.run(backend.save_state("m", tmp_path / "c1"))
@@ -118,7 +123,7 @@ def test_a_lora_checkpoint_served_as_name_at_step_is_an_adapter_on_the_shared_en
                 assert seq.logprobs == pytest.approx(logprobs, abs=2e-2)
         finally:
             merged.close()
-        backend.remove_model("m@1")
+        backend.delete_model("m@1")
         assert samples(backend, "m") != at_step_1 and handle.engine.has_adapter("m")
     finally:
         backend.close()

@@ -1,0 +1,59 @@
+"""The Backend protocol: what `LocalBackend` and `RemoteBackend` both are, with the same names,
+arguments and return types. Everything above the backends (`hone.rl`, the service, the CLI) is
+typed against this, so user code runs unchanged on either.
+
+A Backend is a `Sampler` (the three calls the OpenAI routes need) plus models and Tinker-shaped
+training calls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import openai
+
+from hone.server.sampler import Sampler
+from hone.types import AdamParams, Datum, ModelInfo
+
+
+@runtime_checkable
+class Backend(Sampler, Protocol):
+    # ------------------------------------------------------------------ models
+    def add_model(self, name: str, base_model: str = ..., **options: Any) -> ModelInfo:
+        """Serve and train `base_model` under `name`; options as `hone.types.ModelSpec.of` takes them."""
+        ...
+
+    def delete_model(self, name: str) -> None:
+        """Stop serving `name` and free what it used."""
+        ...
+
+    def model_info(self, name: str) -> ModelInfo:
+        """What the backend knows of `name` (its base, rank and optimizer steps); ModelNotFoundError if none."""
+        ...
+
+    # ------------------------------------------------------------------ training
+    async def forward_backward(
+        self, name: str, datums: list[Datum], loss: str | Callable = "cispo", loss_config: Any = None
+    ) -> dict[str, float]:
+        """Accumulate gradients of `loss` over `datums`; returns the loss's metrics."""
+        ...
+
+    async def optim_step(self, name: str, adam: AdamParams) -> dict[str, float]:
+        """Apply the accumulated gradients; sampling uses the new weights from the next request."""
+        ...
+
+    async def save_state(self, name: str, path: str | Path) -> Path:
+        """Checkpoint weights, optimizer and step so that `load_state(path)` resumes exactly."""
+        ...
+
+    async def load_state(self, name: str, path: str | Path, with_optimizer: bool = True) -> None: ...
+
+    # ------------------------------------------------------------------ clients
+    def openai_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        """An async OpenAI client whose chat completions sample from this backend's models."""
+        ...
+
+    def openai_client_sync(self, **kwargs: Any) -> openai.OpenAI: ...
+
+    def close(self) -> None: ...

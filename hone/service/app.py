@@ -1,0 +1,34 @@
+"""The service's FastAPI app: the OpenAI routes per tenant, the training routes, and the gate."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from hone.server.app import add_health_route
+from hone.server.errors import install_error_handlers
+from hone.server.openai_api import build_router
+from hone.service.auth import ServiceMiddleware
+from hone.service.service import Service, TenantView
+from hone.service.training_api import build_training_router
+
+
+def create_service_app(service: Service) -> FastAPI:
+    """Every route but /health behind an API key, scoped to the key's tenant; the OpenAI routes
+    plus the training routes of docs/serve-api.md."""
+    app = FastAPI(
+        title="hone serve",
+        version="0.1.0",
+        description="OpenAI-compatible sampling and Tinker-shaped training for many tenants. "
+        "Every route but /health needs 'Authorization: Bearer KEY'.",
+    )
+    install_error_handlers(app)
+    app.include_router(build_router(service.backend, scope=lambda request: TenantView(service, request.state.tenant)))
+    app.include_router(build_training_router(service))
+    app.add_middleware(
+        ServiceMiddleware,
+        store=service.store,
+        max_body_bytes=service.config.max_body_bytes,
+        max_concurrent_requests=service.config.max_concurrent_requests,
+    )
+    add_health_route(app)
+    return app
