@@ -1,4 +1,9 @@
-"""OpenAI-shaped error responses, and the handlers that translate exceptions into them."""
+"""OpenAI-shaped error responses, and the handlers that translate exceptions into them.
+
+Every error is `{"error": {"message", "type", "param", "code"}}`. A 4xx message is one sentence
+naming the parameter. An exception nobody expected is a JSON 500, and the connection stays
+usable: the client's next request on it is served.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,39 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hone.errors import HoneError, InvalidRequestError, ModelNotFoundError
+from hone.chat import describe_errors
+from hone.errors import HoneError, ModelNotFoundError
 
 log = logging.getLogger("hone.server")
 
+BUG_MESSAGE = "internal error in hone; the server log has the details"
+
 
 def error_response(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    message, param = _printable(message), _printable(param)  # an echoed lone surrogate cannot be encoded as UTF-8
     return JSONResponse(
         status_code=status,
         content={"error": {"message": message, "type": type_, "param": param, "code": code}},
     )
 
 
+def _printable(text: str | None) -> str | None:
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    first = exc.errors()[0] if exc.errors() else {}
-    location = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(location) or None
-    detail = first.get("msg", "invalid request")
-    if param:
-        return f"invalid value for '{param}': {detail}", param
-    return f"invalid request body: {detail}", None
+    errors = list(exc.errors())
+    in_body = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("body",)]
+    if in_body and in_body[0].get("type") == "json_invalid":
+        detail = (in_body[0].get("ctx") or {}).get("error", "it cannot be parsed")
+        return f"the request body is not valid JSON: {detail}", None
+    if in_body:  # named as OpenAI does, from the body down: `tools[0].function.parameters`
+        return describe_errors([{**e, "loc": tuple(e["loc"])[1:]} for e in in_body], exc.body)
+    first = errors[0] if errors else {}
+    param = ".".join(str(p) for p in first.get("loc", ())) or None  # a path or query parameter
+    return f"invalid value for '{param}': {first.get('msg', 'invalid request')}", param
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -37,17 +54,14 @@ def install_error_handlers(app: FastAPI) -> None:
         message, param = _validation_message(exc)
         return error_response(400, message, "invalid_request_error", param=param)
 
-    @app.exception_handler(InvalidRequestError)
-    async def _invalid_request(_: Request, exc: InvalidRequestError) -> JSONResponse:
-        return error_response(exc.status_code, str(exc), "invalid_request_error", param=exc.param)
-
     @app.exception_handler(ModelNotFoundError)
     async def _missing_model(_: Request, exc: ModelNotFoundError) -> JSONResponse:
-        return error_response(404, str(exc), "invalid_request_error", param="model", code="model_not_found")
+        return error_response(exc.http_status, str(exc), exc.error_type, param="model", code="model_not_found")
 
     @app.exception_handler(HoneError)
     async def _hone_error(_: Request, exc: HoneError) -> JSONResponse:
-        return error_response(400, str(exc), "invalid_request_error")
+        """Each class of hone's tree has its own status (hone/errors.py); the sentence is the message."""
+        return error_response(exc.http_status, str(exc), exc.error_type, param=getattr(exc, "param", None))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -56,5 +70,41 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error while serving a request")  # a bug in hone: keep the traceback in the log
-        return error_response(500, "internal error in hone; the server log has the details", "server_error")
+        # reached only by an error in a middleware outside CatchBugs; Starlette re-raises after
+        # this answer, so that connection is closed
+        log.exception("unhandled error while serving a request")
+        return error_response(500, BUG_MESSAGE, "server_error")
+
+    app.add_middleware(CatchBugs)
+
+
+class CatchBugs:
+    """Answer an exception that escaped every route handler with a JSON 500, and swallow it.
+
+    Starlette's handler for `Exception` answers and then re-raises, so the server sees the error:
+    uvicorn closes the keep-alive connection and httpx's ASGI transport raises in the client.
+    Here the error ends with the answer. Once a response has started (a stream), no valid answer
+    can follow; then the error goes on up and the connection is closed, as it must be."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error while serving a request")  # a bug in hone: keep the traceback in the log
+            await error_response(500, BUG_MESSAGE, "server_error")(scope, receive, send)
+

@@ -4,6 +4,10 @@ Extensions on every chat completion, so a trajectory can be rebuilt token for to
 - response `prompt_token_ids`: the prompt exactly as the sampler saw it;
 - choice `token_ids` and `token_logprobs`: the sampled ids and their fp32 logprobs;
 - choice `tool_call_error`: why a tool-call attempt was rejected (the text stays in `content`).
+
+A request is checked whole before any work: its shape by pydantic (`ChatCompletionRequest`, whose
+messages and tools come from `hone.chat.schema`), its size by the MAX_ bounds below. Anything
+wrong is a 400 whose one sentence names the parameter.
 """
 
 from __future__ import annotations
@@ -11,43 +15,58 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from hone.chat import parse_reply, render_prompt
+from hone.chat import ChatInput, parse_reply, render_chat
+from hone.chat.schema import OpenModel
+from hone.errors import InvalidRequestError
+from hone.server.sampler import Sampler
 from hone.types import SampledSequence, SamplingParams
 
+# Bounds on the work one request may ask for; over one, the answer is a 400 naming it.
 MAX_N = 64
+MAX_TOKENS = 32_768  # per choice; the engine's max_seq_len is usually the tighter bound
+MAX_TOTAL_TOKENS = 64 * 4096  # n × max_tokens: at most 262,144 tokens sampled for one request
+MAX_STOPS = 16
+MAX_STOP_CHARS = 256  # stop strings are matched against the decoded tail on every step
+MAX_TOP_K = 1 << 20  # beyond any vocabulary (the sampler clamps to it); larger would overflow its tensors
 MAX_TOP_LOGPROBS = 20
+SEED_LIMIT = 2**63  # seeds are 0 <= seed < 2**63, as the engine's own
+
+StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 
 
-class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields hone ignores (user, metadata, ...)
+class StreamOptions(OpenModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(ChatInput):
+    """OpenAI's request body: messages, tools and tool_choice as ChatInput checks them, plus sampling."""
 
     model: str = Field(min_length=1, max_length=256)
-    messages: list[dict[str, Any]] = Field(min_length=1, max_length=4096)
-    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
-    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
     n: int = Field(default=1, ge=1, le=MAX_N)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)  # extension; 0 = off
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int = Field(default=0, ge=0, le=MAX_TOP_K)  # extension; 0 = off
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOPS)] | None = None
+    seed: int | None = Field(default=None, ge=0, lt=SEED_LIMIT)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     stream: bool = False
-    stream_options: dict[str, Any] | None = None
+    stream_options: StreamOptions | None = None
 
     def sampling_params(self, default_max_tokens: int) -> SamplingParams:
+        max_tokens = self.max_completion_tokens or self.max_tokens or default_max_tokens
+        self._check_total_work(max_tokens)
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return SamplingParams(
-            max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
+            max_tokens=max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
             top_k=self.top_k,
@@ -56,14 +75,22 @@ class ChatCompletionRequest(BaseModel):
             top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0,
         )
 
+    def _check_total_work(self, max_tokens: int) -> None:
+        if self.n * max_tokens <= MAX_TOTAL_TOKENS:
+            return
+        name = "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+        raise InvalidRequestError(
+            f"n × {name} must be at most {MAX_TOTAL_TOKENS:,} tokens per request; got {self.n} × {max_tokens:,}",
+            param=name if self.max_completion_tokens or self.max_tokens else "n",  # the default is not the client's doing
+        )
 
-def build_router(backend: Any, default_max_tokens: int = 256, scope: Callable[[Request], Any] | None = None) -> APIRouter:
-    """Routes over `backend`; with `scope`, over `scope(request)` instead (a service's per-tenant view
-    with the same list_models / tokenizer / sample methods)."""
+
+def build_router(sampler: Sampler, default_max_tokens: int = 256, scope: Callable[[Request], Sampler] | None = None) -> APIRouter:
+    """Routes over `sampler`; with `scope`, over `scope(request)` instead (a service's per-tenant view)."""
     router = APIRouter()
 
-    def models_for(request: Request) -> Any:
-        return scope(request) if scope is not None else backend
+    def models_for(request: Request) -> Sampler:
+        return scope(request) if scope is not None else sampler
 
     @router.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
@@ -76,12 +103,12 @@ def build_router(backend: Any, default_max_tokens: int = 256, scope: Callable[[R
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         models = models_for(request)
         tokenizer = models.tokenizer(body.model)  # raises ModelNotFoundError -> 404
-        prompt = render_prompt(tokenizer, body.messages, body.tools, body.tool_choice)
-        params = body.sampling_params(default_max_tokens)
+        params = body.sampling_params(default_max_tokens)  # bounds first: no rendering for a request refused anyway
+        prompt = render_chat(tokenizer, body)
         samples = await models.sample(body.model, prompt.tokens, body.n, params)
         completion = _completion(body, tokenizer, prompt, samples)
         if body.stream:
-            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
             return StreamingResponse(_stream(completion, include_usage), media_type="text/event-stream")
         return completion
 

@@ -21,7 +21,6 @@ def create_service_app(service: Service) -> FastAPI:
         description="OpenAI-compatible sampling and Tinker-shaped training for many tenants. "
         "Every route but /health needs 'Authorization: Bearer KEY'.",
     )
-    install_error_handlers(app)
     app.include_router(build_router(service.backend, scope=lambda request: TenantView(service, request.state.tenant)))
     app.include_router(build_training_router(service))
     app.add_middleware(
@@ -30,5 +29,6 @@ def create_service_app(service: Service) -> FastAPI:
         max_body_bytes=service.config.max_body_bytes,
         max_concurrent_requests=service.config.max_concurrent_requests,
     )
+    install_error_handlers(app)  # after the gate: its bug-catching middleware is the outermost layer
     add_health_route(app)
     return app
