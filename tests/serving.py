@@ -1,72 +1,92 @@
-"""Start `hone serve` as a real process on a free 127.0.0.1 port, for tests that need HTTP."""
+"""Start `hone serve` as a real process on 127.0.0.1, for tests that need HTTP.
+
+The server binds port 0 (the kernel picks a free port) and the test reads the port the process is
+actually listening on, so no other process can take the port between choosing and binding it.
+"""
 
 import itertools
 import os
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+import psutil  # a dependency of peft and accelerate, so always installed with hone
 
 
 def start_hone_serve(model: str = "smollm2-135m") -> tuple[subprocess.Popen, int]:
-    port = free_port()
+    """`hone serve --model MODEL` (the single-user OpenAI server); its output goes to a temporary log."""
+    log = Path(tempfile.mkdtemp(prefix="hone-serve-")) / "serve.log"
+    command = [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", "0", "--model", model]
     process = subprocess.Popen(
-        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        command, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(process.stdout.read().decode())
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process, port
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("hone serve did not come up within 120 s")
+    return process, wait_until_serving(process, log)
 
 
 def start_hone_serve_home(home, models: tuple[str, ...] = ("tiny",), *args: str) -> tuple[subprocess.Popen, int]:
-    """`hone serve --home HOME` (the multi-tenant service) on a free port; `args` are extra flags.
+    """`hone serve --home HOME` (the multi-tenant service) on a kernel-chosen port; `args` are extra flags.
     Its output goes to HOME/serve.log (a pipe nobody reads would fill and stall the server)."""
-    port = free_port()
     Path(home).mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home)]
+    command = [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", "0", "--home", str(home)]
     for model in models:
         command += ["--model", model]
+    log = Path(home) / "serve.log"
     process = subprocess.Popen(
         command + list(args),
-        stdout=open(Path(home) / "serve.log", "ab"),
+        stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"},
     )
-    return process, _wait_healthy(process, port, Path(home) / "serve.log")
+    return process, wait_until_serving(process, log)
 
 
-def _wait_healthy(process: subprocess.Popen, port: int, log: Path, timeout_s: float = 120) -> int:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
+def wait_until_serving(process: subprocess.Popen, log: Path, timeout_s: float = 120) -> int:
+    """The port `process` listens on, once its /health answers 200; fails with its log if it dies or
+    does not get there within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    port = None
+    while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(log.read_text())
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return port
-        except httpx.HTTPError:
-            time.sleep(0.2)
+            raise RuntimeError(f"hone serve exited with {process.returncode} before serving:\n{_tail(log)}")
+        port = port or listening_port(process.pid)
+        if port is not None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    return port
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)  # poll interval; the deadline above bounds the wait
     process.kill()
-    raise RuntimeError(f"hone serve did not come up within {timeout_s:.0f} s")
+    process.wait(timeout=30)
+    state = f"listening on {port} but /health never answered 200" if port else "never listened on a port"
+    raise RuntimeError(f"hone serve did not come up within {timeout_s:.0f} s ({state}):\n{_tail(log)}")
+
+
+def listening_port(pid: int) -> int | None:
+    """The TCP port process `pid` listens on, or None while it has not bound one yet."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return None
+    ports = {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
+    assert len(ports) <= 1, f"process {pid} listens on several ports {sorted(ports)}: which is the server's?"
+    return ports.pop() if ports else None
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, message: str, interval_s: float = 0.01) -> None:
+    """Poll `condition` until it holds; fail with `message` if it still does not after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{message} (waited {timeout_s:.0f} s)"
+        time.sleep(interval_s)
+
+
+def _tail(log: Path, chars: int = 4000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
 
 
 _new_tenants = itertools.count()
@@ -74,7 +94,7 @@ _new_tenants = itertools.count()
 
 def new_tenant_key(home, tenant: str | None = None) -> str:
     """A key for `tenant` (a new tenant if None), written to the service's SQLite as `hone keys create` does."""
-    from hone.server.store import Store
+    from hone.service.store import Store
 
     store = Store(home)
     try:

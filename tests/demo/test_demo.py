@@ -1,6 +1,7 @@
 """`hone demo` end to end with the tiny model: it runs, writes a valid results.json and a readable
 report, and a second run with the same --out resumes instead of starting over."""
 
+import hashlib
 import json
 import math
 import os
@@ -17,6 +18,11 @@ def run_demo_cli(out, *extra):
                "--steps", "2", "--group-size", "2", "--groups-per-step", "2", "--eval-limit", "6", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
+def fingerprint(path) -> tuple[str, int]:
+    """(content hash, modification time in ns): equal only if the file was neither changed nor rewritten."""
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +58,35 @@ def test_the_report_shows_curves_bars_and_trajectories(demo_out):
 
 
 def test_rerunning_with_the_same_out_resumes_rather_than_repeating(demo_out):
-    out, _ = demo_out
-    before = json.loads((out / "results.json").read_text())
+    out, first_stdout = demo_out
+    run = out / "run"
+    checkpoints = sorted((run / "checkpoints").glob("step_*"))
+    assert [c.name for c in checkpoints] == ["step_000001", "step_000002"]
+    # what a re-run must leave alone: the cached baseline, each step's checkpoint, each step's metric line
+    kept = [out / "baseline.json", run / "metrics.jsonl", *(c / "loop_state.json" for c in checkpoints)]
+    before = {path: fingerprint(path) for path in kept}
+    results_before = json.loads((out / "results.json").read_text())
+
     again = run_demo_cli(out)
     assert again.returncode == 0, again.stdout + again.stderr
+
+    # the baseline was read back, not evaluated again: the file was not even rewritten
+    baseline = out / "baseline.json"
+    assert fingerprint(baseline) == before[baseline], "baseline.json was rewritten: the baseline was evaluated again"
+    # no step was trained again: a re-trained step rewrites its checkpoint (a new folder) and logs
+    # new timings (time/sample, time/step), so its checkpoint or its metric line would differ
+    for checkpoint in checkpoints:
+        loop_state = checkpoint / "loop_state.json"
+        assert fingerprint(loop_state) == before[loop_state], f"{checkpoint.name} was written again: its step was trained again"
+    assert sorted(c.name for c in (run / "checkpoints").glob("step_*")) == ["step_000001", "step_000002"]
+    metrics = run / "metrics.jsonl"
+    assert fingerprint(metrics)[0] == before[metrics][0], "metrics.jsonl changed: a step was trained again"  # rewritten on resume, same lines
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2]  # each step once
+    # the step table is printed only for steps trained in this process: the first run printed two
+    # rows, the resumed one none
+    assert "t.samp" in first_stdout and "t.samp" not in again.stdout, again.stdout
     after = json.loads((out / "results.json").read_text())
-    assert after["baseline_success"] == before["baseline_success"]  # the cached baseline, not a new one
-    metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    assert [m["step"] for m in metrics] == [1, 2]  # no step trained twice
+    assert after["baseline_success"] == results_before["baseline_success"]
+    # the training time comes from the two logged steps, which are the first run's
+    assert after["time_training_s"] == results_before["time_training_s"]
+    assert after["time_sampling_s"] == results_before["time_sampling_s"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -233,8 +234,7 @@ def test_a_request_arriving_mid_decode_joins_the_running_batch(lively, prompts):
 
         async def main():
             long = asyncio.ensure_future(engine.sample(prompts[0], 1, SamplingParams(max_tokens=400, temperature=1.0)))
-            while engine.stats["decode_steps"] < 5:  # the long request is decoding
-                await asyncio.sleep(0.001)
+            await wait_for_condition(lambda: engine.stats["decode_steps"] >= 5, "the long request never started decoding")
             short = await engine.sample(prompts[1], 1, GREEDY)
             assert not long.done()  # the short one was admitted into the running decode and finished first
             return short, await long
@@ -246,14 +246,23 @@ def test_a_request_arriving_mid_decode_joins_the_running_batch(lively, prompts):
 def test_the_event_loop_stays_responsive_while_the_engine_computes(engine32, prompts):
     async def main():
         task = asyncio.ensure_future(engine32.sample(prompts[3], 4, SamplingParams(max_tokens=200, temperature=1.0)))
-        ticks, start = 0, time.monotonic()
+        gaps, start = [], time.monotonic()
         while not task.done():
+            assert time.monotonic() - start < 60, "the 4 x 200-token sample did not finish within 60 s"
+            before = time.monotonic()
             await asyncio.sleep(0.001)
-            ticks += 1
-        return ticks, time.monotonic() - start
+            gaps.append(time.monotonic() - before)  # how long a 1 ms sleep took: the loop's reaction time
+        await task
+        return gaps, time.monotonic() - start
 
-    ticks, elapsed = asyncio.run(main())
-    assert ticks > 10 and elapsed > 0
+    gaps, elapsed = asyncio.run(main())
+    # sampling on the loop's thread would give the loop no turn until the sample is done; a worker
+    # holding the GIL through its decode steps would leave it waiting most of the time. Either way
+    # the loop is stuck (a turn took over 20 ms, against ~1 ms) for much of the sample; here it is
+    # stuck for a small fraction of it at most (4 x 200 tokens take ~0.3-1.2 s on 2 cores)
+    stuck = sum(gap for gap in gaps if gap > 0.02)
+    assert len(gaps) > 10, f"the loop got {len(gaps)} turns during a {elapsed:.2f} s sample"
+    assert stuck < elapsed / 4, f"the loop waited over 20 ms for a turn for {stuck:.2f} s of a {elapsed:.2f} s sample"
 
 
 def test_a_cancelled_request_leaves_the_batch(lively, prompts):
@@ -261,8 +270,7 @@ def test_a_cancelled_request_leaves_the_batch(lively, prompts):
 
         async def main():
             task = asyncio.ensure_future(engine.sample(prompts[0], 2, SamplingParams(max_tokens=3000, temperature=1.0)))
-            while engine.stats["decode_steps"] < 3:
-                await asyncio.sleep(0.001)
+            await wait_for_condition(lambda: engine.stats["decode_steps"] >= 3, "the request never started decoding")
             task.cancel()
             await asyncio.sleep(0.1)
             return await engine.sample(prompts[1], 1, GREEDY)
@@ -333,10 +341,42 @@ def test_a_failing_batch_fails_only_its_requests_and_the_worker_keeps_serving(li
 def test_close_fails_waiting_requests_and_refuses_new_ones(lively, prompts):
     from hone.errors import HoneError
 
-    engine = Engine(lively, eos_token_ids=[], dtype=torch.float32)
-    engine.close()
+    engine = Engine(lively, eos_token_ids=[], dtype=torch.float32, max_batch_size=2)
+    long = SamplingParams(max_tokens=3000, temperature=1.0)
+
+    async def main():
+        # one request decoding (it fills the 2 rows), one queued behind it with no room to join
+        in_flight = asyncio.ensure_future(engine.sample(prompts[0], 2, long))
+        await wait_for_condition(lambda: engine.stats["decode_steps"] >= 3, "the first request never started decoding")
+        queued = asyncio.ensure_future(engine.sample(prompts[1], 1, long))
+        await wait_for_condition(lambda: engine.stats["requests"] == 2, "the second request was never queued")
+        # close from another thread, as a server's shutdown would; it must not wait for the 3000 tokens
+        closer = threading.Thread(target=engine.close, daemon=True)
+        started = time.monotonic()
+        closer.start()
+        try:
+            settled = await asyncio.wait_for(asyncio.gather(in_flight, queued, return_exceptions=True), timeout=10)
+        except asyncio.TimeoutError:
+            raise AssertionError("close() left the waiting requests hanging for 10 s") from None
+        closer.join(timeout=10)
+        assert not closer.is_alive(), "close() did not return within 10 s"
+        return settled, time.monotonic() - started
+
+    (in_flight, queued), took = asyncio.run(main())
+    for failed in (in_flight, queued):
+        assert isinstance(failed, HoneError) and "closed" in str(failed), f"not failed by close(): {str(failed)[:200]}"
+    assert took < 5, f"the requests failed {took:.1f} s after close()"  # a decode step or two, not the 3000 tokens
+    assert engine.stats["decode_steps"] < 1000
     with pytest.raises(HoneError, match="closed"):
         engine.sample_sync(prompts[0], 1, GREEDY)
+
+
+async def wait_for_condition(condition, message: str, timeout_s: float = 30.0) -> None:
+    """Yield to the loop until `condition()` holds; fail with `message` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{message} (waited {timeout_s:.0f} s)"
+        await asyncio.sleep(0.001)
 
 
 def gather_settled(engine: Engine, calls):

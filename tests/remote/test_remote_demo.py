@@ -24,8 +24,13 @@ def test_the_demo_loop_runs_end_to_end_through_remote_backend(service, tmp_path)
     assert results["steps"] == 1 and results["eval_questions"] == 2
     assert json.loads((tmp_path / "results.json").read_text())["final_success"] == results["final_success"]
     assert (tmp_path / "report.html").exists()
-    assert (tmp_path / "run" / "checkpoints" / "step_000001" / "trainer" / "remote_checkpoint.json").exists()
-    assert backend.model_info("inbox-agent").step in (0, 1)  # 0 only if every group's rewards were equal
+    pointer = json.loads((tmp_path / "run" / "checkpoints" / "step_000001" / "trainer" / "remote_checkpoint.json").read_text())
+    # the server took one optimizer step per step the run trained, none for a skipped step (every
+    # group's rewards equal: nothing to learn, so no optim_step), and none twice
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1]
+    trained = sum(1 for m in metrics if m["train/skipped"] == 0)
+    assert backend.model_info("inbox-agent").step == trained == pointer["step"], (trained, pointer)
     backend.close()
 
 

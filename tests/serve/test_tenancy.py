@@ -182,13 +182,28 @@ def test_per_tenant_model_and_concurrency_limits_get_429(server):
 
     # two long samples in flight (the limit), then a third request from the same tenant
     slow = {"prompt_tokens": [1, 2, 3], "params": {"max_tokens": 3000, "temperature": 1.0, "seed": 0, "stop_token_ids": []}}
+    key = client.headers["authorization"].split()[1]
     statuses = []
-    threads = [threading.Thread(target=lambda: statuses.append(server.http(client.headers["authorization"].split()[1]).post("/v1/hone/models/m0/sample", json=slow).status_code)) for _ in range(2)]
+
+    def hold_a_slot() -> None:
+        # a sample that arrives while one of the polls below holds a slot is turned away itself: retry it
+        http, deadline = server.http(key), time.monotonic() + 60
+        while (status := http.post("/v1/hone/models/m0/sample", json=slow).status_code) == 429 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        statuses.append(status)
+
+    threads = [threading.Thread(target=hold_a_slot) for _ in range(2)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
-    third = client.get("/v1/hone/models")
+    # a request turned away is not counted in flight, so the third request can only get a 429
+    # while both samples hold their slots: poll it until it does
+    deadline = time.monotonic() + 60
+    while (third := client.get("/v1/hone/models")).status_code != 429:
+        assert all(t.is_alive() for t in threads), f"a sample finished ({statuses}) before a third request was turned away"
+        assert time.monotonic() < deadline, "no 429 within 60 s of starting two long samples"
+        time.sleep(0.01)
     other_tenant = server.http(server.new_key()).get("/v1/hone/models")
+    assert all(t.is_alive() for t in threads), "the samples finished before the other tenant's request: it proves nothing"
     for t in threads:
         t.join()
     assert third.status_code == 429, third.text
