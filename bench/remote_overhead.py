@@ -15,7 +15,11 @@
 3. Rollout throughput: 8 concurrent clients (each its own `openai.AsyncOpenAI`, no client retries,
    so every failure is counted) send a fixed number of tool-call chat requests to the server's
    trained model; requests/s, completion tokens/s, errors (must be 0).
-4. The machine is shared: server and client run on the same cores (2 on CI's machine), so remote
+4. The round trip saved per step by submitting forward_backward and optim_step together (the
+   optim_step names the forward_backward it comes `after`): on the remote model, after the runs,
+   `--pairs` optimizer steps on one small datum submitted one call after the other, alternating
+   with as many submitted together; mean seconds per step of each, and the difference.
+5. The machine is shared: server and client run on the same cores (2 on CI's machine), so remote
    figures include the client's HTTP and JSON work competing with the server's compute. The load
    average is recorded before and after.
 
@@ -51,6 +55,7 @@ from hone.backends import LocalBackend, RemoteBackend
 from hone.envs.toolcall import TOOLS, ToolCallEnv, make_tasks, prompt_messages
 from hone.models import DEFAULT_MODEL
 from hone.rl.loop import RunConfig, make_model, run_training
+from hone.types import AdamParams, Datum
 
 RESULTS = Path(__file__).parent / "results" / "remote_overhead.json"
 CLIENTS = 8
@@ -65,6 +70,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="chat requests in the 8-client throughput test")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--pairs", type=int, default=20, help="optimizer steps per way in the round-trip test")
     parser.add_argument("--no-share-base", action="store_true", help="serve with merged weights (hone serve --no-share-base), as LocalBackend does")
     args = parser.parse_args()
     cores = os.cpu_count()
@@ -79,7 +85,7 @@ def main() -> None:
         try:
             key = create_key(home)
             url = f"http://127.0.0.1:{port}"
-            local, remote, rollouts = asyncio.run(measure(args, tmp_path, url, key))
+            local, remote, rollouts, pipelining = asyncio.run(measure(args, tmp_path, url, key))
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -112,6 +118,7 @@ def main() -> None:
         "local": local,
         "remote": remote,
         "rollout_clients": rollouts,
+        "pipelined_step": pipelining,
         "work": {
             "env": "toolcall",
             "model": args.model,
@@ -144,7 +151,7 @@ def config(args: argparse.Namespace, out: Path) -> RunConfig:
     )  # fmt: skip
 
 
-async def measure(args: argparse.Namespace, tmp_path: Path, url: str, key: str) -> tuple[dict, dict, dict]:
+async def measure(args: argparse.Namespace, tmp_path: Path, url: str, key: str) -> tuple[dict, dict, dict, dict]:
     sides = {
         "local": Side(LocalBackend(), config(args, tmp_path / "local")),
         "remote": Side(RemoteBackend(url, key), config(args, tmp_path / "remote")),
@@ -162,9 +169,39 @@ async def measure(args: argparse.Namespace, tmp_path: Path, url: str, key: str) 
         f"{CLIENTS} clients: {rollouts['requests']} requests in {rollouts['wall_s']:.1f} s = "
         f"{rollouts['requests_per_s']:.2f} req/s, {rollouts['completion_tokens_per_s']:.0f} tok/s, errors {rollouts['errors']}"
     )
+    # 3) the round trip that submitting forward_backward and optim_step together saves
+    pipelining = await round_trip_saved(sides["remote"].backend, args.pairs)
+    print(
+        f"optimizer step on one datum: {pipelining['sequential_s']*1000:.1f} ms one call after the other, "
+        f"{pipelining['together_s']*1000:.1f} ms submitted together (saved {pipelining['saved_ms']:.1f} ms per step)"
+    )
     for side in sides.values():
         side.backend.close()
-    return sides["local"].summary(), sides["remote"].summary(), rollouts
+    return sides["local"].summary(), sides["remote"].summary(), rollouts, pipelining
+
+
+async def round_trip_saved(backend: RemoteBackend, pairs: int) -> dict[str, Any]:
+    """Seconds per optimizer step on one small datum, the two calls awaited in turn vs submitted together."""
+    datum = Datum.from_sequence(list(range(1, 33)), [0] * 16 + [1] * 16, sampler_logprobs=[-1.0] * 32, advantages=[1.0] * 32)
+    adam = AdamParams(learning_rate=1e-6)
+    times: dict[str, list[float]] = {"sequential": [], "together": []}
+    for _ in range(pairs):  # alternating, so load changes fall on both
+        started = time.perf_counter()
+        await backend.forward_backward("policy", [datum])
+        await backend.optim_step("policy", adam)
+        times["sequential"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        await backend.forward_backward_optim_step("policy", [datum], "cispo", None, adam)
+        times["together"].append(time.perf_counter() - started)
+    sequential, together = fmean(times["sequential"][1:]), fmean(times["together"][1:])  # the first pair warms up
+    return {
+        "pairs": pairs,
+        "sequential_s": round(sequential, 4),
+        "together_s": round(together, 4),
+        "saved_ms": round((sequential - together) * 1000, 2),
+        "sequential_each_s": [round(t, 4) for t in times["sequential"]],
+        "together_each_s": [round(t, 4) for t in times["together"]],
+    }
 
 
 class _Quiet:

@@ -43,6 +43,13 @@ class Backend(Sampler, Protocol):
         """Apply the accumulated gradients; sampling uses the new weights from the next request."""
         ...
 
+    async def forward_backward_optim_step(
+        self, name: str, datums: list[Datum], loss: str | Callable, loss_config: Any, adam: AdamParams
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """forward_backward then optim_step, the pair submitted without waiting between them where
+        that saves a round trip (RemoteBackend); returns (loss metrics, optimizer metrics)."""
+        ...
+
     async def save_state(self, name: str, path: str | Path) -> Path:
         """Checkpoint weights, optimizer and step so that `load_state(path)` resumes exactly."""
         ...

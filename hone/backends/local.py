@@ -242,6 +242,12 @@ class LocalBackend:
         await asyncio.to_thread(self._push_weights, name)
         return metrics
 
+    async def forward_backward_optim_step(
+        self, name: str, datums: list[Datum], loss: str | Callable, loss_config: Any, adam: AdamParams
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """One optimizer step on `datums`: in-process there is no round trip to save, so one call after the other."""
+        return await self.forward_backward(name, datums, loss, loss_config), await self.optim_step(name, adam)
+
     async def save_state(self, name: str, path: str | Path) -> Path:
         return await asyncio.to_thread(self.trainer(name).save_state, path)
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, Coroutine, TypeVar
 import httpx
 import openai
 
-from hone.errors import AuthenticationError, CheckpointError, HoneError, InvalidRequestError, ModelNotFoundError, RemoteError, error_class
+from hone.errors import AuthenticationError, CheckpointError, ConflictError, HoneError, InvalidRequestError, ModelNotFoundError, RemoteError, error_class
 from hone.files import write_file_atomically
 from hone.models import DEFAULT_MODEL, load_tokenizer
 from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, SampledSequence, SamplingParams
@@ -148,26 +148,36 @@ class RemoteBackend:
         self, name: str, datums: list[Datum], loss: str | Callable = "cispo", loss_config: Any = None
     ) -> dict[str, float]:
         """Accumulate gradients of a built-in `loss` over `datums` on the server; returns its metrics."""
-        if not isinstance(loss, str):
-            raise InvalidRequestError(
-                "a custom Python loss cannot be sent to hone serve; use a built-in loss name "
-                "(cispo, ppo, importance_sampling, cross_entropy) or train with LocalBackend",
-                param="loss",
-            )
-        body = {
-            "datums": [d.model_dump() for d in datums],
-            "loss": loss,
-            "loss_config": asdict(loss_config) if is_dataclass(loss_config) else loss_config,
-            "request_id": _request_id(),
-        }
-        answer = await self._request(_Call("POST", f"/v1/hone/models/{name}/forward_backward", body))
+        answer = await self._request(_forward_backward_call(name, datums, loss, loss_config, _request_id()))
         return _metrics(answer["metrics"])
 
     async def optim_step(self, name: str, adam: AdamParams) -> dict[str, float]:
         """Apply the accumulated gradients; the server samples from the new weights from then on."""
-        body = {"adam": asdict(adam), "request_id": _request_id()}
-        answer = await self._request(_Call("POST", f"/v1/hone/models/{name}/optim_step", body))
+        answer = await self._request(_optim_step_call(name, adam))
         return _metrics(answer["metrics"])
+
+    async def forward_backward_optim_step(
+        self, name: str, datums: list[Datum], loss: str | Callable, loss_config: Any, adam: AdamParams
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Both calls sent at once, the optim_step naming the forward_backward it comes `after`: the
+        server runs them in that order, and the step costs one round trip, not two."""
+        fb_id = _request_id()
+        fb_call = _forward_backward_call(name, datums, loss, loss_config, fb_id)  # a bad loss raises before anything is sent
+        forward_backward = asyncio.ensure_future(self._request(fb_call))
+        optim_step = asyncio.ensure_future(self._request(_optim_step_call(name, adam, after=fb_id)))
+        try:
+            loss_answer = await forward_backward  # its own error first: the optim_step's 409 would only echo it
+            try:
+                optim_answer = await optim_step
+            except ConflictError as exc:
+                if exc.param != "after":
+                    raise
+                # the forward_backward reached the server too late for the optim_step to wait for it
+                # (a retried connection); it has run now, so the step goes on its own
+                optim_answer = await self._request(_optim_step_call(name, adam))
+        finally:
+            optim_step.cancel()  # a no-op once it is done
+        return _metrics(loss_answer["metrics"]), _metrics(optim_answer["metrics"])
 
     async def save_state(self, name: str, path: str | Path) -> Path:
         """Checkpoint on the server, and leave PATH/remote_checkpoint.json pointing at it."""
@@ -304,6 +314,29 @@ def _root_url(url: str) -> str:
 
 def _request_id() -> str:
     return uuid.uuid4().hex
+
+
+def _forward_backward_call(name: str, datums: list[Datum], loss: str | Callable, loss_config: Any, request_id: str) -> _Call:
+    if not isinstance(loss, str):
+        raise InvalidRequestError(
+            "a custom Python loss cannot be sent to hone serve; use a built-in loss name "
+            "(cispo, ppo, importance_sampling, cross_entropy) or train with LocalBackend",
+            param="loss",
+        )
+    body = {
+        "datums": [d.model_dump() for d in datums],
+        "loss": loss,
+        "loss_config": asdict(loss_config) if is_dataclass(loss_config) else loss_config,
+        "request_id": request_id,
+    }
+    return _Call("POST", f"/v1/hone/models/{name}/forward_backward", body)
+
+
+def _optim_step_call(name: str, adam: AdamParams, after: str | None = None) -> _Call:
+    body: dict[str, Any] = {"adam": asdict(adam), "request_id": _request_id()}
+    if after is not None:
+        body["after"] = after
+    return _Call("POST", f"/v1/hone/models/{name}/optim_step", body)
 
 
 def _model_info(row: dict[str, Any]) -> ModelInfo:

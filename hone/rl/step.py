@@ -5,7 +5,8 @@
 1. Advantages per group (reward − group mean, optionally / std); groups whose rewards are all equal
    carry no signal and are dropped and counted.
 2. Datums: the sampled tokens exactly, with their sampler logprobs and advantages.
-3. `forward_backward` then `optim_step` on the backend. Nothing is trained when every group was
+3. `forward_backward` then `optim_step` on the backend (submitted together, where the backend
+   can save a round trip by it). Nothing is trained when every group was
    dropped: no gradients, no optimizer step, `train/skipped` = 1. If the optimizer step finds no
    gradients (a `hone serve` restarted in between, and gradients live in memory), they are
    recomputed once and the step goes on.
@@ -67,12 +68,10 @@ async def train_step(backend: Backend, name: str, groups: list[TrajectoryGroup],
         metrics["time/train"] = time.perf_counter() - started
         return metrics
     # 3) one optimizer step
-    loss_metrics = await backend.forward_backward(name, batch.datums, config.loss, config.loss_config)
     try:
-        optim_metrics = await backend.optim_step(name, config.adam())
+        loss_metrics, optim_metrics = await backend.forward_backward_optim_step(name, batch.datums, config.loss, config.loss_config, config.adam())
     except ConflictError:  # a server restarted between the two calls and lost the gradients: recompute them, once
-        loss_metrics = await backend.forward_backward(name, batch.datums, config.loss, config.loss_config)
-        optim_metrics = await backend.optim_step(name, config.adam())
+        loss_metrics, optim_metrics = await backend.forward_backward_optim_step(name, batch.datums, config.loss, config.loss_config, config.adam())
         metrics["train/gradients_recomputed"] = 1.0
     metrics.update({f"train/{k}": float(v) for k, v in loss_metrics.items()})
     metrics.update({f"optim/{k}": float(v) for k, v in optim_metrics.items()})

@@ -75,6 +75,7 @@ class ServiceConfig:
     checkpoint_engines: int = 2  # NAME@STEP samplers kept loaded (least recently used goes first)
     autosave: bool = True  # persist the trainer's state after every optimizer step (see the module docstring)
     share_base: bool = True  # tenants' LoRA models of one base share it (memory), at ~25% slower sampling per model
+    after_arrival_s: float = 1.0  # how long an optim_step sent `after` a forward_backward waits for it to arrive
 
 
 @dataclass
@@ -84,6 +85,14 @@ class _Served:
     internal: str
     in_flight: int = 0
     evicted: bool = False
+
+
+@dataclass
+class _Pending:
+    """A forward_backward an optim_step may be sent `after`: has it arrived, has it finished."""
+
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -101,6 +110,7 @@ class Service:
         self._tenant_locks: dict[int, asyncio.Lock] = {}
         self._served: OrderedDict[tuple[int, str, str, float], _Served] = OrderedDict()
         self._loading: dict[tuple[int, str, str, float], asyncio.Future] = {}
+        self._forward_backwards: OrderedDict[tuple[int, str], _Pending] = OrderedDict()  # by (tenant, request id)
 
     # ------------------------------------------------------------------ names and paths
     @staticmethod
@@ -262,17 +272,50 @@ class Service:
         if len(datums) > self.config.max_datums:
             raise InvalidRequestError(f"{len(datums)} datums is over this server's limit of {self.config.max_datums} per request", param="datums")
         internal = self.internal(tenant, name)
-        async with self._locked(tenant, name):
-            if (stored := await self._replay(tenant, name, "forward_backward", request_id)) is not None:
-                return stored
-            metrics = await self.backend.forward_backward(internal, datums, loss, loss_config)
-            response = {"metrics": finite(metrics)}
-            if request_id is not None:
-                await self._record(tenant, RequestRow(request_id, name, "forward_backward", self.backend.step(internal), response))
-            return response
+        if request_id is not None:
+            self._forward_backward(tenant, request_id).arrived.set()
+        try:
+            async with self._locked(tenant, name):
+                if (stored := await self._replay(tenant, name, "forward_backward", request_id)) is not None:
+                    return stored
+                metrics = await self.backend.forward_backward(internal, datums, loss, loss_config)
+                response = {"metrics": finite(metrics)}
+                if request_id is not None:
+                    await self._record(tenant, RequestRow(request_id, name, "forward_backward", self.backend.step(internal), response))
+                return response
+        finally:
+            if request_id is not None:  # an optim_step sent `after` it may go on (it finds no gradients if this failed)
+                self._forward_backward(tenant, request_id).settled.set()
 
-    async def optim_step(self, tenant: Tenant, name: str, adam: AdamParams, request_id: str | None) -> dict[str, Any]:
+    def _forward_backward(self, tenant: Tenant, request_id: str) -> _Pending:
+        key = (tenant.id, request_id)
+        if key not in self._forward_backwards:
+            self._forward_backwards[key] = _Pending()
+            while len(self._forward_backwards) > 4096:  # only recent ones are waited for
+                self._forward_backwards.popitem(last=False)
+        return self._forward_backwards[key]
+
+    async def _wait_for_forward_backward(self, tenant: Tenant, request_id: str) -> None:
+        """Until the forward_backward `request_id` has run here (or ran before, and was recorded). It
+        was sent at the same moment, so it must arrive within `after_arrival_s`; once it has, it may
+        take as long as it takes."""
+        if await asyncio.to_thread(self.store.completed, tenant.id, request_id) is not None:
+            return
+        pending = self._forward_backward(tenant, request_id)
+        try:
+            await asyncio.wait_for(pending.arrived.wait(), self.config.after_arrival_s)
+        except TimeoutError:
+            raise ConflictError(
+                f"the forward_backward '{request_id}' this optim_step is sent after did not arrive within "
+                f"{self.config.after_arrival_s:g} s; send the optim_step again once it has run",
+                param="after",
+            ) from None
+        await pending.settled.wait()
+
+    async def optim_step(self, tenant: Tenant, name: str, adam: AdamParams, request_id: str | None, after: str | None = None) -> dict[str, Any]:
         internal = self.internal(tenant, name)
+        if after is not None:
+            await self._wait_for_forward_backward(tenant, after)
         async with self._locked(tenant, name):
             if (stored := await self._replay(tenant, name, "optim_step", request_id)) is not None:
                 return stored

@@ -140,6 +140,11 @@ class AdamIn(_Strict):
 class OptimStepRequest(_Strict):
     adam: AdamIn = Field(default_factory=AdamIn)
     request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+    after: str | None = Field(
+        default=None,
+        pattern=REQUEST_ID_PATTERN,
+        description="The request_id of a forward_backward sent at the same time: this step waits for it to run first.",
+    )
 
 
 class StepResponse(BaseModel):
@@ -232,7 +237,7 @@ def build_training_router(service: Service) -> APIRouter:
 
     @router.post("/models/{name}/optim_step", response_model=StepResponse)
     async def optim_step(body: OptimStepRequest, request: Request, name: str = Name) -> Any:
-        return await service.optim_step(tenant(request), name, AdamParams(**body.adam.model_dump()), body.request_id)
+        return await service.optim_step(tenant(request), name, AdamParams(**body.adam.model_dump()), body.request_id, body.after)
 
     @router.post("/models/{name}/train_step", response_model=StepResponse)
     async def train_step(body: TrainStepRequest, request: Request, name: str = Name) -> Any:

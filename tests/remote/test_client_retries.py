@@ -168,3 +168,35 @@ def test_backend_url_without_hone_api_key_is_one_sentence(command, monkeypatch):
     assert result.exit_code == 2
     assert "set HONE_API_KEY" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_training_step_sends_forward_backward_and_optim_step_together_the_second_naming_the_first():
+    arrived = asyncio.Event()
+    seen: list[dict] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        if request.url.path.endswith("/forward_backward"):
+            await asyncio.wait_for(arrived.wait(), 5)  # answers only once the optim_step has been sent too
+            return httpx.Response(200, json={"metrics": {"loss": 0.5}})
+        arrived.set()
+        return httpx.Response(200, json={"metrics": {"grad_norm": 1.0}, "step": 1})
+
+    backend = RemoteBackend("http://hone.test:1", "key-1", retry=FAST, transport=httpx.MockTransport(handler))
+    loss, optim = asyncio.run(backend.forward_backward_optim_step("m", [DATUM], "cispo", None, AdamParams()))
+    assert loss == {"loss": 0.5} and optim == {"grad_norm": 1.0}
+    fb, step = seen
+    assert step["after"] == fb["request_id"] and step["request_id"] != fb["request_id"]
+
+
+def test_an_optim_step_refused_because_its_forward_backward_came_late_is_sent_again_on_its_own():
+    server = Server(
+        (200, {"metrics": {"loss": 0.5}}),
+        (409, error("the forward_backward 'x' this optim_step is sent after did not arrive within 1 s", param="after")),
+        (200, {"metrics": {"grad_norm": 1.0}, "step": 1}),
+    )
+    loss, optim = asyncio.run(backend_over(server).forward_backward_optim_step("m", [DATUM], "cispo", None, AdamParams()))
+    assert optim == {"grad_norm": 1.0}
+    bodies = server.bodies()
+    assert [("after" in b) for b in bodies[1:]] == [True, False]  # the second optim_step waits for nothing
+    assert sum(r.url.path.endswith("/forward_backward") for r in server.requests) == 1  # gradients computed once
