@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ class ModelHandle:
     trainer: Trainer | None = None
     adapter: str | None = None  # its adapter's name on a shared engine; None = an engine of its own
     base_key: tuple | None = None  # the shared base it uses, if any
+    in_flight: int = 0  # sample calls running on it
+    deleted: bool = False  # deleted while samples ran: freed when the last one ends
 
     def sample_sync(self, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
         """Blocking sample from this model (its adapter on a shared engine), for scripts and tests."""
@@ -60,11 +63,15 @@ class _SharedBase:
 
 
 class LocalBackend:
-    def __init__(self, engine_options: dict[str, Any] | None = None, share_base: bool = False):
+    def __init__(self, engine_options: dict[str, Any] | None = None, share_base: bool = False, checkpoint_models: int = 2):
         """`share_base=True` keeps one base in memory for all LoRA models of that base, each adapter
         applied unmerged and batched per adapter (what `hone serve --home` uses for its tenants).
-        Off by default: with one model, merged weights sample ~25% faster and there is nothing to share."""
+        Off by default: with one model, merged weights sample ~25% faster and there is nothing to share.
+        `checkpoint_models`: checkpoints served at once (`add_checkpoint_model`); past it, the least
+        recently used one is deleted."""
         self._share_base = share_base
+        self._checkpoint_models: OrderedDict[str, None] = OrderedDict()  # least recently used first
+        self._max_checkpoint_models = max(checkpoint_models, 1)
         self._models: dict[str, ModelHandle] = {}
         self._claimed: set[str] = set()  # names whose models are loading
         self._lock = threading.Lock()
@@ -139,11 +146,21 @@ class LocalBackend:
 
         On a shared base, a LoRA checkpoint is one more adapter on the shared engine; otherwise a
         sampler of its own over `of`'s base weights with the checkpoint's weights loaded (LoRA
-        merged). `of` itself is not touched. Sampling only: it has no trainer.
+        merged). `of` itself is not touched. Sampling only: it has no trainer. At most
+        `checkpoint_models` are kept: adding one more deletes the least recently used (its samples
+        in flight finish first).
         """
         source = self.get(of)
         with self._claiming(name):
-            return self._add_checkpoint_model(name, source, path)
+            handle = self._add_checkpoint_model(name, source, path)
+        with self._lock:
+            self._checkpoint_models[name] = None
+            evicted = []
+            while len(self._checkpoint_models) > self._max_checkpoint_models:
+                evicted.append(self._checkpoint_models.popitem(last=False)[0])
+        for old in evicted:
+            self._delete_if_present(old)
+        return handle
 
     def _add_checkpoint_model(self, name: str, source: ModelHandle, path: str | Path) -> ModelHandle:
         if source.base_key is not None and has_adapter(path):
@@ -172,12 +189,22 @@ class LocalBackend:
         return self._register(handle)
 
     def delete_model(self, name: str) -> None:
-        """Stop serving `name` and free its sampler and trainer; requests still in flight on it fail."""
+        """Stop serving `name`: new requests for it are refused at once; samples already running on it
+        finish, and its sampler and trainer are freed when the last one ends."""
+        if not self._delete_if_present(name):
+            raise ModelNotFoundError(f"the model '{name}' does not exist; GET /v1/models lists the ones that do")
+
+    def _delete_if_present(self, name: str) -> bool:
         with self._lock:
             handle = self._models.pop(name, None)
-        if handle is None:
-            raise ModelNotFoundError(f"the model '{name}' does not exist; GET /v1/models lists the ones that do")
-        self._release(handle)
+            self._checkpoint_models.pop(name, None)
+            if handle is None:
+                return False
+            handle.deleted = True
+            idle = handle.in_flight == 0
+        if idle:
+            self._release(handle)
+        return True
 
     def model_info(self, name: str) -> ModelInfo:
         handle = self.get(name)
@@ -215,8 +242,22 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ sampling
     async def sample(self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
-        handle = self.get(name)
-        return await handle.engine.sample(prompt_tokens, n, params, adapter=handle.adapter)
+        with self._lock:  # counted, so a delete meanwhile lets this sample finish before freeing the model
+            handle = self.get(name)
+            handle.in_flight += 1
+            if name in self._checkpoint_models:
+                self._checkpoint_models.move_to_end(name)
+        try:
+            return await handle.engine.sample(prompt_tokens, n, params, adapter=handle.adapter)
+        finally:
+            with self._lock:
+                handle.in_flight -= 1
+                last = handle.deleted and handle.in_flight == 0
+            if last:
+                self._release(handle)
+
+    def serves(self, name: str) -> bool:
+        return name in self._models
 
     # ------------------------------------------------------------------ training (Tinker-shaped)
     def trainer(self, name: str) -> Trainer:

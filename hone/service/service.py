@@ -4,42 +4,23 @@ Each tenant's model NAME is hosted in the backend under the internal name "TENAN
 model name cannot hold '/', so internal names never collide), and a tenant can only reach names
 under its own id: another tenant's model is looked up, not found, and answered like a missing one.
 
-On disk, under HOME:
+What a completed request leaves on disk, and how a restart reads it back, is the journal's job
+(`journal.py`, whose docstring has the layout and the order of writes).
 
-    hone.sqlite3                                  tenants, keys, models, checkpoints, completed requests
-    tenants/<tenant id>/<model>/checkpoints/<c>/  a trainer checkpoint, recorded in SQLite once whole
-    tenants/<tenant id>/<model>/states/<seq>/     the trainer's state after the latest optimizer step
-    tenants/<tenant id>/<model>/states/<seq>.request.json   the request that made it, and its response
+An optimizer step with no accumulated gradients is refused (409) rather than silently taking an
+empty step; gradients do not survive a restart.
 
-Durability, step by step (an optimizer step, `optim_step` or `train_step`, holding the model's lock):
-1. A completed request_id is looked up first; if found, its stored response is returned, nothing runs.
-2. The step is applied in memory.
-3. With autosave on (the default), `<seq>.request.json` is written (temp file + rename), then the
-   trainer's state to `states/<seq>/` (temp dir + rename). The state directory's existence is
-   the commit point of the step on disk.
-4. One SQLite transaction records the response under the request_id and the model's new step.
-A kill before 3 completes loses the step from memory and from disk alike: a retry applies it once.
-A kill between 3 and 4 is repaired at start-up: the newest state's request file is recorded, so
-a retry gets the stored response and is not applied twice. There is no window left.
-
-Gradients from `forward_backward` live only in memory: at start-up the records of
-forward_backward requests made since the last optimizer step are forgotten, so a client that
-retries one after a restart recomputes the lost gradients; an `optim_step` with no accumulated
-gradients is refused (409) rather than silently taking an empty step.
-
-`NAME@STEP` (or `NAME@CHECKPOINT`) is served by an engine of its own with the checkpoint's weights,
-created on first use and kept in a small LRU; `NAME` is the model's live engine (latest weights).
+`NAME@STEP` (or `NAME@CHECKPOINT`) is a checkpoint model of the backend (one more adapter on the
+shared base, or a sampler of its own), loaded on first use under the model's lock; the backend
+keeps a few and frees the least recently used once its samples finish. `NAME` is the live model.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import math
 import shutil
 import time
-import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,16 +29,13 @@ from typing import Any, AsyncIterator
 
 from hone.backends import LocalBackend
 from hone.errors import CheckpointError, ConflictError, HoneError, InvalidRequestError, LimitError, ModelNotFoundError
-from hone.files import write_file_atomically
 from hone.models import DEFAULT_MODEL
-from hone.service.store import CheckpointRow, ModelRow, RequestRow, Store, Tenant, check_name
 from hone.rl.step import TrainConfig, train_step
 from hone.rl.trajectory import TrajectoryGroup
-from hone.training.checkpoint import is_complete
+from hone.service.journal import Journal
+from hone.service.store import CheckpointRow, ModelRow, RequestRow, Store, Tenant, check_name
+from hone.training import Trainer
 from hone.types import AdamParams, ModelSpec, SampledSequence, SamplingParams
-
-_REQUEST_SUFFIX = ".request.json"
-log = logging.getLogger("hone.service")
 
 
 @dataclass(frozen=True)
@@ -79,15 +57,6 @@ class ServiceConfig:
 
 
 @dataclass
-class _Served:
-    """A checkpoint's sampler in the LRU; closed once evicted and idle."""
-
-    internal: str
-    in_flight: int = 0
-    evicted: bool = False
-
-
-@dataclass
 class _Pending:
     """A forward_backward an optim_step may be sent `after`: has it arrived, has it finished."""
 
@@ -105,23 +74,17 @@ class Service:
         self.config = config
         self.home = Path(config.home)
         self.store = Store(self.home)
-        self.backend = backend or LocalBackend(share_base=config.share_base)
+        self.journal = Journal(self.home, self.store)
+        self.backend = backend or LocalBackend(share_base=config.share_base, checkpoint_models=config.checkpoint_engines)
         self._models: dict[tuple[int, str], _ModelState] = {}
         self._tenant_locks: dict[int, asyncio.Lock] = {}
-        self._served: OrderedDict[tuple[int, str, str, float], _Served] = OrderedDict()
-        self._loading: dict[tuple[int, str, str, float], asyncio.Future] = {}
+        self._loading: dict[str, asyncio.Future] = {}  # checkpoint models being loaded, by internal name
         self._forward_backwards: OrderedDict[tuple[int, str], _Pending] = OrderedDict()  # by (tenant, request id)
 
     # ------------------------------------------------------------------ names and paths
     @staticmethod
     def internal(tenant: Tenant, name: str) -> str:
         return f"{tenant.id}/{name}"
-
-    def model_dir(self, tenant_id: int, name: str) -> Path:
-        return self.home / "tenants" / str(tenant_id) / name
-
-    def checkpoint_dir(self, tenant_id: int, name: str, checkpoint: str) -> Path:
-        return self.model_dir(tenant_id, name) / "checkpoints" / checkpoint
 
     def _state(self, tenant: Tenant, name: str) -> _ModelState:
         return self._models.setdefault((tenant.id, name), _ModelState())
@@ -145,12 +108,7 @@ class Service:
     async def restore(self) -> list[str]:
         """Bring back every model in SQLite with its latest state; returns what was done, one line each."""
         done = []
-        known = {(m.tenant_id, m.name) for m in self.store.models()}
-        tenants_root = self.home / "tenants"
-        for tenant_dir in sorted(tenants_root.glob("*")) if tenants_root.exists() else []:
-            for model_dir in sorted(tenant_dir.glob("*")):
-                if not tenant_dir.name.isdigit() or (int(tenant_dir.name), model_dir.name) not in known:
-                    shutil.rmtree(model_dir, ignore_errors=True)  # a deleted model's files, or a failed create's
+        self.journal.remove_orphans()
         for row in self.store.models():
             done.append(await self._restore_model(row))
         return done
@@ -158,12 +116,12 @@ class Service:
     async def _restore_model(self, row: ModelRow) -> str:
         internal = f"{row.tenant_id}/{row.name}"
         await asyncio.to_thread(self.backend.add_model, internal, row.base_model, **row.spec().keywords())
-        self._clean_checkpoints(row)
-        state, request = self._latest_state(row.tenant_id, row.name)
+        self.journal.clean_checkpoints(row)
+        state, request = self.journal.latest_state(row.tenant_id, row.name)
         # newest first: the autosaved state, then checkpoints from the newest; an unreadable one is reported and skipped
         candidates = [(state, f"state {state.name}")] if state is not None else []
         candidates += [
-            (self.checkpoint_dir(row.tenant_id, row.name, c.checkpoint), f"checkpoint {c.checkpoint}")
+            (self.journal.checkpoint_dir(row.tenant_id, row.name, c.checkpoint), f"checkpoint {c.checkpoint}")
             for c in reversed(self.store.checkpoints(row.tenant_id, row.name))
         ]
         source, step, problems = "fresh", 0, []
@@ -176,43 +134,8 @@ class Service:
                 continue
             step, source = self.backend.step(internal), label
             break
-        with self.store.transaction() as db:
-            if request is not None:  # killed between writing the state and recording its request
-                Store.record_request(db, row.tenant_id, request)
-            db.execute("UPDATE models SET step = ? WHERE tenant_id = ? AND name = ?", (step, row.tenant_id, row.name))
-        # gradients died with the old process; optimizer steps past the restored one did too
-        self.store.forget_requests(row.tenant_id, row.name, "forward_backward", step)
-        for route in ("optim_step", "train_step"):
-            self.store.forget_requests(row.tenant_id, row.name, route, step + 1)
+        self.journal.recover(row, step, request)
         return f"tenant {row.tenant_id} model {row.name}: step {step} from {source}" + "".join(f"; {p}" for p in problems)
-
-    def _clean_checkpoints(self, row: ModelRow) -> None:
-        """Files without a row (a save killed before it was recorded) go; rows without files go."""
-        root = self.model_dir(row.tenant_id, row.name) / "checkpoints"
-        recorded = {c.checkpoint for c in self.store.checkpoints(row.tenant_id, row.name)}
-        if root.exists():
-            for path in root.iterdir():
-                if path.name not in recorded:
-                    shutil.rmtree(path, ignore_errors=True)
-        for name in recorded:
-            if not is_complete(root / name):
-                self.store.delete_checkpoint(row.tenant_id, row.name, name)
-
-    def _latest_state(self, tenant_id: int, name: str) -> tuple[Path | None, RequestRow | None]:
-        root = self.model_dir(tenant_id, name) / "states"
-        states = sorted(p for p in root.glob("*") if p.is_dir() and p.name.isdigit() and is_complete(p)) if root.exists() else []
-        if not states:
-            return None, None
-        latest = states[-1]
-        request_file = root / (latest.name + _REQUEST_SUFFIX)
-        request = None
-        if request_file.exists():
-            try:
-                data = json.loads(request_file.read_text())
-                request = RequestRow(str(data["request_id"]), name, str(data["route"]), int(data["step"]), dict(data["response"]))
-            except (ValueError, KeyError, TypeError) as exc:  # the state is whole; only its replay record is lost
-                log.warning("skipping the unreadable request record %s (%s: %s)", request_file, type(exc).__name__, exc)
-        return latest, request
 
     # ------------------------------------------------------------------ models
     async def create_model(self, tenant: Tenant, name: str, spec: ModelSpec, exist_ok: bool) -> ModelRow:
@@ -245,7 +168,7 @@ class Service:
                 raise LimitError(
                     f"this tenant already has {self.config.max_models_per_tenant} models, the server's limit; delete one first"
                 )
-            shutil.rmtree(self.model_dir(tenant.id, name), ignore_errors=True)  # leftovers of a crashed delete
+            shutil.rmtree(self.journal.model_dir(tenant.id, name), ignore_errors=True)  # leftovers of a crashed delete
             internal = self.internal(tenant, name)
             await asyncio.to_thread(self.backend.add_model, internal, base_model, **spec.keywords())
             row = ModelRow(tenant.id, name, base_model, lora_rank, spec.options.model_dump(exclude_none=True), 0, time.time())
@@ -261,7 +184,7 @@ class Service:
             self.store.delete_model(tenant.id, name)
             self._evict(tenant.id, name)
             self.backend.delete_model(self.internal(tenant, name))
-            await asyncio.to_thread(shutil.rmtree, self.model_dir(tenant.id, name), True)
+            await asyncio.to_thread(shutil.rmtree, self.journal.model_dir(tenant.id, name), True)
         self._models.pop((tenant.id, name), None)
 
     # ------------------------------------------------------------------ training
@@ -276,12 +199,12 @@ class Service:
             self._forward_backward(tenant, request_id).arrived.set()
         try:
             async with self._locked(tenant, name):
-                if (stored := await self._replay(tenant, name, "forward_backward", request_id)) is not None:
+                if (stored := await self.journal.replay(tenant.id, name, "forward_backward", request_id)) is not None:
                     return stored
                 metrics = await self.backend.forward_backward(internal, datums, loss, loss_config)
                 response = {"metrics": finite(metrics)}
                 if request_id is not None:
-                    await self._record(tenant, RequestRow(request_id, name, "forward_backward", self.backend.step(internal), response))
+                    await self.journal.record(tenant.id, RequestRow(request_id, name, "forward_backward", self.backend.step(internal), response))
                 return response
         finally:
             if request_id is not None:  # an optim_step sent `after` it may go on (it finds no gradients if this failed)
@@ -317,7 +240,7 @@ class Service:
         if after is not None:
             await self._wait_for_forward_backward(tenant, after)
         async with self._locked(tenant, name):
-            if (stored := await self._replay(tenant, name, "optim_step", request_id)) is not None:
+            if (stored := await self.journal.replay(tenant.id, name, "optim_step", request_id)) is not None:
                 return stored
             if not self.backend.has_gradients(internal):
                 raise ConflictError(
@@ -332,7 +255,7 @@ class Service:
     async def train_step(self, tenant: Tenant, name: str, groups: list[TrajectoryGroup], config: TrainConfig, request_id: str | None) -> dict[str, Any]:
         internal = self.internal(tenant, name)
         async with self._locked(tenant, name):
-            if (stored := await self._replay(tenant, name, "train_step", request_id)) is not None:
+            if (stored := await self.journal.replay(tenant.id, name, "train_step", request_id)) is not None:
                 return stored
             if self.backend.has_gradients(internal):
                 raise ConflictError(
@@ -347,53 +270,19 @@ class Service:
             if step != before:
                 await self._commit_step(tenant, name, "train_step", request_id, response)
             elif request_id is not None:  # nothing trained (every group uniform): nothing to persist
-                await self._record(tenant, RequestRow(request_id, name, "train_step", step, response))
+                await self.journal.record(tenant.id, RequestRow(request_id, name, "train_step", step, response))
             return response
-
-    async def _record(self, tenant: Tenant, request: RequestRow, step: int | None = None) -> None:
-        """Record a completed request (and the model's new step) in one commit, off the event loop."""
-
-        def commit() -> None:
-            with self.store.transaction() as db:
-                if request.request_id is not None:
-                    Store.record_request(db, tenant.id, request)
-                if step is not None:
-                    db.execute("UPDATE models SET step = ? WHERE tenant_id = ? AND name = ?", (step, tenant.id, request.model))
-
-        await asyncio.to_thread(commit)
-
-    async def _replay(self, tenant: Tenant, name: str, route: str, request_id: str | None) -> dict[str, Any] | None:
-        if request_id is None:
-            return None
-        done = await asyncio.to_thread(self.store.completed, tenant.id, request_id)
-        if done is None:
-            return None
-        if done.route != route or done.model != name:
-            raise ConflictError(
-                f"request_id '{request_id}' was already used for {done.route} on another request; use a new id per request",
-                param="request_id",
-            )
-        return done.response
 
     async def _commit_step(self, tenant: Tenant, name: str, route: str, request_id: str | None, response: dict[str, Any]) -> None:
         """Persist an applied optimizer step (see the module docstring for the order and why)."""
         step = response["step"]
         if self.config.autosave:
-            await asyncio.to_thread(self._autosave, tenant, name, {"request_id": request_id, "route": route, "step": step, "response": response})
-        await self._record(tenant, RequestRow(request_id, name, route, step, response), step=step)
+            request = {"request_id": request_id, "route": route, "step": step, "response": response}
+            await asyncio.to_thread(self.journal.write_state, tenant.id, name, self._trainer(tenant, name).save_state, request)
+        await self.journal.record(tenant.id, RequestRow(request_id, name, route, step, response), step=step)
 
-    def _autosave(self, tenant: Tenant, name: str, request: dict[str, Any] | None) -> None:
-        root = self.model_dir(tenant.id, name) / "states"
-        root.mkdir(parents=True, exist_ok=True)
-        existing = sorted(int(p.name) for p in root.glob("*") if p.is_dir() and p.name.isdigit())
-        seq = f"{(existing[-1] + 1) if existing else 1:012d}"
-        if request is not None and request["request_id"] is not None:
-            write_file_atomically(root / (seq + _REQUEST_SUFFIX), json.dumps(request))
-        # the trainer writes to a temp dir and renames it to root/seq: the state appears whole or not at all
-        self.backend.trainer(self.internal(tenant, name)).save_state(root / seq)
-        for old in root.iterdir():  # older states and their request files; a restart only needs the newest
-            if not old.name.startswith(seq):
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    def _trainer(self, tenant: Tenant, name: str) -> Trainer:
+        return self.backend.trainer(self.internal(tenant, name))
 
     # ------------------------------------------------------------------ checkpoints
     async def save_state(self, tenant: Tenant, name: str, checkpoint: str | None, request_id: str | None) -> dict[str, Any]:
@@ -402,34 +291,28 @@ class Service:
             check_name(checkpoint, "checkpoint name", "checkpoint")
         internal = self.internal(tenant, name)
         async with self._locked(tenant, name):
-            if (stored := await self._replay(tenant, name, "save_state", request_id)) is not None:
+            if (stored := await self.journal.replay(tenant.id, name, "save_state", request_id)) is not None:
                 return stored
             step = self.backend.step(internal)
             checkpoint = checkpoint or f"step-{step}"
             _refuse_case_twin(checkpoint, [c.checkpoint for c in self.store.checkpoints(tenant.id, name)], "checkpoint", "checkpoint")
-            path = self.checkpoint_dir(tenant.id, name, checkpoint)
+            path = self.journal.checkpoint_dir(tenant.id, name, checkpoint)
             self._evict(tenant.id, name, checkpoint)
             await self.backend.save_state(internal, path)  # temp dir + fsync + rename: whole or absent
             response = {"checkpoint": checkpoint, "step": step}
             record = CheckpointRow(tenant.id, name, checkpoint, step, time.time())
-            await asyncio.to_thread(self._record_checkpoint, tenant, record, RequestRow(request_id, name, "save_state", step, response))
+            await self.journal.record_checkpoint(record, RequestRow(request_id, name, "save_state", step, response))
             return response
-
-    def _record_checkpoint(self, tenant: Tenant, checkpoint: CheckpointRow, request: RequestRow) -> None:
-        with self.store.transaction() as db:  # recorded only once the files are whole
-            Store.record_checkpoint(db, checkpoint)
-            if request.request_id is not None:
-                Store.record_request(db, tenant.id, request)
 
     async def load_state(self, tenant: Tenant, name: str, checkpoint: str, with_optimizer: bool) -> dict[str, Any]:
         self.model(tenant, name)
         row = self._checkpoint(tenant, name, checkpoint)
         internal = self.internal(tenant, name)
         async with self._locked(tenant, name):
-            await self.backend.load_state(internal, self.checkpoint_dir(tenant.id, name, row.checkpoint), with_optimizer)
+            await self.backend.load_state(internal, self.journal.checkpoint_dir(tenant.id, name, row.checkpoint), with_optimizer)
             step = self.backend.step(internal)
             if self.config.autosave:  # a restart must come back to the loaded state, not the one before
-                await asyncio.to_thread(self._autosave, tenant, name, None)
+                await asyncio.to_thread(self.journal.write_state, tenant.id, name, self._trainer(tenant, name).save_state, None)
             await asyncio.to_thread(self.store.set_step, tenant.id, name, step)
             return {"step": step}
 
@@ -449,7 +332,7 @@ class Service:
             row = self._checkpoint(tenant, name, checkpoint)
             self.store.delete_checkpoint(tenant.id, name, row.checkpoint)
             self._evict(tenant.id, name, row.checkpoint)
-            await asyncio.to_thread(shutil.rmtree, self.checkpoint_dir(tenant.id, name, row.checkpoint), True)
+            await asyncio.to_thread(shutil.rmtree, self.journal.checkpoint_dir(tenant.id, name, row.checkpoint), True)
 
     # ------------------------------------------------------------------ sampling: NAME and NAME@STEP
     def served_names(self, tenant: Tenant) -> list[str]:
@@ -492,57 +375,44 @@ class Service:
                 return await self.backend.sample(self.internal(tenant, model.name), prompt_tokens, n, params)
             except ModelNotFoundError:  # deleted since it was resolved: say so in the tenant's own names
                 raise ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists yours") from None
-        served_engine = await self._checkpoint_engine(tenant, model, checkpoint)
-        served_engine.in_flight += 1
-        try:
-            return await self.backend.sample(served_engine.internal, prompt_tokens, n, params)
-        finally:
-            served_engine.in_flight -= 1
-            if served_engine.evicted and served_engine.in_flight == 0:
-                self._close(served_engine)
+        internal = f"{self.internal(tenant, model.name)}@{checkpoint.checkpoint}#{checkpoint.created!r}"  # a rewritten checkpoint is another
+        for attempt in (1, 2):  # evicted between its load and this sample (the backend keeps a few): loaded again, once
+            if not self.backend.serves(internal):
+                await self._load_checkpoint_model(internal, tenant, model.name, checkpoint)
+            try:
+                return await self.backend.sample(internal, prompt_tokens, n, params)
+            except ModelNotFoundError:
+                if attempt == 2:
+                    raise ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists yours") from None
+        raise AssertionError("unreachable")
 
-    async def _checkpoint_engine(self, tenant: Tenant, model: ModelRow, checkpoint: CheckpointRow) -> _Served:
-        key = (tenant.id, model.name, checkpoint.checkpoint, checkpoint.created)
-        if key in self._served:
-            self._served.move_to_end(key)
-            return self._served[key]
-        if key not in self._loading:  # one load per checkpoint, however many requests wait for it
-            self._loading[key] = asyncio.ensure_future(self._load_checkpoint_engine(key, tenant, model.name))
-        # shielded: a client that hangs up does not cancel a load others may be waiting for
-        return await asyncio.shield(self._loading[key])
+    async def _load_checkpoint_model(self, internal: str, tenant: Tenant, name: str, checkpoint: CheckpointRow) -> None:
+        """One load per checkpoint, however many requests wait for it; shielded, so a client that
+        hangs up does not cancel a load others are waiting for."""
+        if internal not in self._loading:
+            self._loading[internal] = asyncio.ensure_future(self._load(internal, tenant, name, checkpoint))
+        await asyncio.shield(self._loading[internal])
 
-    async def _load_checkpoint_engine(self, key: tuple[int, str, str, float], tenant: Tenant, name: str) -> _Served:
+    async def _load(self, internal: str, tenant: Tenant, name: str, checkpoint: CheckpointRow) -> None:
         try:
-            checkpoint = key[2]
-            internal = f"{self.internal(tenant, name)}@{checkpoint}#{uuid.uuid4().hex[:8]}"
             async with self._state(tenant, name).lock:  # no save or delete rewrites the files mid-read
-                if not any(c.checkpoint == checkpoint and c.created == key[3] for c in self.store.checkpoints(tenant.id, name)):
-                    raise ModelNotFoundError(f"the model '{name}@{checkpoint}' does not exist; GET /v1/models lists yours")
-                path = self.checkpoint_dir(tenant.id, name, checkpoint)
+                rows = await asyncio.to_thread(self.store.checkpoints, tenant.id, name)
+                if not any(c.checkpoint == checkpoint.checkpoint and c.created == checkpoint.created for c in rows):
+                    raise ModelNotFoundError(f"the model '{name}@{checkpoint.checkpoint}' does not exist; GET /v1/models lists yours")
+                path = self.journal.checkpoint_dir(tenant.id, name, checkpoint.checkpoint)
                 await asyncio.to_thread(self.backend.add_checkpoint_model, internal, self.internal(tenant, name), path)
-            served = _Served(internal)
-            self._served[key] = served
-            while len(self._served) > max(self.config.checkpoint_engines, 1):
-                _, old = self._served.popitem(last=False)
-                self._retire(old)
-            return served
         finally:
-            self._loading.pop(key, None)
+            self._loading.pop(internal, None)
 
     def _evict(self, tenant_id: int, name: str, checkpoint: str | None = None) -> None:
-        for key in [k for k in self._served if k[0] == tenant_id and k[1] == name and checkpoint in (None, k[2])]:
-            self._retire(self._served.pop(key))
-
-    def _retire(self, served: _Served) -> None:
-        served.evicted = True
-        if served.in_flight == 0:
-            self._close(served)
-
-    def _close(self, served: _Served) -> None:
-        try:
-            self.backend.delete_model(served.internal)
-        except ModelNotFoundError:
-            pass  # already closed
+        """Stop serving the model's checkpoints (or one of them); samples in flight on them finish."""
+        prefix = f"{tenant_id}/{name}@" + ("" if checkpoint is None else f"{checkpoint}#")
+        for internal in self.backend.list_models():
+            if internal.startswith(prefix):
+                try:
+                    self.backend.delete_model(internal)
+                except ModelNotFoundError:
+                    pass  # evicted by the backend meanwhile
 
     def close(self) -> None:
         self.backend.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from hone.backends.remote import CHECKPOINT_FILE, RemoteError
+from hone.backends.remote import CHECKPOINT_FILE
 from hone.errors import AuthenticationError, InvalidRequestError, ModelNotFoundError
 from hone.rl.loop import RunConfig, run_training
 from hone.types import AdamParams, Datum, SamplingParams

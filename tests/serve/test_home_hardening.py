@@ -50,7 +50,8 @@ def test_start_up_skips_a_corrupt_request_record_and_keeps_the_state(tmp_path):
     async def make() -> None:
         tenant = service.store.tenant("t", create=True)
         await service.create_model(tenant, "m", ModelSpec(base_model="tiny", lora_rank=0), exist_ok=False)
-        service._autosave(tenant, "m", {"request_id": "r1", "route": "optim_step", "step": 0, "response": {}})
+        save = service.backend.trainer("1/m").save_state
+        service.journal.write_state(tenant.id, "m", save, {"request_id": "r1", "route": "optim_step", "step": 0, "response": {}})
 
     asyncio.run(make())
     service.close()
