@@ -10,7 +10,8 @@ HTTP contract and nothing of how the server stores or runs models.
    errors, dropped connections, 429, 502, 503, 504) are retried with exponential backoff and full
    jitter, resending the same id, so the server applies a training request once however many
    times it arrives.
-   Ten tries wait 20-40 s in all: long enough for a server to restart.
+   Sixteen tries wait 45-90 s in all: long enough for a server to restart and restore its models;
+   the OpenAI client for rollouts retries about as long.
 2. Permanent failures (other 4xx, 500) raise one hone error whose message is the server's own
    sentence; nothing is retried that cannot succeed.
 3. Checkpoints live on the server. `save_state(name, PATH)` writes PATH/remote_checkpoint.json
@@ -54,7 +55,7 @@ TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 TRANSIENT_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 10  # tries per logical request, the first included: 20-40 s in all, a server restart
+    attempts: int = 16  # tries per logical request, the first included: 45-90 s of waits, a slow server restart
     backoff_s: float = 0.25  # the n-th retry waits c/2 + uniform(0, c/2), c = min(cap, backoff·2^(n-1))
     max_backoff_s: float = 8.0
 
@@ -75,7 +76,7 @@ class RemoteBackend:
         api_key: str,
         timeout_s: float | None = None,  # None: wait as long as a training step takes
         retry: RetryPolicy = RetryPolicy(),
-        openai_max_retries: int = 10,  # chat is safe to resend; 10 of the openai client's backoffs ride out a restart
+        openai_max_retries: int = 12,  # chat is safe to resend; 12 of the openai client's backoffs (~70 s) outlast a restart as training calls do
         transport: httpx.AsyncBaseTransport | None = None,  # tests inject one; the network otherwise
     ):
         if not api_key:

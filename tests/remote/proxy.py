@@ -20,9 +20,10 @@ class FlakyProxy:
         self.drop_response_to = drop_response_to
         self.dropped_responses = 0
         self.connections = 0
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        # bound now and kept: the port is ours from here on, and refuses connections until it listens
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="flaky-proxy", daemon=True)
         self._server: asyncio.base_events.Server | None = None
@@ -35,7 +36,9 @@ class FlakyProxy:
     def stop(self) -> None:
         async def _close() -> None:
             if self._server is not None:
-                self._server.close()
+                self._server.close()  # closes the socket too
+            else:
+                self._socket.close()  # stopped before it listened
             others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in others:  # open connections' pumps
                 task.cancel()
@@ -47,7 +50,7 @@ class FlakyProxy:
 
     async def _listen(self) -> None:
         await asyncio.sleep(self.listen_after_s)
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._handle, sock=self._socket)
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
