@@ -27,9 +27,12 @@ def start_hone_serve(model: str = "smollm2-135m") -> tuple[subprocess.Popen, int
     return process, wait_until_serving(process, log)
 
 
-def start_hone_serve_home(home, models: tuple[str, ...] = ("tiny",), *args: str) -> tuple[subprocess.Popen, int]:
+def start_hone_serve_home(
+    home, models: tuple[str, ...] = ("tiny",), *args: str, cwd: Path | None = None, tmpdir: Path | None = None
+) -> tuple[subprocess.Popen, int]:
     """`hone serve --home HOME` (the multi-tenant service) on a kernel-chosen port; `args` are extra flags.
-    Its output goes to HOME/serve.log (a pipe nobody reads would fill and stall the server)."""
+    Its output goes to HOME/serve.log (a pipe nobody reads would fill and stall the server). `cwd` and
+    `tmpdir` (its working and temporary folders) let a test check that it writes nothing there."""
     Path(home).mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", "0", "--home", str(home)]
     for model in models:
@@ -39,7 +42,8 @@ def start_hone_serve_home(home, models: tuple[str, ...] = ("tiny",), *args: str)
         command + list(args),
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **({"TMPDIR": str(tmpdir)} if tmpdir else {})},
+        cwd=cwd,
     )
     return process, wait_until_serving(process, log)
 

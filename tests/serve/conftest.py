@@ -24,9 +24,14 @@ class Server:
     args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
     port: int = 0
+    outside: Path | None = None  # holds the server's working and temporary folders: nothing may appear there
 
     def start(self) -> "Server":
-        self.process, self.port = start_hone_serve_home(self.home, ("tiny",), *self.args)
+        cwd = tmpdir = None
+        if self.outside is not None:
+            (cwd := self.outside / "cwd").mkdir(parents=True, exist_ok=True)
+            (tmpdir := self.outside / "tmp").mkdir(parents=True, exist_ok=True)
+        self.process, self.port = start_hone_serve_home(self.home, ("tiny",), *self.args, cwd=cwd, tmpdir=tmpdir)
         return self
 
     def kill(self) -> None:
@@ -61,7 +66,7 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("serve-home"), LIMIT_ARGS).start()
+    server = Server(tmp_path_factory.mktemp("serve-home"), LIMIT_ARGS, outside=tmp_path_factory.mktemp("serve-outside")).start()
     yield server
     server.stop()
 

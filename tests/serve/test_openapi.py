@@ -61,3 +61,9 @@ def test_schemathesis_finds_no_server_error(server):
     assert all(label.split()[0] in ("GET", "DELETE") for label in unsatisfiable), unsatisfiable
     assert time.monotonic() - started < 60
     assert server.http(key).get("/health").status_code == 200  # and it is still serving
+
+
+def test_the_server_wrote_nothing_outside_its_home(server):
+    # runs after the generated requests above and the tests of the files before this one
+    written = sorted(str(p.relative_to(server.outside)) for p in server.outside.rglob("*") if p.is_file())
+    assert written == [], "hone serve wrote outside --home"
