@@ -74,11 +74,23 @@ def serve(
     checkpoint_engines: int = typer.Option(2, help="With --home: NAME@STEP samplers kept loaded."),
     autosave: bool = typer.Option(True, help="With --home: persist each optimizer step, so a killed server loses no completed step."),
     share_base: bool = typer.Option(True, help="With --home: LoRA models of one base share it (95 MB per extra model, not 1.8 GB); merged weights sample ~25% faster."),
+    drain_s: float = typer.Option(30.0, help="On SIGTERM or Ctrl-C: stop accepting, give requests in flight this long to finish, cancel the rest, exit."),
+    request_timeout_s: float = typer.Option(600.0, help="Cancel a chat request still sampling after this long and answer 504 (0 = no limit)."),
 ) -> None:
     """Serve the OpenAI-compatible API over HTTP (and, with --home, the training API for many tenants)."""
     import uvicorn
 
     from hone.backends import LocalBackend
+    from hone.server import create_app
+    from hone.server.app import AnswerCutRequests
+
+    if drain_s < 0 or request_timeout_s < 0:
+        raise HoneError("--drain-s and --request-timeout-s must be 0 or more seconds")
+    timeout = request_timeout_s or None  # 0 = no limit
+    # uvicorn stops accepting on SIGTERM/SIGINT, waits up to drain_s for requests in flight, then
+    # cancels them (a cancelled chat request cancels its engine rows; AnswerCutRequests answers it
+    # 503) and re-raises the signal; the engine's threads are daemons, so nothing holds the process
+    run_options: dict[str, Any] = {"log_level": "warning", "timeout_graceful_shutdown": drain_s}
 
     if home is not None:
         from hone.service import Service, ServiceConfig, create_service_app
@@ -99,13 +111,20 @@ def serve(
         for line in asyncio.run(service.restore()):
             console.print(f"restored {line}", highlight=False)
         console.print(f"hone service at http://{host}:{port}/v1 (home {home}; base models {', '.join(model)})", highlight=False)
-        uvicorn.run(create_service_app(service), host=host, port=port, log_level="warning")
+        service_app = create_service_app(service, request_timeout_s=timeout)
+        try:
+            uvicorn.run(AnswerCutRequests(service_app, drain_s), host=host, port=port, **run_options)
+        finally:
+            service.close()
         return
     backend = LocalBackend()
     for name in model:
         backend.add_model(name, name)
     console.print(f"hone serving {', '.join(model)} at http://{host}:{port}/v1")
-    uvicorn.run(backend.app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(AnswerCutRequests(create_app(backend, request_timeout_s=timeout), drain_s), host=host, port=port, **run_options)
+    finally:
+        backend.close()
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of a `hone serve --home` service.")

@@ -10,6 +10,7 @@
     ├── ModelNotFoundError          a model name, path or hub id that cannot be found or loaded   404
     ├── CheckpointError             a checkpoint that is missing, unreadable or of another model  400
     ├── TooManyFailuresError        a step whose rollouts failed beyond the user's budget         500
+    ├── RequestTimeoutError         a request's work ran past the server's time limit             504
     ├── JudgeError                  the judge endpoint gave no usable answer                      502
     └── RemoteError                 hone serve could not be reached, or failed                    502
 
@@ -29,6 +30,7 @@ class HoneError(Exception):
 
     http_status = 400  # a HoneError of no narrower class is the caller's to fix
     error_type = "invalid_request_error"  # OpenAI's error.type for this status
+    code: str | None = None  # OpenAI's error.code, where one says more than the status
 
 
 class InvalidRequestError(HoneError):
@@ -93,6 +95,14 @@ class TooManyFailuresError(HoneError):
 
     http_status = 500
     error_type = "server_error"
+
+
+class RequestTimeoutError(HoneError):
+    """A request's work ran past the server's time limit and was cancelled; asking again costs as long."""
+
+    http_status = 504
+    error_type = "server_error"
+    code = "request_timeout"
 
 
 class JudgeError(HoneError):

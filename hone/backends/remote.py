@@ -349,6 +349,8 @@ def _transient(response: httpx.Response) -> bool:
     (the tenant's model count, sent as an invalid_request_error) is permanent."""
     if response.status_code == 429:
         return _server_error_field(response, "type") != "invalid_request_error"
+    if _server_error_field(response, "code") == "request_timeout":  # hone's own time limit: asking again costs as long
+        return False
     return response.status_code in TRANSIENT_STATUS
 
 

@@ -11,6 +11,8 @@ How a request travels:
    refilled by compaction. When all n samples of a request are done its future is resolved
    (asyncio futures are resolved on their own loop via `call_soon_threadsafe`).
 5. An exception while computing fails the requests in flight, not the worker: it goes on serving.
+   A request whose caller cancels (its `sample` task, e.g. a server whose client hung up) is
+   dropped: queued, it is never admitted; decoding, its rows leave the batch at the next step.
 6. A request for a LoRA adapter takes that adapter's current matrices at admission and keeps them
    to its end: `set_adapter` swaps in new matrices without waiting for the decode to drain.
 """
@@ -132,6 +134,7 @@ class Engine:
             "tokens_sampled": 0,
             "failed_batches": 0,
             "failed_requests": 0,
+            "cancelled_requests": 0,  # cancelled by their caller before they finished
             "weight_loads": 0,
         }
         self._queue: deque[_Request] = deque()
@@ -184,6 +187,11 @@ class Engine:
 
     def has_adapter(self, name: str) -> bool:
         return name in self._adapters
+
+    @property
+    def active_rows(self) -> int:
+        """Sequences being decoded now (slots in use); 0 when the engine is idle."""
+        return len(self._rows)
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Copy new weights (plain Hugging Face names, any dtype) into the engine's own copy.
@@ -340,12 +348,14 @@ class Engine:
                     return None
                 if self._paused:
                     return []
+            if any(request.future.cancelled() for request in self._queue):  # callers that gave up while queued
+                waiting = deque(request for request in self._queue if not request.future.cancelled())
+                self.stats["cancelled_requests"] += len(self._queue) - len(waiting)
+                self._queue = waiting
             free = self.max_batch_size - len(self._rows)
             taken: list[_Request] = []
             while self._queue and self._queue[0].n <= free:
                 request = self._queue.popleft()
-                if request.future.cancelled():
-                    continue
                 taken.append(request)
                 free -= request.n
             if taken:
@@ -497,11 +507,17 @@ class Engine:
         self._rows = []
 
     def _drop_cancelled(self) -> None:
-        if any(row.request.future.cancelled() for row in self._rows):
-            for row in self._rows:
-                if row.request.future.cancelled():
-                    row.done = True
-            self._compact()
+        """Free the slots of requests whose callers cancelled them (a client that hung up)."""
+        cancelled = {id(row.request): row.request for row in self._rows if row.request.future.cancelled()}
+        if not cancelled:
+            return
+        for row in self._rows:
+            if id(row.request) in cancelled:
+                row.done = True
+        for request in cancelled.values():
+            request.failed = True  # resolves nothing more; a row that finishes meanwhile records nothing
+        self.stats["cancelled_requests"] += len(cancelled)
+        self._compact()
 
     def _compact(self) -> None:
         """Move live rows from the end of the batch into the slots of finished ones."""

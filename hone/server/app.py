@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import logging
 
-from hone.server.errors import install_error_handlers
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hone.server.errors import error_response, install_error_handlers
 from hone.server.openai_api import build_router
 from hone.server.sampler import Sampler
 
+log = logging.getLogger("hone.server")
 
-def create_app(sampler: Sampler) -> FastAPI:
+
+def create_app(sampler: Sampler, request_timeout_s: float | None = None) -> FastAPI:
+    """The OpenAI routes over `sampler`. `request_timeout_s`: a chat request still sampling after this
+    long is cancelled and answered 504 (None = no limit; kept as `app.state.request_timeout_s`)."""
     app = FastAPI(title="hone", version="0.1.0")
+    app.state.request_timeout_s = request_timeout_s
     install_error_handlers(app)
     app.include_router(build_router(sampler))
     add_health_route(app)
@@ -21,3 +30,35 @@ def add_health_route(app: FastAPI) -> None:
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+
+class AnswerCutRequests:
+    """For the outermost layer under uvicorn: a request the server cancels (uvicorn, when its
+    shutdown drain runs out) is answered with a JSON 503 the client may retry, not uvicorn's
+    plain-text 500 and a CancelledError traceback in the log.
+
+    The cancellation ends here: uvicorn, which cancelled the request's task, never awaits it. Not
+    for in-process apps, where the task is the caller's own and its cancellation must go on up."""
+
+    def __init__(self, app: ASGIApp, drain_s: float) -> None:
+        self.app = app
+        self.drain_s = drain_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except asyncio.CancelledError:
+            log.warning("%s %s was cut: still running when the shutdown drain of %g s ran out", scope["method"], scope["path"], self.drain_s)
+            if not started:  # a stream already under way can only be cut short
+                message = f"the server shut down before this request finished (its drain of {self.drain_s:g} s ran out); retry it"
+                await error_response(503, message, "server_error", code="server_shutting_down")(scope, receive, send)

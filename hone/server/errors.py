@@ -11,14 +11,16 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hone.chat import describe_errors
-from hone.errors import HoneError, ModelNotFoundError
+from hone.errors import HoneError, ModelNotFoundError, RequestTimeoutError
+from hone.server.lifetime import ClientGone
 
 log = logging.getLogger("hone.server")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up
 
 BUG_MESSAGE = "internal error in hone; the server log has the details"
 
@@ -61,7 +63,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HoneError)
     async def _hone_error(_: Request, exc: HoneError) -> JSONResponse:
         """Each class of hone's tree has its own status (hone/errors.py); the sentence is the message."""
-        return error_response(exc.http_status, str(exc), exc.error_type, param=getattr(exc, "param", None))
+        response = error_response(exc.http_status, str(exc), exc.error_type, param=getattr(exc, "param", None), code=exc.code)
+        if isinstance(exc, RequestTimeoutError):
+            response.headers["x-should-retry"] = "false"  # the openai client would resend it twice, for as long again
+        return response
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(_: Request, exc: ClientGone) -> Response:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # to a closed connection: nobody reads it
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

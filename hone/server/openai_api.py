@@ -8,11 +8,19 @@ Extensions on every chat completion, so a trajectory can be rebuilt token for to
 A request is checked whole before any work: its shape by pydantic (`ChatCompletionRequest`, whose
 messages and tools come from `hone.chat.schema`), its size by the MAX_ bounds below. Anything
 wrong is a 400 whose one sentence names the parameter.
+
+A request's sampling lasts only while someone waits for it (`while_client_waits`): the route
+races the sampler against the client's `http.disconnect` and against the app's request time limit
+(`app.state.request_timeout_s`, None = no limit; `hone serve --request-timeout-s`). A client that
+hangs up, or a request over the limit, cancels the sample, and the engine frees its rows at its
+next decode step; over the limit the answer is a 504 naming the limit. A server that stops waiting
+for the route (uvicorn cutting a request at the end of its shutdown drain) cancels it the same way.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Annotated, Any, Callable
@@ -24,6 +32,7 @@ from pydantic import Field
 from hone.chat import ChatInput, parse_reply, render_chat
 from hone.chat.schema import OpenModel
 from hone.errors import InvalidRequestError
+from hone.server.lifetime import while_client_waits
 from hone.server.sampler import Sampler
 from hone.types import SampledSequence, SamplingParams
 
@@ -38,6 +47,8 @@ MAX_TOP_LOGPROBS = 20
 SEED_LIMIT = 2**63  # seeds are 0 <= seed < 2**63, as the engine's own
 
 StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+
+log = logging.getLogger("hone.server")
 
 
 class StreamOptions(OpenModel):
@@ -105,7 +116,7 @@ def build_router(sampler: Sampler, default_max_tokens: int = 256, scope: Callabl
         tokenizer = models.tokenizer(body.model)  # raises ModelNotFoundError -> 404
         params = body.sampling_params(default_max_tokens)  # bounds first: no rendering for a request refused anyway
         prompt = render_chat(tokenizer, body)
-        samples = await models.sample(body.model, prompt.tokens, body.n, params)
+        samples = await while_client_waits(request, models.sample(body.model, prompt.tokens, body.n, params))
         completion = _completion(body, tokenizer, prompt, samples)
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage

@@ -12,15 +12,17 @@ from hone.service.service import Service, TenantView
 from hone.service.training_api import build_training_router
 
 
-def create_service_app(service: Service) -> FastAPI:
+def create_service_app(service: Service, request_timeout_s: float | None = None) -> FastAPI:
     """Every route but /health behind an API key, scoped to the key's tenant; the OpenAI routes
-    plus the training routes of docs/serve-api.md."""
+    plus the training routes of docs/serve-api.md. A sampling request still running after
+    `request_timeout_s` is cancelled and answered 504 (None = no limit)."""
     app = FastAPI(
         title="hone serve",
         version="0.1.0",
         description="OpenAI-compatible sampling and Tinker-shaped training for many tenants. "
         "Every route but /health needs 'Authorization: Bearer KEY'.",
     )
+    app.state.request_timeout_s = request_timeout_s
     app.include_router(build_router(service.backend, scope=lambda request: TenantView(service, request.state.tenant)))
     app.include_router(build_training_router(service))
     app.add_middleware(

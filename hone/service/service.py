@@ -363,13 +363,18 @@ class Service:
         return model, matches[-1]  # the newest checkpoint of that step
 
     def tokenizer(self, tenant: Tenant, served: str) -> Any:
-        model, _ = self.resolve(tenant, served)
-        return self.backend.tokenizer(self.internal(tenant, model.name))
+        """The tokenizer of the tenant's model behind `served`, from memory: the backend serves exactly
+        the tenants' models (`sample` checks NAME@STEP against SQLite, off the event loop)."""
+        name = served.partition("@")[0]
+        try:
+            return self.backend.tokenizer(self.internal(tenant, check_name(name)))
+        except (ModelNotFoundError, InvalidRequestError):
+            raise ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists yours") from None
 
     async def sample(self, tenant: Tenant, served: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
         if n > self.config.max_n:
             raise InvalidRequestError(f"n={n} is over this server's limit of {self.config.max_n}", param="n")
-        model, checkpoint = self.resolve(tenant, served)
+        model, checkpoint = await asyncio.to_thread(self.resolve, tenant, served)
         if checkpoint is None:
             try:
                 return await self.backend.sample(self.internal(tenant, model.name), prompt_tokens, n, params)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hone.errors import InvalidRequestError
 from hone.rl.step import TrainConfig
+from hone.server.lifetime import while_client_waits
 from hone.rl.trajectory import TrajectoryGroup
 from hone.service.service import Service
 from hone.service.store import NAME_PATTERN, Tenant
@@ -221,7 +222,7 @@ def build_training_router(service: Service) -> APIRouter:
 
     @router.post("/models/{name}/sample", response_model=SampleResponse)
     async def sample(body: SampleRequest, request: Request, name: str = Served) -> Any:
-        samples = await service.sample(tenant(request), name, body.prompt_tokens, body.n, body.params.params())
+        samples = await while_client_waits(request, service.sample(tenant(request), name, body.prompt_tokens, body.n, body.params.params()))
         return {
             "sequences": [
                 {"tokens": s.tokens, "logprobs": s.logprobs, "finish_reason": s.finish_reason, "top_logprobs": s.top_logprobs}

@@ -280,6 +280,34 @@ def test_a_cancelled_request_leaves_the_batch(lively, prompts):
         assert engine.stats["decode_steps"] < 1000  # the 3000-token samples did not run to the end
 
 
+def test_a_cancelled_request_frees_its_slots_at_once_and_is_counted(lively, prompts):
+    long = SamplingParams(max_tokens=3000, temperature=1.0)
+    with Engine(lively, eos_token_ids=[], dtype=torch.float32, max_batch_size=3) as engine:
+
+        async def main():
+            decoding = asyncio.ensure_future(engine.sample(prompts[0], 2, long))
+            await wait_for_condition(lambda: engine.active_rows == 2, "the request never started decoding")
+            queued = asyncio.ensure_future(engine.sample(prompts[1], 2, long))  # 2 rows: no room among 3 slots
+            await asyncio.sleep(0.05)  # several decode steps: it stays queued
+            assert engine.active_rows == 2 and engine.stats["batches"] == 1
+            queued.cancel()
+            await wait_for_condition(lambda: engine.stats["cancelled_requests"] == 1, "the cancelled request stayed queued", timeout_s=5)
+            assert engine.active_rows == 2  # the other one decodes on
+            decoding.cancel()
+            await wait_for_condition(lambda: engine.active_rows == 0, "the cancelled rows stayed in the batch", timeout_s=5)
+            steps = engine.stats["decode_steps"]
+            await asyncio.sleep(0.05)
+            assert engine.stats["decode_steps"] == steps  # idle: nothing decodes for a cancelled request
+            return await engine.sample(prompts[2], 1, GREEDY)
+
+        [seq] = asyncio.run(main())
+        assert len(seq.tokens) == GREEDY.max_tokens  # the freed slots serve the next request
+        # 2 = the decoding request (dropped between steps) + the queued one (never admitted)
+        assert engine.stats["cancelled_requests"] == 2
+        assert engine.stats["batches"] == 2  # the first request's and the last one's: the queued one never joined
+        assert engine.stats["failed_requests"] == 0  # a cancel is not a failure
+
+
 # --------------------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     "prompt, n, params, error, words",
