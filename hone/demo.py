@@ -20,10 +20,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from hone.backends import Backend
 from hone.monitor.report import before_after_png, curves_png, trajectory_html, write_report
 from hone.rl.evaluate import EvalResult, evaluate
-from hone.backends import Backend
 from hone.rl.loop import RunConfig, ScoreHook, make_model, run_training
+from hone.rl.trajectory import Trajectory
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,6 @@ async def _run_demo(env: Any, config: DemoConfig, backend: Backend | None, conso
 
 
 async def _cached_eval(path: Path, env: Any, client: Any, model: str, tasks: list[Any], config: DemoConfig) -> tuple[dict[str, Any], list[Any]]:
-    from hone.rl.trajectory import Trajectory
-
     if path.exists():
         saved = json.loads(path.read_text())
         return saved["summary"], [Trajectory.model_validate(t) for t in saved["trajectories"]]

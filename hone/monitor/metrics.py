@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from hone.errors import HoneError
 from hone.files import write_file_atomically
 
 
@@ -92,8 +93,6 @@ def _plain(value: Any) -> Any:
 
 def _make_sink(name: str, run_dir: Path):
     """An optional logger; one clear sentence if the library the user asked for is missing."""
-    from hone.errors import HoneError
-
     if name == "wandb":
         try:
             import wandb

@@ -6,9 +6,9 @@ import asyncio
 import logging
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hone.server.errors import error_response, install_error_handlers
+from hone.server.errors import WatchedSend, error_response, install_error_handlers
 from hone.server.openai_api import build_router
 from hone.server.sampler import Sampler
 
@@ -48,17 +48,11 @@ class AnswerCutRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
-            await self.app(scope, receive, watched_send)
+            await self.app(scope, receive, watched)
         except asyncio.CancelledError:
             log.warning("%s %s was cut: still running when the shutdown drain of %g s ran out", scope["method"], scope["path"], self.drain_s)
-            if not started:  # a stream already under way can only be cut short
+            if not watched.started:  # a stream already under way can only be cut short
                 message = f"the server shut down before this request finished (its drain of {self.drain_s:g} s ran out); retry it"
                 await error_response(503, message, "server_error", code="server_shutting_down")(scope, receive, send)

@@ -87,6 +87,18 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_middleware(CatchBugs)
 
 
+class WatchedSend:
+    """An ASGI `send` that notes whether the response has started: after that, no other answer can follow."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
+
+
 class CatchBugs:
     """Answer an exception that escaped every route handler with a JSON 500, and swallow it.
 
@@ -102,17 +114,11 @@ class CatchBugs:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
-            await self.app(scope, receive, watched_send)
+            await self.app(scope, receive, watched)
         except Exception:
-            if started:
+            if watched.started:
                 raise
             log.exception("unhandled error while serving a request")  # a bug in hone: keep the traceback in the log
             await error_response(500, BUG_MESSAGE, "server_error")(scope, receive, send)
