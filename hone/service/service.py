@@ -29,7 +29,7 @@ from typing import Any, AsyncIterator
 
 from hone.backends import LocalBackend
 from hone.errors import CheckpointError, ConflictError, HoneError, InvalidRequestError, LimitError, ModelNotFoundError
-from hone.models import DEFAULT_MODEL
+from hone.models import DEFAULT_MODEL, load_tokenizer
 from hone.rl.step import TrainConfig, train_step
 from hone.rl.trajectory import TrajectoryGroup
 from hone.service.journal import Journal
@@ -78,7 +78,8 @@ class Service:
         self.backend = backend or LocalBackend(share_base=config.share_base, checkpoint_models=config.checkpoint_engines)
         self._models: dict[tuple[int, str], _ModelState] = {}
         self._tenant_locks: dict[int, asyncio.Lock] = {}
-        self._loading: dict[str, asyncio.Future] = {}  # checkpoint models being loaded, by internal name
+        self._loading: dict[str, asyncio.Future] = {}  # checkpoint and base models being loaded, by internal name
+        self._base_tokenizers: dict[str, Any] = {}
         self._forward_backwards: OrderedDict[tuple[int, str], _Pending] = OrderedDict()  # by (tenant, request id)
 
     # ------------------------------------------------------------------ names and paths
@@ -164,6 +165,8 @@ class Service:
                     )
                 raise ConflictError(f"the model '{name}' already exists; pass exist_ok=true to reuse it or pick another name", param="name")
             _refuse_case_twin(name, [m.name for m in self.store.models(tenant.id)], "model", "name")
+            if name in self.config.base_models:
+                raise ConflictError(f"'{name}' is the name of one of this server's base models; pick another name", param="name")
             if len(self.store.models(tenant.id)) >= self.config.max_models_per_tenant:
                 raise LimitError(
                     f"this tenant already has {self.config.max_models_per_tenant} models, the server's limit; delete one first"
@@ -336,8 +339,9 @@ class Service:
 
     # ------------------------------------------------------------------ sampling: NAME and NAME@STEP
     def served_names(self, tenant: Tenant) -> list[str]:
-        """What /v1/models lists: each model, then NAME@STEP for each step it has a checkpoint of."""
-        names = []
+        """What /v1/models lists: the server's base models (anyone may sample them), then each of the
+        tenant's models followed by NAME@STEP for each step it has a checkpoint of."""
+        names = list(self.config.base_models)
         for model in self.store.models(tenant.id):
             names.append(model.name)
             steps = sorted({c.step for c in self.store.checkpoints(tenant.id, model.name)})
@@ -365,6 +369,10 @@ class Service:
     def tokenizer(self, tenant: Tenant, served: str) -> Any:
         """The tokenizer of the tenant's model behind `served`, from memory: the backend serves exactly
         the tenants' models (`sample` checks NAME@STEP against SQLite, off the event loop)."""
+        if served in self.config.base_models:
+            if served not in self._base_tokenizers:
+                self._base_tokenizers[served] = load_tokenizer(served)
+            return self._base_tokenizers[served]
         name = served.partition("@")[0]
         try:
             return self.backend.tokenizer(self.internal(tenant, check_name(name)))
@@ -374,6 +382,8 @@ class Service:
     async def sample(self, tenant: Tenant, served: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
         if n > self.config.max_n:
             raise InvalidRequestError(f"n={n} is over this server's limit of {self.config.max_n}", param="n")
+        if served in self.config.base_models:  # read-only, shared by every tenant; no tenant model has its name
+            return await self.backend.sample(await self._base_model(served), prompt_tokens, n, params)
         model, checkpoint = await asyncio.to_thread(self.resolve, tenant, served)
         if checkpoint is None:
             try:
@@ -390,6 +400,22 @@ class Service:
                 if attempt == 2:
                     raise ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists yours") from None
         raise AssertionError("unreachable")
+
+    async def _base_model(self, base_model: str) -> str:
+        """The backend's name for base model `base_model` served as it is, loaded on first use (once,
+        however many requests wait; on a shared base it is one more, empty, adapter)."""
+        internal = f"base/{base_model}"  # tenant ids are digits: no tenant model is named so
+        if not self.backend.serves(internal):
+            if internal not in self._loading:
+                self._loading[internal] = asyncio.ensure_future(self._load_base_model(internal, base_model))
+            await asyncio.shield(self._loading[internal])
+        return internal
+
+    async def _load_base_model(self, internal: str, base_model: str) -> None:
+        try:
+            await asyncio.to_thread(self.backend.add_model, internal, base_model)
+        finally:
+            self._loading.pop(internal, None)
 
     async def _load_checkpoint_model(self, internal: str, tenant: Tenant, name: str, checkpoint: CheckpointRow) -> None:
         """One load per checkpoint, however many requests wait for it; shielded, so a client that

@@ -80,7 +80,7 @@ def test_sigkill_mid_training_then_restart_keeps_every_checkpoint_servable_as_na
         server.start()  # same --home, new port
         client = server.http(key)
         assert [c["checkpoint"] for c in client.get("/v1/hone/models/policy/checkpoints").json()["data"]] == ["step-1", "step-2", "step-3"]
-        assert {m["id"] for m in client.get("/v1/models").json()["data"]} == {"policy", "policy@1", "policy@2", "policy@3"}
+        assert {m["id"] for m in client.get("/v1/models").json()["data"]} == {"tiny", "policy", "policy@1", "policy@2", "policy@3"}
         for name, logprobs in served.items():
             assert greedy(client, name) == pytest.approx(logprobs, abs=1e-5), name
         [model] = client.get("/v1/hone/models").json()["data"]

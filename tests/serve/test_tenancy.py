@@ -54,8 +54,8 @@ def test_two_tenants_cannot_see_or_touch_each_others_models(server):
 
     # listing: bob sees none of alice's models or checkpoints
     assert bob.get("/v1/hone/models").json() == {"data": []}
-    assert bob.get("/v1/models").json()["data"] == []
-    assert {m["id"] for m in alice.get("/v1/models").json()["data"]} == {"secret", "secret@1"}
+    assert [m["id"] for m in bob.get("/v1/models").json()["data"]] == ["tiny"]  # the server's base model alone
+    assert {m["id"] for m in alice.get("/v1/models").json()["data"]} == {"tiny", "secret", "secret@1"}
 
     # every route on alice's model answers bob exactly as a model that never existed does
     attempts = [
