@@ -45,6 +45,7 @@ MAX_STOP_CHARS = 256  # stop strings are matched against the decoded tail on eve
 MAX_TOP_K = 1 << 20  # beyond any vocabulary (the sampler clamps to it); larger would overflow its tensors
 MAX_TOP_LOGPROBS = 20
 SEED_LIMIT = 2**63  # seeds are 0 <= seed < 2**63, as the engine's own
+NOT_YET_IMPLEMENTED = {"presence_penalty": "0", "frequency_penalty": "0", "logit_bias": "{}"}  # name -> its no-op value
 
 StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 
@@ -73,6 +74,7 @@ class ChatCompletionRequest(ChatInput):
     stream_options: StreamOptions | None = None
 
     def sampling_params(self, default_max_tokens: int) -> SamplingParams:
+        self._refuse_what_hone_would_ignore()
         max_tokens = self.max_completion_tokens or self.max_tokens or default_max_tokens
         self._check_total_work(max_tokens)
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -85,6 +87,15 @@ class ChatCompletionRequest(ChatInput):
             seed=self.seed,
             top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0,
         )
+
+    def _refuse_what_hone_would_ignore(self) -> None:
+        """Parameters the sampler does not implement yet: their no-op values pass (clients send them
+        as defaults), any other value is a 400 rather than a silently different reply."""
+        extra = self.model_extra or {}
+        for name in NOT_YET_IMPLEMENTED:
+            value = extra.get(name)
+            if value not in (None, 0, 0.0, {}):
+                raise InvalidRequestError(f"{name} is not supported by hone yet; leave it out (or send {NOT_YET_IMPLEMENTED[name]})", param=name)
 
     def _check_total_work(self, max_tokens: int) -> None:
         if self.n * max_tokens <= MAX_TOTAL_TOKENS:

@@ -98,6 +98,9 @@ def test_tool_choice_required_forces_a_call_attempt_and_flags_a_malformed_one(ba
         ({"messages": []}, 400, "messages"),
         ({"max_tokens": 10_000_000}, 400, "max"),
         ({"tool_choice": "required"}, 400, "needs 'tools'"),
+        ({"presence_penalty": 0.5}, 400, "presence_penalty is not supported"),
+        ({"frequency_penalty": -1.0}, 400, "frequency_penalty is not supported"),
+        ({"logit_bias": {"42": 100}}, 400, "logit_bias is not supported"),
     ],
 )
 def test_bad_requests_get_a_4xx_in_the_openai_error_shape(backend, kwargs, status, fragment):
@@ -124,3 +127,12 @@ def test_a_body_that_is_not_json_gets_a_400_and_the_app_keeps_serving(backend):
     assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
     assert wrong_type.status_code == 400 and "messages" in wrong_type.json()["error"]["message"]
     assert fine.status_code == 200 and json.loads(fine.text)["choices"]
+
+
+def test_unimplemented_parameters_at_their_no_op_values_are_served(backend):
+    # clients send these as defaults; only a value that would change the reply is refused
+    client = backend.openai_client_sync(max_retries=0)
+    reply = client.chat.completions.create(
+        model="tiny", messages=HELLO, max_tokens=4, presence_penalty=0, frequency_penalty=0.0, logit_bias={}
+    )
+    assert reply.usage.completion_tokens >= 1
