@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hone.errors import InvalidRequestError
 
-DEFAULT_BASE_MODEL = "smollm2-135m"  # the embedded model (hone.models.DEFAULT_MODEL)
+DEFAULT_BASE_MODEL = "smollm2-135m"  # the embedded model; hone.models.DEFAULT_MODEL is this
 DEFAULT_LORA_RANK = 16
 
 

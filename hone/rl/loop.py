@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
-import asyncio
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -164,10 +164,11 @@ class Service:
                         param="name",
                     )
                 raise ConflictError(f"the model '{name}' already exists; pass exist_ok=true to reuse it or pick another name", param="name")
-            _refuse_case_twin(name, [m.name for m in self.store.models(tenant.id)], "model", "name")
+            names = [m.name for m in self.store.models(tenant.id)]
+            _refuse_case_twin(name, names, "model", "name")
             if name in self.config.base_models:
                 raise ConflictError(f"'{name}' is the name of one of this server's base models; pick another name", param="name")
-            if len(self.store.models(tenant.id)) >= self.config.max_models_per_tenant:
+            if len(names) >= self.config.max_models_per_tenant:
                 raise LimitError(
                     f"this tenant already has {self.config.max_models_per_tenant} models, the server's limit; delete one first"
                 )
@@ -176,7 +177,7 @@ class Service:
             await asyncio.to_thread(self.backend.add_model, internal, base_model, **spec.keywords())
             row = ModelRow(tenant.id, name, base_model, lora_rank, spec.options.model_dump(exclude_none=True), 0, time.time())
             try:
-                self.store.add_model(row)
+                await asyncio.to_thread(self.store.add_model, row)
             except BaseException:
                 self.backend.delete_model(internal)
                 raise
@@ -184,7 +185,7 @@ class Service:
 
     async def delete_model(self, tenant: Tenant, name: str) -> None:
         async with self._locked(tenant, name):
-            self.store.delete_model(tenant.id, name)
+            await asyncio.to_thread(self.store.delete_model, tenant.id, name)
             self._evict(tenant.id, name)
             self.backend.delete_model(self.internal(tenant, name))
             await asyncio.to_thread(shutil.rmtree, self.journal.model_dir(tenant.id, name), True)
@@ -333,7 +334,7 @@ class Service:
     async def delete_checkpoint(self, tenant: Tenant, name: str, checkpoint: str) -> None:
         async with self._locked(tenant, name):
             row = self._checkpoint(tenant, name, checkpoint)
-            self.store.delete_checkpoint(tenant.id, name, row.checkpoint)
+            await asyncio.to_thread(self.store.delete_checkpoint, tenant.id, name, row.checkpoint)
             self._evict(tenant.id, name, row.checkpoint)
             await asyncio.to_thread(shutil.rmtree, self.journal.checkpoint_dir(tenant.id, name, row.checkpoint), True)
 
