@@ -30,6 +30,19 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()  # besides the tokenizer's end-of-sequence ids
     seed: int | None = None  # same seed, same prompt, same params -> same tokens
     top_logprobs: int = 0  # how many alternatives to return per sampled token
+    # What shapes the draw but never the reported logprob (that stays the model's own, see
+    # hone.engine.sampling): a grammar every sample must follow (llguidance's Lark-like text; the
+    # engine needs grammar support), additive logit biases by token id, and OpenAI's penalties on
+    # tokens already sampled in this completion.
+    grammar: str | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    @property
+    def shapes_logits(self) -> bool:
+        """Whether anything besides temperature and truncation changes what is drawn."""
+        return bool(self.logit_bias) or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
 
 @dataclass
@@ -40,6 +53,7 @@ class SampledSequence:
     logprobs: list[float]  # log p(token_t | prefix) under the sampling distribution before truncation
     finish_reason: Literal["stop", "length"]
     top_logprobs: list[list[tuple[int, float]]] | None = None  # per token: (token id, logprob) pairs
+    forced: list[bool] | None = None  # per token, under a grammar: the only token it allowed there
 
 
 # --------------------------------------------------------------------------- training

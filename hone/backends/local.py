@@ -23,6 +23,7 @@ import torch
 from fastapi import FastAPI
 
 from hone.engine import Engine
+from hone.engine.grammar import GrammarMatchers
 from hone.errors import InvalidRequestError, ModelNotFoundError
 from hone.models import DEFAULT_MODEL, LoadedModel, load_model
 from hone.models.loader import TINY_MODEL
@@ -227,10 +228,12 @@ class LocalBackend:
         return handle
 
     def _new_engine(self, loaded: LoadedModel) -> Engine:
+        eos_ids = _eos_ids(loaded)
         return Engine(
             loaded.model,
-            eos_token_ids=_eos_ids(loaded),
+            eos_token_ids=eos_ids,
             decode=lambda ids, tok=loaded.tokenizer: tok.decode(ids, skip_special_tokens=True),
+            grammars=GrammarMatchers(loaded.tokenizer, loaded.model.config.vocab_size, eos_ids),
             **self._engine_options,
         )
 

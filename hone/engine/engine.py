@@ -15,6 +15,10 @@ How a request travels:
    dropped: queued, it is never admitted; decoding, its rows leave the batch at the next step.
 6. A request for a LoRA adapter takes that adapter's current matrices at admission and keeps them
    to its end: `set_adapter` swaps in new matrices without waiting for the decode to drain.
+7. A request with a grammar (`SamplingParams.grammar`; the engine needs `grammars`) is compiled in
+   `sample`, and each of its rows matches on its own copy: every step the rows' masks are computed
+   together and applied to a copy of the logits, with logit biases and penalties. Rows without
+   any of these are sampled from the logits untouched, in the same batch.
 """
 
 from __future__ import annotations
@@ -31,18 +35,21 @@ from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from hone.engine.grammar import GrammarMatchers
 from hone.engine.llama import LlamaRunner, LoraAdapter
-from hone.engine.sampling import RowSettings, find_stop_cut, sample_rows, stop_window
+from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
 from hone.types import SampledSequence, SamplingParams
 
 MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 100.0  # OpenAI's bounds on logit_bias values and on the two penalties
+MAX_PENALTY = 2.0
 _RESERVE_AHEAD = 512  # cache positions reserved past a prompt at admission; later growth is geometric
 _PREFILL_TOKEN_BUDGET = 8192  # padded prompt tokens per prefill forward; bounds activation memory
 
@@ -60,6 +67,7 @@ class _Request:
     adapter: str | None = None  # LoRA adapter name; None = the base weights
     lora: LoraAdapter | None = None  # that adapter's matrices, fixed at admission
     failed: bool = False
+    matcher: Any = None  # the compiled grammar (an llguidance matcher); each row matches on a copy
 
 
 @dataclass
@@ -73,6 +81,9 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     top: list[list[tuple[int, float]]] | None = None
     done: bool = False
+    matcher: Any = None  # this row's grammar state, when the request has a grammar
+    forced: list[bool] | None = None  # per token, under a grammar: whether it was the only one allowed
+    counts: dict[int, int] | None = None  # sampled token -> times, when a penalty needs them
 
     @property
     def position(self) -> int:
@@ -112,6 +123,7 @@ class Engine:
         max_seq_len: int = 4096,
         lm_head_dtype: torch.dtype = torch.float32,
         num_threads: int | None = None,  # torch intra-op threads of the worker; None = the creating thread's
+        grammars: GrammarMatchers | None = None,  # grammar support; requests with a grammar need it
     ):
         self.dtype = dtype if dtype is not None else preferred_dtype(model.config.hidden_size, model.config.intermediate_size)
         self.lm_head_dtype = lm_head_dtype
@@ -120,6 +132,7 @@ class Engine:
         self.max_seq_len = max_seq_len
         self.eos_token_ids = frozenset(int(t) for t in eos_token_ids)
         self.decode = decode
+        self.grammars = grammars
         self.vocab_size = model.config.vocab_size
         self._runner = LlamaRunner(
             model, dtype=self.dtype, head_dtype=lm_head_dtype, max_slots=max_batch_size, max_seq_len=max_seq_len
@@ -132,6 +145,8 @@ class Engine:
             "prefill_tokens": 0,  # rows x positions run through prefill, padding included
             "decode_steps": 0,
             "tokens_sampled": 0,
+            "tokens_constrained": 0,  # drawn under a grammar's mask
+            "tokens_forced": 0,  # of those, the only token the grammar allowed
             "failed_batches": 0,
             "failed_requests": 0,
             "cancelled_requests": 0,  # cancelled by their caller before they finished
@@ -236,6 +251,7 @@ class Engine:
         self, prompt_tokens: list[int], n: int, params: SamplingParams, adapter: str | None = None
     ) -> concurrent.futures.Future:
         prompt = self._validate(prompt_tokens, n, params)
+        matcher = self.grammars.compile(params.grammar) if params.grammar is not None else None
         if adapter is not None and adapter not in self._adapters:
             raise InvalidRequestError(f"this engine has no adapter named '{adapter}'", param="adapter")
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -249,6 +265,7 @@ class Engine:
             remaining=n,
             stop_ids=self.eos_token_ids | frozenset(params.stop_token_ids),
             adapter=adapter,
+            matcher=matcher,
         )
         with self._cv:
             if self._closed:
@@ -301,7 +318,23 @@ class Engine:
             )
         if any(not 0 <= t < self.vocab_size for t in params.stop_token_ids):
             raise InvalidRequestError("stop_token_ids must be ids in this model's vocabulary", param="stop_token_ids")
+        self._validate_shaping(params)
         return prompt
+
+    def _validate_shaping(self, params: SamplingParams) -> None:
+        if params.grammar is not None and self.grammars is None:
+            raise InvalidRequestError(
+                "this engine has no grammar support; create it with grammars=GrammarMatchers(tokenizer, vocab_size)", param="grammar"
+            )
+        for token, bias in params.logit_bias:
+            if not 0 <= token < self.vocab_size:
+                raise InvalidRequestError(f"logit_bias names token {token}, outside this model's vocabulary (0..{self.vocab_size - 1})", param="logit_bias")
+            if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+                raise InvalidRequestError(f"logit_bias values must be between -100 and 100; got {bias} for token {token}", param="logit_bias")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(params, name)
+            if not -MAX_PENALTY <= value <= MAX_PENALTY:
+                raise InvalidRequestError(f"{name} must be between -2 and 2; got {value}", param=name)
 
     # ------------------------------------------------------------------------ worker
     def _run(self) -> None:
@@ -407,8 +440,7 @@ class Engine:
             which = [j for j, prompt in enumerate(group) for request in distinct[prompt] for _ in range(request.n)]
             logits_rows = logits[torch.tensor(which)]  # (R, V)
             self._rows.extend(new_rows)
-            draw = sample_rows(logits_rows, [row.settings for row in new_rows])
-            self._record(new_rows, draw)
+            self._record(new_rows, self._draw(logits_rows, new_rows))
 
     def _step(self) -> None:
         """One decode step for every active row."""
@@ -420,9 +452,30 @@ class Engine:
         self._runner.reserve(len(self._rows), int(positions.max()) + 1)
         logits = self._runner.decode(tokens, positions, self._lora_rows())  # (B, V) fp32
         self.stats["decode_steps"] += 1
-        draw = sample_rows(logits, [row.settings for row in self._rows])
-        self._record(self._rows, draw)
+        self._record(self._rows, self._draw(logits, self._rows))
         self._compact()
+
+    def _draw(self, logits_R_V: torch.Tensor, rows: list[_Row]) -> Draw:
+        """Sample one token per row. Rows with a grammar, biases or penalties draw from a shaped
+        copy of the logits; every row reports the model's own logprob (see hone.engine.sampling)."""
+        settings = [row.settings for row in rows]
+        shaped = [b for b, row in enumerate(rows) if not row.done and (row.matcher is not None or row.request.params.shapes_logits)]
+        if not shaped:
+            return sample_rows(logits_R_V, settings)
+        drawn_from = logits_R_V.clone()
+        for b in shaped:
+            _shift_logits(drawn_from[b], rows[b])
+        constrained = [b for b in shaped if rows[b].matcher is not None]
+        if constrained:
+            allowed_C_V = self.grammars.allowed([rows[b].matcher for b in constrained])
+            index = torch.tensor(constrained)
+            drawn_from[index] = drawn_from[index].masked_fill(~allowed_C_V, float("-inf"))
+            for b, count in zip(constrained, allowed_C_V.sum(dim=1).tolist()):
+                rows[b].forced.append(count == 1)  # _record appends the token itself
+                if count == 0:  # llguidance allows nothing: a grammar it cannot go on with
+                    drawn_from[b] = logits_R_V[b]
+                    self._fail_request(rows[b].request, InvalidRequestError("the grammar allows no token here", param="grammar"))
+        return sample_rows(drawn_from, settings, raw_B_V=logits_R_V, shaped=shaped)
 
     def _lora_rows(self) -> list[tuple[LoraAdapter, torch.Tensor | None]]:
         """(adapter, its rows) for each adapter in the batch; rows None when it holds every row."""
@@ -446,7 +499,12 @@ class Engine:
         settings = RowSettings(
             temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, top_logprobs=p.top_logprobs, rng=rng
         )
-        return _Row(request=request, index=index, settings=settings, top=[] if p.top_logprobs else None)
+        row = _Row(request=request, index=index, settings=settings, top=[] if p.top_logprobs else None)
+        if request.matcher is not None:
+            row.matcher, row.forced = request.matcher.deep_copy(), []
+        if p.presence_penalty or p.frequency_penalty:
+            row.counts = {}
+        return row
 
     def _record(self, rows: list[_Row], draw) -> None:
         """Append each row's new token and finish the rows that stop here."""
@@ -454,18 +512,27 @@ class Engine:
         for b, row in enumerate(rows):
             if row.done:
                 continue
-            row.tokens.append(draw.tokens[b])
+            token = draw.tokens[b]
+            row.tokens.append(token)
             row.logprobs.append(draw.logprobs[b])
             if row.top is not None:
                 row.top.append(draw.top_logprobs[b])
+            if row.counts is not None:
+                row.counts[token] = row.counts.get(token, 0) + 1
             params = row.request.params
             try:
-                if draw.tokens[b] in row.request.stop_ids:
+                if row.matcher is not None:
+                    self.stats["tokens_constrained"] += 1
+                    self.stats["tokens_forced"] += row.forced[-1]
+                    self.grammars.advance(row.matcher, token)
+                if token in row.request.stop_ids:
                     self._finish(row, "stop")
                 elif params.stop and (cut := self._stop_cut(row)) is not None:
                     del row.tokens[cut:], row.logprobs[cut:]
                     if row.top is not None:
                         del row.top[cut:]
+                    if row.forced is not None:
+                        del row.forced[cut:]
                     self._finish(row, "stop")
                 elif len(row.tokens) >= params.max_tokens:
                     self._finish(row, "length")
@@ -482,7 +549,7 @@ class Engine:
         if request.failed:
             return
         request.results[row.index] = SampledSequence(
-            tokens=row.tokens, logprobs=row.logprobs, finish_reason=reason, top_logprobs=row.top
+            tokens=row.tokens, logprobs=row.logprobs, finish_reason=reason, top_logprobs=row.top, forced=row.forced
         )
         self.stats["sequences"] += 1
         request.remaining -= 1
@@ -563,6 +630,19 @@ def _prefill_groups(prompts: list[tuple[int, ...]]) -> list[list[tuple[int, ...]
     if current:
         groups.append(current)
     return groups
+
+
+def _shift_logits(logits_V: torch.Tensor, row: _Row) -> None:
+    """OpenAI's logit_bias and penalties, in place on one row's copy of the logits:
+    logit[j] += bias[j] - frequency_penalty * count[j] - presence_penalty * (count[j] > 0)."""
+    params = row.request.params
+    if params.logit_bias:
+        ids, biases = zip(*params.logit_bias)
+        logits_V[torch.tensor(ids)] += torch.tensor(biases, dtype=logits_V.dtype)
+    if row.counts:
+        ids = torch.tensor(list(row.counts))
+        counts = torch.tensor(list(row.counts.values()), dtype=logits_V.dtype)
+        logits_V[ids] -= params.frequency_penalty * counts + params.presence_penalty
 
 
 def _resolve(future: concurrent.futures.Future, result=None, exc: BaseException | None = None) -> None:

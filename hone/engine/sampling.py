@@ -1,7 +1,9 @@
 """Choosing the next token for a batch of rows, each with its own settings and its own random stream.
 
 1. The logprob returned for a token is log_softmax of the RAW fp32 logits (before temperature,
-   top-k, top-p), the same number a trainer computes from the same weights.
+   top-k, top-p, and before a grammar's mask, logit biases and penalties), the same number a
+   trainer computes from the same weights. The policy being trained is the model's own
+   distribution; what shaped the draw is part of how it was explored, not of the policy.
 2. Randomness is one uniform number per row per step from that row's own `random.Random`, turned
    into a token by inverse-CDF sampling. A row's tokens therefore depend only on its seed and its
    logits, never on which other rows share the batch.
@@ -40,8 +42,12 @@ class Draw:
     top_logprobs: list[list[tuple[int, float]] | None]
 
 
-def sample_rows(logits_B_V: torch.Tensor, rows: list[RowSettings]) -> Draw:
-    """Pick one token per row of fp32 logits (B, V) and return it with its raw logprob."""
+def sample_rows(logits_B_V: torch.Tensor, rows: list[RowSettings], raw_B_V: torch.Tensor | None = None, shaped: list[int] = ()) -> Draw:
+    """Pick one token per row of fp32 logits (B, V) and return it with its raw logprob.
+
+    `raw_B_V`, when given, holds the model's logits before masks, biases and penalties were
+    applied to the rows listed in `shaped`: tokens are drawn from `logits_B_V`, logprobs reported
+    from `raw_B_V`."""
     B, V = logits_B_V.shape
     lse_B = torch.empty(B, dtype=logits_B_V.dtype)  # normaliser of each row's raw distribution
     chosen = torch.empty(B, dtype=torch.long)
@@ -69,12 +75,17 @@ def sample_rows(logits_B_V: torch.Tensor, rows: list[RowSettings]) -> Draw:
         chosen[idx] = _sample_truncated(x, truncated, rows)
         lse_B[idx] = torch.logsumexp(x, dim=-1)
 
-    logprobs_B = logits_B_V.gather(1, chosen.unsqueeze(1)).squeeze(1) - lse_B
+    report_B_V = logits_B_V
+    if raw_B_V is not None and shaped:
+        report_B_V = raw_B_V
+        idx = torch.tensor(list(shaped))
+        lse_B[idx] = torch.logsumexp(raw_B_V[idx], dim=-1)
+    logprobs_B = report_B_V.gather(1, chosen.unsqueeze(1)).squeeze(1) - lse_B
     top: list[list[tuple[int, float]] | None] = [None] * B
     want = [b for b, r in enumerate(rows) if r.top_logprobs > 0]
     if want:
         k = min(V, max(rows[b].top_logprobs for b in want))
-        idx, x = _select(logits_B_V, want)
+        idx, x = _select(report_B_V, want)
         values, ids = torch.topk(x, k, dim=-1)  # (W, k), best first
         values = (values - lse_B[idx].unsqueeze(1)).tolist()
         ids = ids.tolist()
