@@ -140,6 +140,7 @@ class RemoteBackend:
                 logprobs=s["logprobs"],
                 finish_reason=s["finish_reason"],
                 top_logprobs=[[tuple(pair) for pair in row] for row in s["top_logprobs"]] if s.get("top_logprobs") else None,
+                forced=s.get("forced"),
             )
             for s in answer["sequences"]
         ]

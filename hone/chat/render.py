@@ -18,7 +18,8 @@ import jinja2
 from pydantic import ValidationError
 from transformers import PreTrainedTokenizerBase
 
-from hone.chat.schema import ChatInput, JsonSchema, Message, NamedToolChoice, Schema, Tool, ToolCall, describe_errors
+from hone.chat.grammar import reply_grammar
+from hone.chat.schema import ChatInput, JsonSchema, Message, Schema, Tool, ToolCall, describe_errors
 from hone.chat.toolcalls import OPEN_TAG, format_tool_call
 from hone.errors import InvalidRequestError
 
@@ -33,8 +34,8 @@ _EXAMPLE_VALUES = {"string": "...", "number": 0, "integer": 0, "boolean": True, 
 @dataclass
 class RenderedPrompt:
     tokens: list[int]
-    forced_prefix: str  # text placed after the generation prompt (tool_choice); the reply starts with it
     tool_names: set[str] | None  # None: tool calls are not parsed (no tools, or tool_choice "none")
+    grammar: str | None = None  # what the reply must follow (hone.chat.grammar); None = free text
 
 
 def render_prompt(
@@ -42,11 +43,13 @@ def render_prompt(
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]] | None = None,
     tool_choice: str | dict[str, Any] | None = "auto",
+    response_format: dict[str, Any] | None = None,
 ) -> RenderedPrompt:
-    """Token ids of the prompt for the next assistant turn; InvalidRequestError names what is malformed."""
+    """Token ids of the prompt for the next assistant turn, and the grammar its reply must follow;
+    InvalidRequestError names what is malformed."""
     if not messages:
         raise InvalidRequestError("'messages' must contain at least one message", param="messages")
-    document = {"messages": messages, "tools": tools, "tool_choice": tool_choice}
+    document = {"messages": messages, "tools": tools, "tool_choice": tool_choice, "response_format": response_format}
     try:
         chat = ChatInput.model_validate(document)
     except ValidationError as exc:
@@ -59,7 +62,7 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, chat: ChatInput) -> Rendered
     """`render_prompt` for a request already validated (the server's request model is a ChatInput)."""
     tools = chat.tools or None
     tool_choice = chat.tool_choice or "auto"
-    forced_prefix = _forced_prefix(tool_choice)
+    grammar = reply_grammar(chat)  # checks the schemas before the (slower) rendering
     offered = tools if tools is not None and tool_choice != "none" else None
     if offered is not None and _template_supports_tools(tokenizer):
         rendered = [_normalise(m, native_tools=True) for m in chat.messages]
@@ -70,10 +73,8 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, chat: ChatInput) -> Rendered
         if offered is not None:
             rendered = _with_tool_prompt(rendered, offered)
         tokens = _apply(tokenizer, rendered, tools=None)
-    if forced_prefix:
-        tokens = tokens + tokenizer.encode(forced_prefix, add_special_tokens=False)
     names = {t.function.name for t in offered} if offered is not None else None
-    return RenderedPrompt(tokens=tokens, forced_prefix=forced_prefix, tool_names=names)
+    return RenderedPrompt(tokens=tokens, tool_names=names, grammar=grammar)
 
 
 # --------------------------------------------------------------------------- messages
@@ -163,14 +164,6 @@ def _main_type(spec: Schema | None) -> str | None:
     kinds = [spec.type] if isinstance(spec.type, str) else list(spec.type or [])
     kinds += [_main_type(s) for s in spec.anyOf or spec.oneOf or []]
     return next((k for k in kinds if k and k != "null"), None)
-
-
-def _forced_prefix(tool_choice: str | NamedToolChoice) -> str:
-    """The start of the reply that tool_choice forces; ChatInput has checked the tools exist."""
-    if isinstance(tool_choice, NamedToolChoice):
-        name = tool_choice.function.name
-        return OPEN_TAG + '{"name": ' + json.dumps(name) + ', "arguments":'  # no trailing space: " {" is one token
-    return OPEN_TAG if tool_choice == "required" else ""
 
 
 # --------------------------------------------------------------------------- template

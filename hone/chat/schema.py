@@ -141,12 +141,33 @@ class NamedToolChoice(OpenModel):
 ToolChoice = Union[Literal["auto", "none", "required"], NamedToolChoice]
 
 
+class JsonSchemaFormat(OpenModel):
+    name: str = Field(default="response", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")  # None: any JSON object
+    strict: bool | None = None  # the schema is always enforced; strict changes nothing
+
+
+class ResponseFormat(OpenModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = Field(default=None, validate_default=True)
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_for_json_schema(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("type") == "json_schema" and value is None:
+            raise ValueError("is required when 'type' is 'json_schema'")
+        return value
+
+
 class ChatInput(OpenModel):
     """What the renderer needs from a chat request; the server's request model extends it."""
 
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
+    response_format: ResponseFormat | None = None  # json_object / json_schema: enforced by a grammar
+    parallel_tool_calls: bool | None = None  # False: at most one call per reply
 
     @field_validator("tool_choice")
     @classmethod

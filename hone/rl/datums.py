@@ -4,7 +4,9 @@ Each trajectory's sampled turns become training sequences token for token. Conse
 are merged into one sequence when the later prompt begins with exactly the earlier prompt and
 completion (a prefix-stable conversation); otherwise each turn is its own sequence. Prompt and
 tool tokens get weight 0; sampled tokens weight 1, with their sampler logprobs and the
-trajectory's advantage.
+trajectory's advantage. Tokens a grammar forced (the only one it allowed) get weight 0 unless
+`train_forced_tokens`: the model made no choice there, and pushing their probability up or down
+only moves mass the grammar would have overruled anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class GroupsToDatums:
     groups_dropped_too_small: int
 
 
-def datums_from_groups(groups: list[TrajectoryGroup], scale_by_std: bool = False) -> GroupsToDatums:
+def datums_from_groups(groups: list[TrajectoryGroup], scale_by_std: bool = False, train_forced_tokens: bool = False) -> GroupsToDatums:
     """Advantages per group (reward − group mean), then datums; groups without signal are dropped."""
     datums: list[Datum] = []
     used = zero_variance = too_small = 0
@@ -38,13 +40,13 @@ def datums_from_groups(groups: list[TrajectoryGroup], scale_by_std: bool = False
             continue
         used += 1
         for trajectory, advantage in zip(group.trajectories, group_advantages(rewards_G, scale_by_std=scale_by_std)):
-            datums.extend(datums_from_trajectory(trajectory, advantage))
+            datums.extend(datums_from_trajectory(trajectory, advantage, train_forced_tokens))
     return GroupsToDatums(datums, used, zero_variance, too_small)
 
 
-def datums_from_trajectory(trajectory: Trajectory, advantage: float) -> list[Datum]:
+def datums_from_trajectory(trajectory: Trajectory, advantage: float, train_forced_tokens: bool = False) -> list[Datum]:
     datums = []
-    for tokens, weights, logprobs in _merged_sequences(trajectory.turns):
+    for tokens, weights, logprobs in _merged_sequences(trajectory.turns, train_forced_tokens):
         if not any(weights):
             continue
         advantages = [advantage * w for w in weights]
@@ -52,7 +54,7 @@ def datums_from_trajectory(trajectory: Trajectory, advantage: float) -> list[Dat
     return datums
 
 
-def _merged_sequences(turns: list[SampledTurn]) -> list[tuple[list[int], list[float], list[float]]]:
+def _merged_sequences(turns: list[SampledTurn], train_forced_tokens: bool) -> list[tuple[list[int], list[float], list[float]]]:
     sequences: list[tuple[list[int], list[float], list[float]]] = []
     for turn in turns:
         if sequences and turn.prompt_tokens[: len(sequences[-1][0])] == sequences[-1][0]:
@@ -66,6 +68,9 @@ def _merged_sequences(turns: list[SampledTurn]) -> list[tuple[list[int], list[fl
         weights.extend([0.0] * len(extra))
         logprobs.extend([0.0] * len(extra))
         tokens.extend(turn.completion_tokens)
-        weights.extend([1.0] * len(turn.completion_tokens))
+        if turn.completion_forced is None or train_forced_tokens:
+            weights.extend([1.0] * len(turn.completion_tokens))
+        else:
+            weights.extend([0.0 if forced else 1.0 for forced in turn.completion_forced])
         logprobs.extend(turn.completion_logprobs)
     return sequences

@@ -34,6 +34,7 @@ class TrainConfig:
     loss: str | Callable = "cispo"
     loss_config: Any = None  # a hone.training.LossConfig or a plain dict of its fields; None = the loss's defaults
     scale_by_std: bool = False  # divide advantages by the group's reward std
+    train_forced_tokens: bool = False  # train on tokens a grammar forced (see hone.rl.datums)
     weight_decay: float = 0.0
     grad_clip_norm: float = 1.0
     betas: tuple[float, float] = (0.9, 0.95)
@@ -54,7 +55,7 @@ async def train_step(backend: Backend, name: str, groups: list[TrajectoryGroup],
     """Advantages, datums, forward_backward, optim_step on model `name`; returns namespaced metrics."""
     started = time.perf_counter()
     # 1) advantages and 2) datums
-    batch = datums_from_groups(groups, scale_by_std=config.scale_by_std)
+    batch = datums_from_groups(groups, scale_by_std=config.scale_by_std, train_forced_tokens=config.train_forced_tokens)
     metrics: dict[str, float] = {
         "train/groups_used": batch.groups_used,
         "train/groups_dropped_zero_variance": batch.groups_dropped_zero_variance,

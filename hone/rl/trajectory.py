@@ -22,6 +22,7 @@ class SampledTurn(BaseModel):
     prompt_tokens: list[int]
     completion_tokens: list[int]
     completion_logprobs: list[float]
+    completion_forced: list[bool] | None = None  # per token: the only one a grammar allowed (not trained by default)
 
 
 class Trajectory(BaseModel):
@@ -49,11 +50,15 @@ class Trajectory(BaseModel):
         logprobs = choice.get("token_logprobs")
         if logprobs is None or len(logprobs) != len(token_ids):
             raise ValueError(f"response choice has {len(token_ids)} token ids but no matching token_logprobs")
+        forced = choice.get("token_forced")
+        if forced is not None and len(forced) != len(token_ids):
+            raise ValueError(f"response choice has {len(token_ids)} token ids but {len(forced)} token_forced flags")
         self.turns.append(
             SampledTurn(
                 prompt_tokens=list(prompt_tokens),
                 completion_tokens=list(token_ids),
                 completion_logprobs=logprobs,
+                completion_forced=forced,
             )
         )
         message = {k: v for k, v in choice["message"].items() if v is not None}

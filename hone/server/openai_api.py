@@ -2,7 +2,10 @@
 
 Extensions on every chat completion, so a trajectory can be rebuilt token for token:
 - response `prompt_token_ids`: the prompt exactly as the sampler saw it;
-- choice `token_ids` and `token_logprobs`: the sampled ids and their fp32 logprobs;
+- choice `token_ids` and `token_logprobs`: the sampled ids and their fp32 logprobs (the model's own,
+  before any grammar, bias or penalty shaped the draw);
+- choice `token_forced`: under a grammar (tool_choice, response_format), for each token whether it
+  was the only one the grammar allowed (null without a grammar); trainers skip those by default;
 - choice `tool_call_error`: why a tool-call attempt was rejected (the text stays in `content`).
 
 A request is checked whole before any work: its shape by pydantic (`ChatCompletionRequest`, whose
@@ -23,6 +26,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import replace
 from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Request
@@ -45,7 +49,19 @@ MAX_STOP_CHARS = 256  # stop strings are matched against the decoded tail on eve
 MAX_TOP_K = 1 << 20  # beyond any vocabulary (the sampler clamps to it); larger would overflow its tensors
 MAX_TOP_LOGPROBS = 20
 SEED_LIMIT = 2**63  # seeds are 0 <= seed < 2**63, as the engine's own
-NOT_YET_IMPLEMENTED = {"presence_penalty": "0", "frequency_penalty": "0", "logit_bias": "{}"}  # name -> its no-op value
+MAX_LOGIT_BIAS_ENTRIES = 1024
+# OpenAI parameters hone does not implement: their no-op values pass (clients send them as
+# defaults), anything else is a 400 naming the parameter rather than a silently different reply.
+REFUSED = {
+    "functions": ((None, []), "the legacy 'functions' parameter is not supported; send 'tools' instead"),
+    "function_call": ((None, "auto", "none"), "the legacy 'function_call' parameter is not supported; send 'tool_choice' instead"),
+    "store": ((None, False), "hone does not store completions; leave 'store' out"),
+    "audio": ((None,), "hone models produce text only; leave 'audio' out"),
+    "modalities": ((None, ["text"]), "hone models produce text only; send modalities ['text'] or leave it out"),
+    "prediction": ((None,), "predicted outputs are not supported; leave 'prediction' out"),
+    "web_search_options": ((None,), "hone has no built-in web search; give the model a search tool instead"),
+    "reasoning_effort": ((None,), "reasoning_effort is not supported by hone's models; leave it out"),
+}
 
 StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 
@@ -72,9 +88,15 @@ class ChatCompletionRequest(ChatInput):
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
+    # token id (as a string, OpenAI's form) -> bias added to its logit before sampling
+    logit_bias: dict[Annotated[str, Field(pattern=r"^[0-9]{1,9}$")], Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
+        default=None, max_length=MAX_LOGIT_BIAS_ENTRIES
+    )
 
     def sampling_params(self, default_max_tokens: int) -> SamplingParams:
-        self._refuse_what_hone_would_ignore()
+        self._refuse_what_hone_does_not_do()
         max_tokens = self.max_completion_tokens or self.max_tokens or default_max_tokens
         self._check_total_work(max_tokens)
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -86,16 +108,16 @@ class ChatCompletionRequest(ChatInput):
             stop=tuple(s for s in stops if s),
             seed=self.seed,
             top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0,
+            logit_bias=tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items() if bias != 0.0),
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
         )
 
-    def _refuse_what_hone_would_ignore(self) -> None:
-        """Parameters the sampler does not implement yet: their no-op values pass (clients send them
-        as defaults), any other value is a 400 rather than a silently different reply."""
+    def _refuse_what_hone_does_not_do(self) -> None:
         extra = self.model_extra or {}
-        for name in NOT_YET_IMPLEMENTED:
-            value = extra.get(name)
-            if value not in (None, 0, 0.0, {}):
-                raise InvalidRequestError(f"{name} is not supported by hone yet; leave it out (or send {NOT_YET_IMPLEMENTED[name]})", param=name)
+        for name, (no_ops, sentence) in REFUSED.items():
+            if extra.get(name) not in no_ops:
+                raise InvalidRequestError(sentence, param=name)
 
     def _check_total_work(self, max_tokens: int) -> None:
         if self.n * max_tokens <= MAX_TOTAL_TOKENS:
@@ -127,6 +149,8 @@ def build_router(sampler: Sampler, default_max_tokens: int = 256, scope: Callabl
         tokenizer = models.tokenizer(body.model)  # raises ModelNotFoundError -> 404
         params = body.sampling_params(default_max_tokens)  # bounds first: no rendering for a request refused anyway
         prompt = render_chat(tokenizer, body)
+        if prompt.grammar is not None:
+            params = replace(params, grammar=prompt.grammar)
         samples = await while_client_waits(request, models.sample(body.model, prompt.tokens, body.n, params))
         completion = _completion(body, tokenizer, prompt, samples)
         if body.stream:
@@ -157,7 +181,7 @@ def _completion(body: ChatCompletionRequest, tokenizer: Any, prompt: Any, sample
 
 
 def _choice(index: int, sample: SampledSequence, body: ChatCompletionRequest, tokenizer: Any, prompt: Any) -> dict[str, Any]:
-    text = prompt.forced_prefix + tokenizer.decode(sample.tokens, skip_special_tokens=True)
+    text = tokenizer.decode(sample.tokens, skip_special_tokens=True)
     if prompt.tool_names is not None:
         parsed = parse_reply(text, prompt.tool_names)
         content, tool_calls, error = parsed.content, parsed.tool_calls, parsed.error
@@ -171,6 +195,7 @@ def _choice(index: int, sample: SampledSequence, body: ChatCompletionRequest, to
         "logprobs": _logprobs(sample, tokenizer) if body.logprobs else None,
         "token_ids": sample.tokens,
         "token_logprobs": sample.logprobs,
+        "token_forced": sample.forced,
         "tool_call_error": error,
     }
 
@@ -203,7 +228,7 @@ async def _stream(completion: dict[str, Any], include_usage: bool):
         delta: dict[str, Any] = {"content": message["content"]}
         if message["tool_calls"]:
             delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(message["tool_calls"])]
-        extensions = {key: choice[key] for key in ("token_ids", "token_logprobs", "tool_call_error")}
+        extensions = {key: choice[key] for key in ("token_ids", "token_logprobs", "token_forced", "tool_call_error")}
         yield event([{"index": i, "delta": delta, "logprobs": choice["logprobs"], "finish_reason": None, **extensions}])
         yield event([{"index": i, "delta": {}, "finish_reason": choice["finish_reason"]}])
     if include_usage:

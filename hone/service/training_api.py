@@ -14,6 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from hone.engine.grammar import MAX_GRAMMAR_CHARS
 from hone.errors import InvalidRequestError
 from hone.rl.step import TrainConfig
 from hone.server.lifetime import while_client_waits
@@ -73,11 +74,17 @@ class SamplingParamsIn(_Strict):
     stop_token_ids: list[int] = Field(default_factory=list, max_length=64)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     top_logprobs: int = Field(default=0, ge=0, le=20)
+    grammar: str | None = Field(default=None, min_length=1, max_length=MAX_GRAMMAR_CHARS)  # llguidance's Lark-like text
+    logit_bias: list[tuple[int, float]] = Field(default_factory=list, max_length=1024)  # (token id, bias) pairs
+    presence_penalty: float = 0.0  # the engine checks the ranges of these three, naming the parameter
+    frequency_penalty: float = 0.0
 
     def params(self) -> SamplingParams:
         if any(not s or len(s) > 256 for s in self.stop):
             raise InvalidRequestError("each stop string must have 1 to 256 characters", param="params.stop")
-        return SamplingParams(**{**self.model_dump(), "stop": tuple(self.stop), "stop_token_ids": tuple(self.stop_token_ids)})
+        fields = self.model_dump()
+        sequences = {name: tuple(fields[name]) for name in ("stop", "stop_token_ids", "logit_bias")}
+        return SamplingParams(**{**fields, **sequences})
 
 
 class SampleRequest(_Strict):
@@ -91,6 +98,7 @@ class SequenceOut(BaseModel):
     logprobs: list[float]
     finish_reason: str
     top_logprobs: list[list[tuple[int, float]]] | None = None
+    forced: list[bool] | None = None
 
 
 class SampleResponse(BaseModel):
@@ -158,6 +166,7 @@ class TrainConfigIn(_Strict):
     loss: LossName = "cispo"
     loss_config: LossConfigIn | None = None
     scale_by_std: bool = False
+    train_forced_tokens: bool = False
     weight_decay: float = Field(default=0.0, ge=0.0, le=10.0)
     grad_clip_norm: float = Field(default=1.0, ge=0.0, le=1e6)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -225,7 +234,7 @@ def build_training_router(service: Service) -> APIRouter:
         samples = await while_client_waits(request, service.sample(tenant(request), name, body.prompt_tokens, body.n, body.params.params()))
         return {
             "sequences": [
-                {"tokens": s.tokens, "logprobs": s.logprobs, "finish_reason": s.finish_reason, "top_logprobs": s.top_logprobs}
+                {"tokens": s.tokens, "logprobs": s.logprobs, "finish_reason": s.finish_reason, "top_logprobs": s.top_logprobs, "forced": s.forced}
                 for s in samples
             ]
         }
@@ -252,6 +261,7 @@ def build_training_router(service: Service) -> APIRouter:
             loss=c.loss,
             loss_config=LossConfig(**c.loss_config.as_dict()) if c.loss_config else None,
             scale_by_std=c.scale_by_std,
+            train_forced_tokens=c.train_forced_tokens,
             weight_decay=c.weight_decay,
             grad_clip_norm=c.grad_clip_norm,
             betas=(beta1, beta2),
@@ -295,6 +305,12 @@ def _check_groups(groups: list[TrajectoryGroup], max_groups: int, max_group_size
                     raise InvalidRequestError(
                         f"group {g} trajectory {t} turn {k} has {len(turn.completion_tokens)} completion tokens "
                         f"but {len(turn.completion_logprobs)} logprobs",
+                        param="groups",
+                    )
+                if turn.completion_forced is not None and len(turn.completion_forced) != len(turn.completion_tokens):
+                    raise InvalidRequestError(
+                        f"group {g} trajectory {t} turn {k} has {len(turn.completion_tokens)} completion tokens "
+                        f"but {len(turn.completion_forced)} forced flags",
                         param="groups",
                     )
                 if not all(math.isfinite(x) for x in turn.completion_logprobs):

@@ -24,7 +24,7 @@ def test_plain_chat_uses_the_models_own_template(tokenizer):
     rendered = render_prompt(tokenizer, messages)
     expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
     assert rendered.tokens == list(expected)
-    assert rendered.tool_names is None and rendered.forced_prefix == ""
+    assert rendered.tool_names is None and rendered.grammar is None
 
 
 def test_tools_are_described_in_the_system_prompt_when_the_template_has_no_tool_support(tokenizer):
@@ -43,12 +43,14 @@ def test_tool_choice_none_hides_the_tools(tokenizer):
     assert rendered.tool_names is None
 
 
-def test_tool_choice_required_and_named_force_the_start_of_a_call(tokenizer):
+def test_tool_choice_is_kept_by_a_grammar_not_by_text_in_the_prompt(tokenizer):
+    auto = render_prompt(tokenizer, [{"role": "user", "content": "Paris?"}], [WEATHER])
     required = render_prompt(tokenizer, [{"role": "user", "content": "Paris?"}], [WEATHER], "required")
-    assert required.forced_prefix == "<tool_call>"
-    assert text(tokenizer, required).endswith("assistant\n<tool_call>")
     named = render_prompt(tokenizer, [{"role": "user", "content": "Paris?"}], [WEATHER], {"type": "function", "function": {"name": "get_weather"}})
-    assert named.forced_prefix == '<tool_call>{"name": "get_weather", "arguments":'
+    for rendered in (auto, required, named):
+        assert text(tokenizer, rendered).endswith("<|im_start|>assistant\n")  # the reply starts free; the grammar steers it
+        assert rendered.grammar is not None and '"const": "get_weather"' in rendered.grammar
+    assert len({auto.grammar, required.grammar, named.grammar}) == 3
 
 
 def test_assistant_tool_calls_and_tool_results_round_trip_into_the_prompt(tokenizer):

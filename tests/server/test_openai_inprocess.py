@@ -98,9 +98,16 @@ def test_tool_choice_required_forces_a_call_attempt_and_flags_a_malformed_one(ba
         ({"messages": []}, 400, "messages"),
         ({"max_tokens": 10_000_000}, 400, "max"),
         ({"tool_choice": "required"}, 400, "needs 'tools'"),
-        ({"presence_penalty": 0.5}, 400, "presence_penalty is not supported"),
-        ({"frequency_penalty": -1.0}, 400, "frequency_penalty is not supported"),
-        ({"logit_bias": {"42": 100}}, 400, "logit_bias is not supported"),
+        ({"presence_penalty": 2.5}, 400, "presence_penalty"),
+        ({"frequency_penalty": -3.0}, 400, "frequency_penalty"),
+        ({"logit_bias": {"42": 101}}, 400, "logit_bias"),
+        ({"logit_bias": {"not-a-token": 1}}, 400, "logit_bias"),
+        ({"logit_bias": {"999999999": 1}}, 400, "outside this model's vocabulary"),
+        ({"functions": [{"name": "f"}]}, 400, "send 'tools' instead"),
+        ({"store": True}, 400, "does not store"),
+        ({"response_format": {"type": "json_schema"}}, 400, "response_format.json_schema is required"),
+        ({"response_format": {"type": "xml"}}, 400, "response_format.type"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "nosuchtype"}}}}, 400, "response_format.json_schema.schema"),
     ],
 )
 def test_bad_requests_get_a_4xx_in_the_openai_error_shape(backend, kwargs, status, fragment):
@@ -129,10 +136,10 @@ def test_a_body_that_is_not_json_gets_a_400_and_the_app_keeps_serving(backend):
     assert fine.status_code == 200 and json.loads(fine.text)["choices"]
 
 
-def test_unimplemented_parameters_at_their_no_op_values_are_served(backend):
-    # clients send these as defaults; only a value that would change the reply is refused
+def test_parameters_at_their_no_op_values_are_served(backend):
+    # clients send these as defaults
     client = backend.openai_client_sync(max_retries=0)
     reply = client.chat.completions.create(
-        model="tiny", messages=HELLO, max_tokens=4, presence_penalty=0, frequency_penalty=0.0, logit_bias={}
+        model="tiny", messages=HELLO, max_tokens=4, presence_penalty=0, frequency_penalty=0.0, logit_bias={}, store=False
     )
     assert reply.usage.completion_tokens >= 1

@@ -1,0 +1,132 @@
+"""The grammar a chat reply must follow, from the request's tools, tool_choice and response_format.
+
+The OpenAI contract, kept by the sampler rather than hoped for from a small model:
+- `tool_choice="required"`: one or more `<tool_call>` blocks, each a call to an offered tool whose
+  arguments fit that tool's JSON schema; a named function: exactly one call to it;
+- `tool_choice="auto"`: free text, or text then calls; once `<tool_call>` is written the call is
+  completed validly (text may not contain a second, unfinished one);
+- `response_format` `json_object` / `json_schema`: the content is JSON (fitting the schema).
+
+Grammars are llguidance's Lark-like text with JSON schemas embedded (`%json {...}`), written with
+fixed separators (`", "`, `": "`, no free whitespace): a small model given free whitespace may
+write blanks until it runs out of tokens, and one layout means more forced tokens, which cost
+nothing to sample and are not trained on.
+
+Objects whose schema lists `properties` but does not say whether others are allowed are closed
+(`additionalProperties: false`, as in OpenAI's strict mode): given an open object, the embedded
+model invents keys until it runs out of tokens, and a key the schema never named is not what a
+caller wants. A schema that wants extra keys says so.
+
+Every schema is checked here, one at a time, so an unsupported one is a 400 naming the parameter
+it came from rather than a failure somewhere in the combined grammar.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import llguidance
+
+from hone.chat.schema import ChatInput, NamedToolChoice, Tool
+from hone.chat.toolcalls import CLOSE_TAG, OPEN_TAG
+from hone.errors import InvalidRequestError
+
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+# free text that does not open a tool call, and free text that ends by opening the first one
+_TEXT = r"/(.|\n)*/ & ~/(.|\n)*" + OPEN_TAG + r"(.|\n)*/"
+_TEXT_THEN_CALL = r"/(.|\n)*" + OPEN_TAG + r"/ & ~/(.|\n)*" + OPEN_TAG + r"(.|\n)+/"
+
+
+def reply_grammar(chat: ChatInput) -> str | None:
+    """The grammar for the reply to `chat`, or None when nothing constrains it."""
+    content = _content_schema(chat)
+    offered = chat.tools if chat.tools and chat.tool_choice != "none" else None
+    if offered is None:
+        return None if content is None else "start: %json " + _json(content)
+    choice = chat.tool_choice or "auto"
+    calls = [_call_schema(i, tool) for i, tool in enumerate(offered)]
+    if isinstance(choice, NamedToolChoice):
+        index = next(i for i, tool in enumerate(offered) if tool.function.name == choice.function.name)
+        calls = [calls[index]]
+    rules = [f"call_{i}: %json {_json(schema)}" for i, schema in enumerate(calls)]
+    rules += [
+        "body: " + " | ".join(f"call_{i}" for i in range(len(calls))),
+        f'after_open: "\\n"? body "\\n"? "{CLOSE_TAG}"',
+        f'call: "{OPEN_TAG}" after_open',
+        r"more: SEP? call",
+        r"SEP: /[ \n]+/",
+    ]
+    more = "" if chat.parallel_tool_calls is False else " more*"
+    if isinstance(choice, NamedToolChoice):
+        start = "start: call"
+    elif choice == "required":
+        start = "start: call" + more
+    elif content is not None:  # auto, with JSON content: the JSON, or calls alone
+        start = "start: content | call" + more
+        rules.append("content: %json " + _json(content))
+    else:
+        start = "start: TEXT | TEXT_THEN_CALL after_open" + more
+        rules += ["TEXT: " + _TEXT, "TEXT_THEN_CALL: " + _TEXT_THEN_CALL]
+    return "\n".join([start, *rules]) + "\n"
+
+
+def _content_schema(chat: ChatInput) -> dict[str, Any] | None:
+    fmt = chat.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "object"}
+    schema = fmt.json_schema.schema_ if fmt.json_schema.schema_ is not None else {"type": "object"}
+    schema = closed_objects(schema)
+    _check_schema(schema, "response_format.json_schema.schema")
+    return schema
+
+
+def _call_schema(index: int, tool: Tool) -> dict[str, Any]:
+    """`{"name": <the tool's name>, "arguments": <its parameters>}` as one JSON schema."""
+    parameters = tool.function.parameters.model_dump(exclude_none=True) if tool.function.parameters else {}
+    arguments = closed_objects({"type": "object", "properties": {}, **parameters})
+    _check_schema(arguments, f"tools[{index}].function.parameters")
+    return {
+        "type": "object",
+        "properties": {"name": {"const": tool.function.name}, "arguments": arguments},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+_LITERALS = {"enum", "const", "default", "examples"}  # values, not schemas: never rewritten
+_SCHEMA_MAPS = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+
+
+def closed_objects(schema: Any) -> Any:
+    """A copy of `schema` in which every object that lists `properties` and does not say whether
+    others are allowed allows none."""
+    if isinstance(schema, list):
+        return [closed_objects(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {}
+    for key, value in schema.items():
+        if key in _LITERALS:
+            closed[key] = value
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):  # names -> schemas: a name is never a keyword
+            closed[key] = {name: closed_objects(sub) for name, sub in value.items()}
+        else:
+            closed[key] = closed_objects(value)
+    if "properties" in closed and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed
+
+
+def _check_schema(schema: dict[str, Any], param: str) -> None:
+    error = llguidance.LLMatcher.validate_grammar("start: %json " + _json(schema))
+    if error:
+        reason = re.sub(r"^at \d+\(\d+\): ", "", error.strip().splitlines()[0])[:300]  # the position is in hone's grammar, not the schema
+        raise InvalidRequestError(f"{param} is a JSON schema hone cannot enforce: {reason}", param=param)
+
+
+def _json(schema: dict[str, Any]) -> str:
+    return json.dumps({**schema, "x-guidance": JSON_LAYOUT}, ensure_ascii=False)
