@@ -7,7 +7,7 @@ Everything here is plain data (pydantic models or frozen dataclasses); nothing h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -54,6 +54,20 @@ class SampledSequence:
     finish_reason: Literal["stop", "length"]
     top_logprobs: list[list[tuple[int, float]]] | None = None  # per token: (token id, logprob) pairs
     forced: list[bool] | None = None  # per token, under a grammar: the only token it allowed there
+
+
+@dataclass
+class TokenDelta:
+    """New tokens of one sampled sequence (`index` of a request's n), heard while it is decoded."""
+
+    index: int
+    tokens: list[int]
+    logprobs: list[float]
+    forced: list[bool] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+
+
+OnTokens = Callable[[TokenDelta], None]  # called from the sampler's thread: it must only hand deltas on
 
 
 # --------------------------------------------------------------------------- training

@@ -31,7 +31,7 @@ from hone.server import create_app
 from hone.server.inprocess import async_client, sync_client
 from hone.training import Trainer
 from hone.training.checkpoint import has_adapter, merged_adapter_weights, read_adapter
-from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, SampledSequence, SamplingParams
+from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, OnTokens, SampledSequence, SamplingParams
 
 
 @dataclass
@@ -244,14 +244,16 @@ class LocalBackend:
         return self.get(name).loaded.tokenizer
 
     # ------------------------------------------------------------------ sampling
-    async def sample(self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
+    async def sample(
+        self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams, on_tokens: OnTokens | None = None
+    ) -> list[SampledSequence]:
         with self._lock:  # counted, so a delete meanwhile lets this sample finish before freeing the model
             handle = self.get(name)
             handle.in_flight += 1
             if name in self._checkpoint_models:
                 self._checkpoint_models.move_to_end(name)
         try:
-            return await handle.engine.sample(prompt_tokens, n, params, adapter=handle.adapter)
+            return await handle.engine.sample(prompt_tokens, n, params, adapter=handle.adapter, on_tokens=on_tokens)
         finally:
             with self._lock:
                 handle.in_flight -= 1

@@ -42,7 +42,7 @@ import openai
 from hone.errors import AuthenticationError, CheckpointError, ConflictError, HoneError, InvalidRequestError, ModelNotFoundError, RemoteError, error_class
 from hone.files import write_file_atomically
 from hone.models import DEFAULT_MODEL, load_tokenizer
-from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, SampledSequence, SamplingParams
+from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, OnTokens, SampledSequence, SamplingParams
 
 __all__ = ["CHECKPOINT_FILE", "RemoteBackend", "RemoteError", "RetryPolicy", "read_checkpoint_pointer"]
 T = TypeVar("T")
@@ -131,7 +131,10 @@ class RemoteBackend:
         return load_tokenizer(model.base_model)
 
     # ------------------------------------------------------------------ sampling
-    async def sample(self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
+    async def sample(
+        self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams, on_tokens: OnTokens | None = None
+    ) -> list[SampledSequence]:
+        """`on_tokens` is not called: the sample route answers whole sequences."""
         body = {"prompt_tokens": list(prompt_tokens), "n": n, "params": asdict(params)}
         answer = await self._request(_Call("POST", f"/v1/hone/models/{name}/sample", body))
         return [

@@ -19,6 +19,9 @@ How a request travels:
    `sample`, and each of its rows matches on its own copy: every step the rows' masks are computed
    together and applied to a copy of the logits, with logit biases and penalties. Rows without
    any of these are sampled from the logits untouched, in the same batch.
+8. A caller that passes `on_tokens` hears each row's tokens as they are decoded (from the worker
+   thread; it must only hand them on). With stop strings, the newest tokens are held back until no
+   stop string can still cut them, so nothing heard is ever taken back.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from hone.engine.grammar import GrammarMatchers
 from hone.engine.llama import LlamaRunner, LoraAdapter
 from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
-from hone.types import SampledSequence, SamplingParams
+from hone.types import OnTokens, SampledSequence, SamplingParams, TokenDelta
 
 MAX_TOP_LOGPROBS = 20
 MAX_LOGIT_BIAS = 100.0  # OpenAI's bounds on logit_bias values and on the two penalties
@@ -68,6 +71,7 @@ class _Request:
     lora: LoraAdapter | None = None  # that adapter's matrices, fixed at admission
     failed: bool = False
     matcher: Any = None  # the compiled grammar (an llguidance matcher); each row matches on a copy
+    on_tokens: OnTokens | None = None
 
 
 @dataclass
@@ -84,6 +88,7 @@ class _Row:
     matcher: Any = None  # this row's grammar state, when the request has a grammar
     forced: list[bool] | None = None  # per token, under a grammar: whether it was the only one allowed
     counts: dict[int, int] | None = None  # sampled token -> times, when a penalty needs them
+    heard: int = 0  # tokens already passed to the request's on_tokens
 
     @property
     def position(self) -> int:
@@ -168,12 +173,13 @@ class Engine:
 
     # ------------------------------------------------------------------------ public API
     async def sample(
-        self, prompt_tokens: list[int], n: int, params: SamplingParams, adapter: str | None = None
+        self, prompt_tokens: list[int], n: int, params: SamplingParams, adapter: str | None = None, on_tokens: OnTokens | None = None
     ) -> list[SampledSequence]:
         """Draw `n` completions of `prompt_tokens`; the prompt is prefilled once and shared by all n.
 
-        `adapter` names a LoRA adapter set by `set_adapter` (None = the base weights)."""
-        future = self._submit(prompt_tokens, n, params, adapter)
+        `adapter` names a LoRA adapter set by `set_adapter` (None = the base weights). `on_tokens`,
+        if given, is called from the worker thread with each row's tokens as they are decoded."""
+        future = self._submit(prompt_tokens, n, params, adapter, on_tokens)
         # wrap_future resolves the asyncio future on its loop with call_soon_threadsafe, and
         # cancelling it cancels the request, whose rows then leave the batch at the next step
         return await asyncio.wrap_future(future)
@@ -248,7 +254,7 @@ class Engine:
 
     # ------------------------------------------------------------------------ requests
     def _submit(
-        self, prompt_tokens: list[int], n: int, params: SamplingParams, adapter: str | None = None
+        self, prompt_tokens: list[int], n: int, params: SamplingParams, adapter: str | None = None, on_tokens: OnTokens | None = None
     ) -> concurrent.futures.Future:
         prompt = self._validate(prompt_tokens, n, params)
         matcher = self.grammars.compile(params.grammar) if params.grammar is not None else None
@@ -266,6 +272,7 @@ class Engine:
             stop_ids=self.eos_token_ids | frozenset(params.stop_token_ids),
             adapter=adapter,
             matcher=matcher,
+            on_tokens=on_tokens,
         )
         with self._cv:
             if self._closed:
@@ -536,6 +543,8 @@ class Engine:
                     self._finish(row, "stop")
                 elif len(row.tokens) >= params.max_tokens:
                     self._finish(row, "length")
+                else:
+                    self._tell(row)
             except Exception as exc:  # e.g. a user's decode function raising: fail only this request
                 self._fail_request(row.request, exc)
 
@@ -543,11 +552,35 @@ class Engine:
         stops = row.request.params.stop
         return find_stop_cut(self.decode, row.tokens, stops, stop_window(stops))
 
+    def _tell(self, row: _Row) -> None:
+        """Pass the row's new tokens to its request's `on_tokens`, holding back the newest ones
+        while a stop string could still cut them."""
+        request = row.request
+        if request.on_tokens is None or request.failed:
+            return
+        ready = len(row.tokens)
+        if request.params.stop and not row.done:
+            ready -= stop_window(request.params.stop)
+        if ready <= row.heard:
+            return
+        span = slice(row.heard, ready)
+        row.heard = ready
+        request.on_tokens(
+            TokenDelta(
+                index=row.index,
+                tokens=row.tokens[span],
+                logprobs=row.logprobs[span],
+                forced=row.forced[span] if row.forced is not None else None,
+                top_logprobs=row.top[span] if row.top is not None else None,
+            )
+        )
+
     def _finish(self, row: _Row, reason: str) -> None:
         row.done = True
         request = row.request
         if request.failed:
             return
+        self._tell(row)  # the last tokens are heard before the result resolves
         request.results[row.index] = SampledSequence(
             tokens=row.tokens, logprobs=row.logprobs, finish_reason=reason, top_logprobs=row.top, forced=row.forced
         )

@@ -22,7 +22,6 @@ for the route (uvicorn cutting a request at the end of its shutdown drain) cance
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -30,13 +29,13 @@ from dataclasses import replace
 from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from hone.chat import ChatInput, parse_reply, render_chat
 from hone.chat.schema import OpenModel
 from hone.errors import InvalidRequestError
 from hone.server.lifetime import while_client_waits
+from hone.server.streaming import logprob_entries, stream_completion
 from hone.server.sampler import Sampler
 from hone.types import SampledSequence, SamplingParams
 
@@ -151,12 +150,20 @@ def build_router(sampler: Sampler, default_max_tokens: int = 256, scope: Callabl
         prompt = render_chat(tokenizer, body)
         if prompt.grammar is not None:
             params = replace(params, grammar=prompt.grammar)
-        samples = await while_client_waits(request, models.sample(body.model, prompt.tokens, body.n, params))
-        completion = _completion(body, tokenizer, prompt, samples)
         if body.stream:
-            include_usage = body.stream_options is not None and body.stream_options.include_usage
-            return StreamingResponse(_stream(completion, include_usage), media_type="text/event-stream")
-        return completion
+            return await stream_completion(
+                request,
+                lambda on_tokens: models.sample(body.model, prompt.tokens, body.n, params, on_tokens),
+                n=body.n,
+                tokenizer=tokenizer,
+                watch_tool_calls=prompt.tool_names is not None,
+                base={"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model},
+                logprobs=body.logprobs,
+                include_usage=body.stream_options is not None and body.stream_options.include_usage,
+                finish=lambda samples: _completion(body, tokenizer, prompt, samples),
+            )
+        samples = await while_client_waits(request, models.sample(body.model, prompt.tokens, body.n, params))
+        return _completion(body, tokenizer, prompt, samples)
 
     return router
 
@@ -201,36 +208,4 @@ def _choice(index: int, sample: SampledSequence, body: ChatCompletionRequest, to
 
 
 def _logprobs(sample: SampledSequence, tokenizer: Any) -> dict[str, Any]:
-    def entry(token_id: int, logprob: float) -> dict[str, Any]:
-        token = tokenizer.decode([token_id])
-        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
-
-    content = []
-    for position, (token_id, logprob) in enumerate(zip(sample.tokens, sample.logprobs)):
-        item = entry(token_id, logprob)
-        alternatives = sample.top_logprobs[position] if sample.top_logprobs else []
-        item["top_logprobs"] = [entry(t, lp) for t, lp in alternatives]
-        content.append(item)
-    return {"content": content, "refusal": None}
-
-
-async def _stream(completion: dict[str, Any], include_usage: bool):
-    """Server-sent events in OpenAI's chunk shape. The engine returns whole samples, so each
-    choice arrives as one content chunk; the chunk shape is what clients parse."""
-    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"], "model": completion["model"]}
-
-    def event(choices: list[dict[str, Any]], **extra: Any) -> str:
-        return "data: " + json.dumps({**base, "choices": choices, **extra}) + "\n\n"
-
-    for choice in completion["choices"]:
-        i, message = choice["index"], choice["message"]
-        yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        delta: dict[str, Any] = {"content": message["content"]}
-        if message["tool_calls"]:
-            delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(message["tool_calls"])]
-        extensions = {key: choice[key] for key in ("token_ids", "token_logprobs", "token_forced", "tool_call_error")}
-        yield event([{"index": i, "delta": delta, "logprobs": choice["logprobs"], "finish_reason": None, **extensions}])
-        yield event([{"index": i, "delta": {}, "finish_reason": choice["finish_reason"]}])
-    if include_usage:
-        yield event([], usage=completion["usage"], prompt_token_ids=completion["prompt_token_ids"])
-    yield "data: [DONE]\n\n"
+    return {"content": logprob_entries(tokenizer, sample.tokens, sample.logprobs, sample.top_logprobs), "refusal": None}

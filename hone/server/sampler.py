@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from hone.types import SampledSequence, SamplingParams
+from hone.types import OnTokens, SampledSequence, SamplingParams
 
 
 @runtime_checkable
@@ -21,6 +21,10 @@ class Sampler(Protocol):
         """The tokenizer of model `name` (a transformers tokenizer); ModelNotFoundError if unknown."""
         ...
 
-    async def sample(self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
-        """`n` completions of `prompt_tokens`, each with its token ids and fp32 logprobs."""
+    async def sample(
+        self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams, on_tokens: OnTokens | None = None
+    ) -> list[SampledSequence]:
+        """`n` completions of `prompt_tokens`, each with its token ids and fp32 logprobs. `on_tokens`,
+        where the sampler streams, hears each sequence's tokens as they are decoded (possibly from
+        another thread); a sampler that does not stream never calls it."""
         ...

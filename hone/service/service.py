@@ -35,7 +35,7 @@ from hone.rl.trajectory import TrajectoryGroup
 from hone.service.journal import Journal
 from hone.service.store import CheckpointRow, ModelRow, RequestRow, Store, Tenant, check_name
 from hone.training import Trainer
-from hone.types import AdamParams, ModelSpec, SampledSequence, SamplingParams
+from hone.types import AdamParams, ModelSpec, OnTokens, SampledSequence, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -380,15 +380,17 @@ class Service:
         except (ModelNotFoundError, InvalidRequestError):
             raise ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists yours") from None
 
-    async def sample(self, tenant: Tenant, served: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
+    async def sample(
+        self, tenant: Tenant, served: str, prompt_tokens: list[int], n: int, params: SamplingParams, on_tokens: OnTokens | None = None
+    ) -> list[SampledSequence]:
         if n > self.config.max_n:
             raise InvalidRequestError(f"n={n} is over this server's limit of {self.config.max_n}", param="n")
         if served in self.config.base_models:  # read-only, shared by every tenant; no tenant model has its name
-            return await self.backend.sample(await self._base_model(served), prompt_tokens, n, params)
+            return await self.backend.sample(await self._base_model(served), prompt_tokens, n, params, on_tokens)
         model, checkpoint = await asyncio.to_thread(self.resolve, tenant, served)
         if checkpoint is None:
             try:
-                return await self.backend.sample(self.internal(tenant, model.name), prompt_tokens, n, params)
+                return await self.backend.sample(self.internal(tenant, model.name), prompt_tokens, n, params, on_tokens)
             except ModelNotFoundError:  # deleted since it was resolved: say so in the tenant's own names
                 raise ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists yours") from None
         internal = f"{self.internal(tenant, model.name)}@{checkpoint.checkpoint}#{checkpoint.created!r}"  # a rewritten checkpoint is another
@@ -396,7 +398,7 @@ class Service:
             if not self.backend.serves(internal):
                 await self._load_checkpoint_model(internal, tenant, model.name, checkpoint)
             try:
-                return await self.backend.sample(internal, prompt_tokens, n, params)
+                return await self.backend.sample(internal, prompt_tokens, n, params, on_tokens)
             except ModelNotFoundError:
                 if attempt == 2:
                     raise ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists yours") from None
@@ -481,5 +483,7 @@ class TenantView:
     def tokenizer(self, name: str) -> Any:
         return self.service.tokenizer(self.tenant, name)
 
-    async def sample(self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams) -> list[SampledSequence]:
-        return await self.service.sample(self.tenant, name, prompt_tokens, n, params)
+    async def sample(
+        self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams, on_tokens: OnTokens | None = None
+    ) -> list[SampledSequence]:
+        return await self.service.sample(self.tenant, name, prompt_tokens, n, params, on_tokens)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import jsonschema
@@ -142,3 +143,23 @@ def test_out_of_range_biases_and_penalties_name_the_parameter(engine32, prompts,
     with pytest.raises(InvalidRequestError) as error:
         engine32.sample_sync(prompts[0], 1, params)
     assert error.value.param == param
+
+
+# --------------------------------------------------------------------------- hearing tokens as they come
+def test_on_tokens_hears_every_token_once_in_order_and_never_one_a_stop_string_takes_back(constrained, tokenizer, prompts):
+    heard: dict[int, list[int]] = {0: [], 1: []}
+    forced: dict[int, list[bool]] = {0: [], 1: []}
+
+    def on_tokens(delta):
+        heard[delta.index].extend(delta.tokens)
+        forced[delta.index].extend(delta.forced)
+
+    params = SamplingParams(max_tokens=80, temperature=1.0, seed=4, grammar=json_grammar(WEATHER), stop=('"unit"',))
+
+    async def main():
+        return await constrained.sample(prompts[1], 2, params, on_tokens=on_tokens)
+
+    samples = asyncio.run(main())
+    for index, sample in enumerate(samples):
+        assert heard[index] == sample.tokens and forced[index] == sample.forced
+        assert '"unit"' not in tokenizer.decode(sample.tokens)
