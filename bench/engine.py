@@ -10,6 +10,13 @@
 4. fraction_of_peak = hone tokens/s at batch 32 x FLOPs per token / matmul peak of the engine's dtype,
    FLOPs per token = 2 x (parameters that multiply: every layer plus the LM head; the embedding
    lookup is free).
+4b. The decode roofline at batch B: a decode step must read every weight once (the layers in the
+   engine's dtype, the LM head in fp32), each row's KV cache (at the mean decode position, prompt +
+   half the new tokens) and write and read the fp32 logits; and it must do B x FLOPs per token plus
+   attention. Its least time is max(bytes / memory bandwidth, FLOPs / matmul peak); the memory
+   bandwidth is measured here (the best of summing a 512 MiB fp32 tensor). roofline_fraction =
+   that least time / the measured time per step (B / tokens/s, prefill included, so a little
+   pessimistic).
 
 5. Threads: every measured workload (hone's worker, HF generate, the matmul peaks) runs in its own
    non-main thread with `--threads` OpenMP threads, and the main thread stays single-threaded
@@ -41,7 +48,8 @@ from hone.engine import Engine
 from hone.models import load_model
 from hone.types import SamplingParams
 
-BATCHES = (1, 8, 32)
+BATCHES = (1, 8, 32)  # hone and HF generate
+ROOFLINE_BATCHES = (1, 8, 32, 64)  # hone only
 PROMPT_TOKENS = 64
 NEW_TOKENS = 128
 RESULTS = Path(__file__).parent / "results" / "engine.json"
@@ -152,6 +160,51 @@ def flops_per_token(model) -> float:
     return 2.0 * (body + head)
 
 
+def memory_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
+    """Read bandwidth: the best of summing a `megabytes` fp32 tensor."""
+    data = torch.ones(megabytes * 2**20 // 4)
+    for _ in range(2):
+        data.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - start)
+    return data.numel() * 4 / best / 1e9
+
+
+def decode_step_cost(model, dtype: torch.dtype, batch: int, position: int) -> tuple[float, float]:
+    """(bytes moved, FLOPs) of one decode step at `batch` rows, each at cache `position` (point 4b)."""
+    config = model.config
+    itemsize = torch.tensor([], dtype=dtype).element_size()
+    body = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name and "lm_head" not in name)
+    head = model.get_output_embeddings().weight.numel()
+    head_dim = config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", config.num_attention_heads)
+    kv_bytes = batch * position * config.num_hidden_layers * 2 * kv_heads * head_dim * itemsize
+    logits_bytes = 2 * batch * config.vocab_size * 4
+    moved = body * itemsize + head * 4 + kv_bytes + logits_bytes
+    attention_flops = batch * 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * position
+    return float(moved), batch * flops_per_token(model) + attention_flops
+
+
+def roofline(model, dtype: torch.dtype, tokens_per_s: dict[int, float], bandwidth_gbs: float, peak_gflops: float) -> dict[str, dict[str, float]]:
+    position = PROMPT_TOKENS + NEW_TOKENS // 2
+    rows = {}
+    for batch, rate in tokens_per_s.items():
+        moved, flops = decode_step_cost(model, dtype, batch, position)
+        memory_s, compute_s = moved / (bandwidth_gbs * 1e9), flops / (peak_gflops * 1e9)
+        measured_s = batch / rate
+        rows[str(batch)] = {
+            "measured_ms_per_step": round(measured_s * 1e3, 2),
+            "memory_bound_ms": round(memory_s * 1e3, 2),
+            "compute_bound_ms": round(compute_s * 1e3, 2),
+            "bound_by": "memory" if memory_s >= compute_s else "compute",
+            "roofline_fraction": round(max(memory_s, compute_s) / measured_s, 3),
+        }
+    return rows
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -181,7 +234,8 @@ def main() -> None:
 
     engine = Engine(model, eos_token_ids=[], decode=tokenizer.decode, num_threads=args.threads)  # dtype: auto
     engine.sample_sync(prompts[0], 4, SamplingParams(max_tokens=8))  # warm-up
-    hone = {b: hone_tokens_per_s(engine, prompts[:b], args.repeats) for b in BATCHES}
+    prompts = distinct_prompts(tokenizer, max(ROOFLINE_BATCHES))
+    hone = {b: hone_tokens_per_s(engine, prompts[:b], args.repeats) for b in ROOFLINE_BATCHES}
     dtype, attention = engine.dtype, engine._runner.attention_impl
     engine.close()
     with Engine(model, eos_token_ids=[], dtype=dtype, lm_head_dtype=torch.bfloat16, num_threads=args.threads) as bf16_head:
@@ -196,6 +250,8 @@ def main() -> None:
     peak = {name: max(by_size.values()) for name, by_size in peaks.items()}
     fpt = flops_per_token(model)
     dtype_name = str(dtype).replace("torch.", "")
+    bandwidth = in_thread(args.threads, memory_bandwidth_gbs)
+    decode_roofline = roofline(model, dtype, hone, bandwidth, peak[dtype_name])
     result = {
         "hone_tokens_per_s": {str(b): round(v, 1) for b, v in hone.items()},
         "hf_generate_tokens_per_s": {str(b): round(v, 1) for b, v in hf.items()},
@@ -205,6 +261,8 @@ def main() -> None:
         "matmul_gflops_by_size": {name: {str(n): round(v, 1) for n, v in s.items()} for name, s in peaks.items()},
         "flops_per_token_gflop": round(fpt / 1e9, 4),
         "fraction_of_peak": round(hone[32] * fpt / (peak[dtype_name] * 1e9), 4),
+        "memory_bandwidth_gbs": round(bandwidth, 1),
+        "decode_roofline": decode_roofline,
         "dtype": dtype_name,
         "lm_head_dtype": "float32",
         "attention": attention,  # "cpp": the compiled decode-attention kernel; "torch": the fallback
@@ -222,10 +280,12 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"{'batch':>5}  {'hone tok/s':>10}  {'HF generate tok/s':>17}  {'speed-up':>8}")
-    for b in BATCHES:
+    print(f"{'batch':>5}  {'hone tok/s':>10}  {'HF generate tok/s':>17}  {'speed-up':>8}  {'roofline':>8}")
+    for b in ROOFLINE_BATCHES:
         hf_b = hf.get(b)
-        print(f"{b:>5}  {hone[b]:>10.1f}  {hf_b or float('nan'):>17.1f}  {(hone[b] / hf_b if hf_b else float('nan')):>7.2f}x")
+        share = decode_roofline[str(b)]["roofline_fraction"]
+        print(f"{b:>5}  {hone[b]:>10.1f}  {hf_b or float('nan'):>17.1f}  {(hone[b] / hf_b if hf_b else float('nan')):>7.2f}x  {share:>8.1%}")
+    print(f"memory bandwidth {bandwidth:.1f} GB/s; roofline fraction = least step time (bytes/bandwidth or FLOPs/peak) / measured")
     print(f"batch 32 with a bf16 LM head: {hone_bf16_head:.1f} tok/s")
     print(f"matmul peak GFLOP/s: {result['matmul_peak_gflops']}  engine dtype: {dtype_name}")
     print(f"fraction of {dtype_name} peak at batch 32: {result['fraction_of_peak']:.1%}")

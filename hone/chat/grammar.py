@@ -1,8 +1,9 @@
 """The grammar a chat reply must follow, from the request's tools, tool_choice and response_format.
 
 The OpenAI contract, kept by the sampler rather than hoped for from a small model:
-- `tool_choice="required"`: one or more `<tool_call>` blocks, each a call to an offered tool whose
-  arguments fit that tool's JSON schema; a named function: exactly one call to it;
+- `tool_choice="required"`: one to MAX_CALLS `<tool_call>` blocks (one with
+  `parallel_tool_calls=false`), each a call to an offered tool whose arguments fit that tool's JSON
+  schema, nothing between them but a newline; a named function: exactly one call to it;
 - `tool_choice="auto"`: free text, or text then calls; once `<tool_call>` is written the call is
   completed validly (text may not contain a second, unfinished one);
 - `response_format` `json_object` / `json_schema`: the content is JSON (fitting the schema).
@@ -33,6 +34,7 @@ from hone.chat.schema import ChatInput, NamedToolChoice, Tool
 from hone.chat.toolcalls import CLOSE_TAG, OPEN_TAG
 from hone.errors import InvalidRequestError
 
+MAX_CALLS = 8  # calls in one reply; with no bound a model that never writes EOS calls until max_tokens
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 # free text that does not open a tool call, and free text that ends by opening the first one
 _TEXT = r"/(.|\n)*/ & ~/(.|\n)*" + OPEN_TAG + r"(.|\n)*/"
@@ -55,10 +57,9 @@ def reply_grammar(chat: ChatInput) -> str | None:
         "body: " + " | ".join(f"call_{i}" for i in range(len(calls))),
         f'after_open: "\\n"? body "\\n"? "{CLOSE_TAG}"',
         f'call: "{OPEN_TAG}" after_open',
-        r"more: SEP? call",
-        r"SEP: /[ \n]+/",
+        r'more: "\n"? call',
     ]
-    more = "" if chat.parallel_tool_calls is False else " more*"
+    more = "" if chat.parallel_tool_calls is False else f" more{{0,{MAX_CALLS - 1}}}"
     if isinstance(choice, NamedToolChoice):
         start = "start: call"
     elif choice == "required":

@@ -4,8 +4,11 @@
    other (RULER-style), which is easier and more consistent than absolute grading one by one.
 2. The judge is any chat-completions endpoint: OpenAI, vLLM, a model served by `hone serve`, or an
    in-process hone backend (pass its `openai_client()` to `Judge`).
-3. Answers are checked (every id exactly once, scores in [0, 1]); an unusable answer is sent back
-   to the judge with what was wrong, at most `max_retries` times, then JudgeError.
+3. The answer's form is asked for with a JSON schema of exactly this group's scores (each id once, in
+   order; a short explanation; a score from 0 to 1 in steps of 0.1). A server that enforces
+   response_format (hone's own, vLLM, OpenAI) cannot answer outside it. Answers are still checked
+   (every id exactly once, scores in [0, 1]); an unusable one is sent back to the judge with what was
+   wrong, at most `max_retries` times, then JudgeError.
 4. Good answers are cached on disk under sha256(model, rubric, prompt): a repeated group costs no
    call. Tokens, seconds, retries and cache hits come back in JudgeResult and in step metrics.
 5. A JudgeError is a rollout failure, not a crash: `judge_groups` moves a group whose judging
@@ -21,7 +24,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import openai
 
@@ -40,6 +43,8 @@ from hone.rl.trajectory import Trajectory, TrajectoryGroup
 from hone.types import FailureRecord
 
 CACHE_VERSION = 1  # bump when the prompt or the cached record changes meaning
+MAX_EXPLANATION_CHARS = 100  # 6 attempts stay well inside a few hundred tokens
+SCORE_STEPS = [round(0.1 * k, 1) for k in range(11)]  # 0.0, 0.1, ..., 1.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,9 @@ class JudgeConfig:
     max_tokens: int = 1024
     timeout: float = 120.0  # seconds per request
     http_retries: int = 2  # the openai client's own retries (connection errors, 429, 5xx), with backoff
-    json_mode: bool = True  # send response_format={"type": "json_object"}; servers that ignore it are fine
+    # how the answer's form is asked for: "json_schema" sends a schema of exactly this group's scores
+    # (a hone server enforces it, so every answer parses); "json_object" any JSON; "none" nothing
+    answer_format: Literal["json_schema", "json_object", "none"] = "json_schema"
     max_tool_chars: int = 600  # tool outputs longer than this are clipped in the prompt
     cache: bool = True
     cache_dir: str | None = None  # None = $HONE_HOME/judge-cache (HONE_HOME defaults to ~/.cache/hone)
@@ -152,7 +159,7 @@ class Judge:
         for attempt in range(self.config.max_retries + 1):
             result.retries = attempt
             try:
-                text = await self._complete(messages, result)
+                text = await self._complete(messages, prompt.ids, result)
             except openai.APIStatusError as exc:
                 problem = f"the request failed with HTTP {exc.status_code}: {_short(exc.message)}"
                 if exc.status_code in (400, 401, 403, 404, 422):  # asking again cannot help
@@ -172,8 +179,12 @@ class Judge:
             result,
         )
 
-    async def _complete(self, messages: list[dict[str, str]], result: JudgeResult) -> str:
-        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if self.config.json_mode else {}
+    async def _complete(self, messages: list[dict[str, str]], ids: Sequence[str], result: JudgeResult) -> str:
+        extra: dict[str, Any] = {}
+        if self.config.answer_format == "json_schema":
+            extra["response_format"] = {"type": "json_schema", "json_schema": {"name": "scores", "schema": scores_schema(ids)}}
+        elif self.config.answer_format == "json_object":
+            extra["response_format"] = {"type": "json_object"}
         result.calls += 1
         response = await self.client.chat.completions.create(
             model=self.config.model,
@@ -188,6 +199,28 @@ class Judge:
         if not response.choices:
             return ""
         return response.choices[0].message.content or ""
+
+
+def scores_schema(ids: Sequence[str]) -> dict[str, Any]:
+    """The JSON schema of a judge's answer for attempts `ids`: `{"scores": [...]}` with one entry per
+    id, in order. Bounded everywhere (explanation length, score steps), so a small judge under a
+    grammar cannot wander until it runs out of tokens."""
+
+    def entry(attempt_id: str) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {
+                "id": {"const": attempt_id},
+                "explanation": {"type": "string", "maxLength": MAX_EXPLANATION_CHARS},
+                "score": {"enum": SCORE_STEPS},
+            },
+            "required": ["id", "explanation", "score"],
+            "additionalProperties": False,
+        }
+
+    entries = [entry(i) for i in ids]
+    scores = {"type": "array", "prefixItems": entries, "items": False, "minItems": len(entries), "maxItems": len(entries)}
+    return {"type": "object", "properties": {"scores": scores}, "required": ["scores"], "additionalProperties": False}
 
 
 # --------------------------------------------------------------------------- groups

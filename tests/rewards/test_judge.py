@@ -12,6 +12,8 @@ from hone.rl.gather import GatherConfig
 from hone.rl.trajectory import TrajectoryGroup
 from hone.types import FailureRecord
 
+from .conftest import attempt_ids
+
 GOOD = '{"scores": [{"id": "1", "explanation": "reached the goal", "score": 0.9}, {"id": "2", "explanation": "gave up", "score": 0.1}]}'
 
 
@@ -45,7 +47,10 @@ def test_the_request_names_the_model_asks_for_json_and_sends_the_key_from_the_en
     asyncio.run(judge_group(two_attempts(attempt), config))
     [request] = stand_in.requests
     assert request["model"] == "stand-in-judge" and request["temperature"] == 0.0
-    assert request["response_format"] == {"type": "json_object"}
+    schema = request["response_format"]["json_schema"]["schema"]
+    assert request["response_format"]["type"] == "json_schema"
+    entries = schema["properties"]["scores"]["prefixItems"]  # each attempt once, in order
+    assert [e["properties"]["id"]["const"] for e in entries] == attempt_ids(request)
     assert stand_in.headers[0]["authorization"] == "Bearer judge-secret"
 
 
