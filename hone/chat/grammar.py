@@ -25,13 +25,13 @@ it came from rather than a failure somewhere in the combined grammar.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import llguidance
 
 from hone.chat.schema import ChatInput, NamedToolChoice, Tool
 from hone.chat.toolcalls import CLOSE_TAG, OPEN_TAG
+from hone.engine.grammar import describe_grammar_error
 from hone.errors import InvalidRequestError
 
 MAX_CALLS = 8  # calls in one reply; with no bound a model that never writes EOS calls until max_tokens
@@ -87,8 +87,9 @@ def _content_schema(chat: ChatInput) -> dict[str, Any] | None:
 
 def _call_schema(index: int, tool: Tool) -> dict[str, Any]:
     """`{"name": <the tool's name>, "arguments": <its parameters>}` as one JSON schema."""
-    parameters = tool.function.parameters.model_dump(exclude_none=True) if tool.function.parameters else {}
-    arguments = closed_objects({"type": "object", "properties": {}, **parameters})
+    # no parameters: the function takes no arguments (OpenAI's reading); given ones are used as they are
+    parameters = tool.function.parameters.model_dump(exclude_none=True) if tool.function.parameters else {"type": "object", "properties": {}}
+    arguments = closed_objects(parameters)
     _check_schema(arguments, f"tools[{index}].function.parameters")
     return {
         "type": "object",
@@ -125,8 +126,7 @@ def closed_objects(schema: Any) -> Any:
 def _check_schema(schema: dict[str, Any], param: str) -> None:
     error = llguidance.LLMatcher.validate_grammar("start: %json " + _json(schema))
     if error:
-        reason = re.sub(r"^at \d+\(\d+\): ", "", error.strip().splitlines()[0])[:300]  # the position is in hone's grammar, not the schema
-        raise InvalidRequestError(f"{param} is a JSON schema hone cannot enforce: {reason}", param=param)
+        raise InvalidRequestError(f"{param} is a JSON schema hone cannot enforce: {describe_grammar_error(error)}", param=param)
 
 
 def _json(schema: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from hone.engine.grammar import GrammarMatchers
+from hone.engine.grammar import GrammarMatchers, describe_grammar_error
 from hone.engine.llama import LlamaRunner, LoraAdapter
 from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
@@ -479,9 +479,10 @@ class Engine:
             drawn_from[index] = drawn_from[index].masked_fill(~allowed_C_V, float("-inf"))
             for b, count in zip(constrained, allowed_C_V.sum(dim=1).tolist()):
                 rows[b].forced.append(count == 1)  # _record appends the token itself
-                if count == 0:  # llguidance allows nothing: a grammar it cannot go on with
+                if count == 0 or rows[b].matcher.is_error():  # a grammar that compiled but matches nothing more
                     drawn_from[b] = logits_R_V[b]
-                    self._fail_request(rows[b].request, InvalidRequestError("the grammar allows no token here", param="grammar"))
+                    reason = describe_grammar_error(rows[b].matcher.get_error()) if rows[b].matcher.is_error() else "it allows no token here"
+                    self._fail_request(rows[b].request, InvalidRequestError(f"the grammar cannot be followed: {reason}", param="grammar"))
         return sample_rows(drawn_from, settings, raw_B_V=logits_R_V, shaped=shaped)
 
     def _lora_rows(self) -> list[tuple[LoraAdapter, torch.Tensor | None]]:

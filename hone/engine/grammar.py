@@ -15,6 +15,7 @@ How the engine uses it:
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -58,7 +59,7 @@ class GrammarMatchers:
             raise InvalidRequestError(f"the grammar has {len(grammar):,} characters, more than {MAX_GRAMMAR_CHARS:,}", param=param)
         matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0)
         if matcher.is_error():
-            raise InvalidRequestError(f"the grammar cannot be used: {_first_line(matcher.get_error())}", param=param)
+            raise InvalidRequestError(f"the grammar cannot be used: {describe_grammar_error(matcher.get_error())}", param=param)
         return matcher
 
     def allowed(self, matchers: list[llguidance.LLMatcher]) -> torch.Tensor:
@@ -76,9 +77,17 @@ class GrammarMatchers:
         """Feed the drawn token to its row's matcher; the mask allowed it, so this cannot fail
         unless llguidance itself is wrong, which fails only that request."""
         if not matcher.consume_token(token):
-            raise InvalidRequestError(f"the grammar refused token {token}: {_first_line(matcher.get_error())}", param="grammar")
+            raise InvalidRequestError(f"the grammar refused token {token}: {describe_grammar_error(matcher.get_error())}", param="grammar")
 
 
-def _first_line(error: str) -> str:
-    line = error.strip().splitlines()[0] if error.strip() else "unknown error"
-    return line[:300]
+def describe_grammar_error(error: str) -> str:
+    """llguidance's error as one line: its message and the reason below it, without the position
+    in hone's grammar text and the source lines it echoes."""
+    lines = [line.strip() for line in error.strip().splitlines()]
+    if not lines or not lines[0]:
+        return "unknown error"
+    message = re.sub(r"^at \d+\(\d+\): ", "", lines[0])  # a position in the generated grammar, not the user's input
+    reasons = [line.removeprefix("error: ") for line in lines[1:] if line.startswith("error: ")]
+    if "coerce_one_of" in message:  # advice to set an option no request can set
+        message = "oneOf is supported only when its branches cannot overlap; use anyOf, or make the branches exclusive"
+    return " ".join([message.rstrip(":") + (":" if reasons else ""), *reasons])[:400]

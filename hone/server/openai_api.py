@@ -1,4 +1,5 @@
-"""`/v1/chat/completions` and `/v1/models`, OpenAI-compatible, with token-exact extensions.
+"""`/v1/chat/completions` and `/v1/models`, OpenAI-compatible, with token-exact extensions (and
+`/v1/responses`, from `hone.server.responses_api`, on the same router).
 
 Extensions on every chat completion, so a trajectory can be rebuilt token for token:
 - response `prompt_token_ids`: the prompt exactly as the sampler saw it;
@@ -35,20 +36,22 @@ from hone.chat import ChatInput, parse_reply, render_chat
 from hone.chat.schema import OpenModel
 from hone.errors import InvalidRequestError
 from hone.server.lifetime import while_client_waits
+from hone.server.limits import (
+    MAX_LOGIT_BIAS_ENTRIES,
+    MAX_N,
+    MAX_STOP_CHARS,
+    MAX_STOPS,
+    MAX_TOKENS,
+    MAX_TOP_K,
+    MAX_TOP_LOGPROBS,
+    MAX_TOTAL_TOKENS,
+    SEED_LIMIT,
+)
+from hone.server.responses_api import build_responses_router
 from hone.server.streaming import logprob_entries, stream_completion
 from hone.server.sampler import Sampler
 from hone.types import SampledSequence, SamplingParams
 
-# Bounds on the work one request may ask for; over one, the answer is a 400 naming it.
-MAX_N = 64
-MAX_TOKENS = 32_768  # per choice; the engine's max_seq_len is usually the tighter bound
-MAX_TOTAL_TOKENS = 64 * 4096  # n × max_tokens: at most 262,144 tokens sampled for one request
-MAX_STOPS = 16
-MAX_STOP_CHARS = 256  # stop strings are matched against the decoded tail on every step
-MAX_TOP_K = 1 << 20  # beyond any vocabulary (the sampler clamps to it); larger would overflow its tensors
-MAX_TOP_LOGPROBS = 20
-SEED_LIMIT = 2**63  # seeds are 0 <= seed < 2**63, as the engine's own
-MAX_LOGIT_BIAS_ENTRIES = 1024
 # OpenAI parameters hone does not implement: their no-op values pass (clients send them as
 # defaults), anything else is a 400 naming the parameter rather than a silently different reply.
 REFUSED = {
@@ -165,6 +168,7 @@ def build_router(sampler: Sampler, default_max_tokens: int = 256, scope: Callabl
         samples = await while_client_waits(request, models.sample(body.model, prompt.tokens, body.n, params))
         return _completion(body, tokenizer, prompt, samples)
 
+    router.include_router(build_responses_router(models_for, default_max_tokens))  # /v1/responses
     return router
 
 

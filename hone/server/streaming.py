@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import Request
@@ -42,6 +43,24 @@ Finish = Callable[[list[SampledSequence]], dict[str, Any]]  # samples -> the who
 async def stream_completion(request: Request, sampling, n: int, tokenizer: Any, watch_tool_calls: bool, base: dict[str, Any], logprobs: bool, include_usage: bool, finish: Finish) -> StreamingResponse:
     """Start `sampling` (a function of an `on_tokens` callback returning the sampler's coroutine)
     and answer with its event stream once the first token is decoded or the sampling has ended."""
+    started = await start_sampling(request, sampling)
+    events = _events(started, n, tokenizer, watch_tool_calls, base, logprobs, include_usage, finish)
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+@dataclass
+class Started:
+    """A sampling under way whose first token has been decoded (or which has already ended)."""
+
+    task: asyncio.Future  # the sampler's result, under while_client_waits
+    deltas: asyncio.Queue  # TokenDeltas heard from the engine's thread, not yet taken
+    head: list[TokenDelta]  # the first delta, already taken from `deltas` (empty when none came)
+
+
+async def start_sampling(request: Request, sampling) -> Started:
+    """Start `sampling` (a function of an `on_tokens` callback returning the sampler's coroutine)
+    and wait for its first token or its end; an error before the first token is raised here, so
+    it keeps its HTTP status."""
     loop = asyncio.get_running_loop()
     deltas: asyncio.Queue[TokenDelta] = asyncio.Queue()
 
@@ -61,11 +80,28 @@ async def stream_completion(request: Request, sampling, n: int, tokenizer: Any, 
         if task.exception() is not None:
             raise task.exception()  # before any token: the usual error answer and status
     head = [first.result()] if first.done() and not first.cancelled() else []
-    events = _events(task, deltas, head, n, tokenizer, watch_tool_calls, base, logprobs, include_usage, finish)
-    return StreamingResponse(events, media_type="text/event-stream")
+    return Started(task, deltas, head)
 
 
-async def _events(task, deltas, head, n, tokenizer, watch_tool_calls, base, logprobs, include_usage, finish) -> AsyncIterator[str]:
+async def token_deltas(started: Started) -> AsyncIterator[TokenDelta]:
+    """Every delta of `started`, in order, until its sampling has ended (then `started.task.result()`
+    is the samples, or raises what ended it)."""
+    for delta in started.head:
+        yield delta
+    while True:
+        while not started.deltas.empty():
+            yield started.deltas.get_nowait()
+        if started.task.done() and started.deltas.empty():
+            return
+        getter = asyncio.ensure_future(started.deltas.get())
+        await asyncio.wait({started.task, getter}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            yield getter.result()
+        else:
+            getter.cancel()
+
+
+async def _events(started, n, tokenizer, watch_tool_calls, base, logprobs, include_usage, finish) -> AsyncIterator[str]:
     def event(choices: list[dict[str, Any]], **extra: Any) -> str:
         return "data: " + json.dumps({**base, "choices": choices, **extra}, ensure_ascii=False) + "\n\n"
 
@@ -73,24 +109,11 @@ async def _events(task, deltas, head, n, tokenizer, watch_tool_calls, base, logp
     try:
         for i in range(n):
             yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        pending = list(head)
-        while True:
-            while not deltas.empty():
-                pending.append(deltas.get_nowait())
-            for delta in pending:
-                piece = texts[delta.index].feed(delta)
-                if piece is not None:
-                    yield event([texts[delta.index].content_choice(delta.index, piece, logprobs)])
-            pending = []
-            if task.done() and deltas.empty():
-                break
-            getter = asyncio.ensure_future(deltas.get())
-            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                pending.append(getter.result())
-            else:
-                getter.cancel()
-        completion = finish(task.result())
+        async for delta in token_deltas(started):
+            piece = texts[delta.index].feed(delta)
+            if piece is not None:
+                yield event([texts[delta.index].content_choice(delta.index, piece, logprobs)])
+        completion = finish(started.task.result())
         for choice, text in zip(completion["choices"], texts):
             for chunk in text.closing_chunks(choice):
                 yield event([{**chunk, "index": choice["index"]}])
@@ -100,9 +123,9 @@ async def _events(task, deltas, head, n, tokenizer, watch_tool_calls, base, logp
     except ClientGone:
         return
     except HoneError as exc:  # the status has been sent: the error goes in the stream
-        yield "data: " + json.dumps({"error": {"message": str(exc), "type": exc.error_type, "param": exc.param, "code": exc.code}}) + "\n\n"
+        yield "data: " + json.dumps({"error": {"message": str(exc), "type": exc.error_type, "param": getattr(exc, "param", None), "code": exc.code}}) + "\n\n"
     finally:
-        task.cancel()
+        started.task.cancel()
 
 
 class ChoiceText:

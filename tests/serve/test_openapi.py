@@ -16,7 +16,7 @@ ROUTES = {
     ("post", "/v1/hone/models/{name}/optim_step"), ("post", "/v1/hone/models/{name}/train_step"),
     ("post", "/v1/hone/models/{name}/save_state"), ("post", "/v1/hone/models/{name}/load_state"),
     ("get", "/v1/hone/models/{name}/checkpoints"), ("delete", "/v1/hone/models/{name}/checkpoints/{checkpoint}"),
-    ("get", "/v1/models"), ("post", "/v1/chat/completions"), ("get", "/health"),
+    ("get", "/v1/models"), ("post", "/v1/chat/completions"), ("post", "/v1/responses"), ("get", "/health"),
 }  # fmt: skip
 
 

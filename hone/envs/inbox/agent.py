@@ -16,9 +16,9 @@ choice's `tool_call_error` extension field) counts as a malformed call; the mode
 short user message and the episode continues.
 
 With `max_turns <= 2` the agent is "search, then answer": a shorter prompt that shows only that,
-and only search_inbox offered. `force_first_search=True` has the server start the first reply
-with the search_inbox call's opening (via `tool_choice`): SmolLM2-135M almost never writes a
-valid call unaided. Measured, greedy, 48 training questions: 11 correct (23%); the
+and only search_inbox offered. `force_first_search=True` names search_inbox in the first request's
+`tool_choice`, so the server's grammar makes that reply a valid search_inbox call (the model
+chooses only the arguments): SmolLM2-135M almost never writes a valid call unaided. Measured, greedy, 48 training questions: 11 correct (23%); the
 earlier prompt, with JSON tool output and no restated question, got about 1 in 24, because the
 model copied the tool output back as its answer.
 """
@@ -179,8 +179,9 @@ async def rollout(
     """Play one episode on `question`; return its trajectory with reward, metrics and metadata set.
 
     `force_first_search` sends the first request with `tool_choice` naming search_inbox, so the
-    server starts the reply with `<tool_call>{"name": "search_inbox", "arguments": ` (those
-    tokens belong to the prompt, not the sampled turn). It helps a model that never calls tools.
+    server's grammar makes that reply a valid call to it: the call's fixed text is sampled as
+    forced tokens (reported in `token_forced`, not trained on by default) and the model chooses
+    the arguments. It helps a model that never calls tools.
     """
     inbox = load_inbox(question.inbox_id, question.seed)
     db = inbox_db(inbox)
