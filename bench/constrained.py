@@ -2,9 +2,11 @@
 
 1. Validity. The 40 toolcall tasks (hone.envs.toolcall), zero-shot (system prompt and question only,
    no worked example), through the OpenAI route of an in-process LocalBackend, temperature 0.6,
-   seeded. For each tool_choice: how many replies parse as calls to an offered tool whose arguments
-   validate against its schema (jsonschema), and how many call the tool the question is about.
-   "auto" lets the model answer in text; its calls, when it makes them, are valid by construction.
+   max_tokens 128, seeded. For tool_choice "required" with parallel_tool_calls false and true, and
+   "auto": how many replies parse as calls to an offered tool whose arguments validate against its
+   schema (jsonschema), how many call the tool the question is about, and how many max_tokens cut
+   (a reply cut inside a call carries no calls). "auto" lets the model answer in text; its calls,
+   when it makes them, are valid by construction.
 2. Throughput at batch 32. The engine alone, 32 concurrent requests with distinct 64-token prompts,
    128 new tokens each, temperature 1:
    - unconstrained;
@@ -52,7 +54,7 @@ EXPECTED_TOOL = {"weather": "get_weather", "Email": "send_email", "How much": "c
 
 
 # --------------------------------------------------------------------------- 1. validity
-def validity(tool_choice: str, seed: int) -> dict[str, float]:
+def validity(tool_choice: str, parallel: bool, seed: int) -> dict[str, float]:
     schemas = {t["function"]["name"]: closed_objects(t["function"]["parameters"]) for t in TOOLS}
     backend = LocalBackend(engine_options={"num_threads": os.cpu_count()})
     backend.add_model("m", "smollm2-135m")
@@ -61,9 +63,10 @@ def validity(tool_choice: str, seed: int) -> dict[str, float]:
     async def ask(task) -> dict:
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": task.prompt}]
         reply = await client.chat.completions.create(
-            model="m", messages=messages, tools=TOOLS, tool_choice=tool_choice, max_tokens=128, temperature=0.6, seed=seed
+            model="m", messages=messages, tools=TOOLS, tool_choice=tool_choice, parallel_tool_calls=parallel, max_tokens=128, temperature=0.6, seed=seed
         )
-        return {"task": task.prompt, "message": reply.choices[0].message.model_dump(), "forced": reply.choices[0].model_extra["token_forced"]}
+        choice = reply.choices[0]
+        return {"task": task.prompt, "message": choice.message.model_dump(), "forced": choice.model_extra["token_forced"], "finish_reason": choice.finish_reason}
 
     async def run_all():
         return await asyncio.gather(*[ask(t) for t in make_tasks()])
@@ -89,6 +92,8 @@ def validity(tool_choice: str, seed: int) -> dict[str, float]:
     return {
         "tasks": len(answers),
         "valid_calls": valid,
+        "cut_by_max_tokens": sum(a["finish_reason"] == "length" for a in answers),
+        "calls_per_reply": round(sum(len(a["message"]["tool_calls"] or []) for a in answers) / len(answers), 2),
         "right_tool": right_tool,
         "forced_token_share": round(sum(forced) / len(forced), 3) if forced else None,
         "seconds": round(seconds, 1),
@@ -175,12 +180,15 @@ def main() -> None:
     parser.add_argument("--baseline", default="0856c0e", help="a revision before grammar support; '' skips part 3")
     args = parser.parse_args()
 
-    result: dict = {"validity": {choice: validity(choice, args.seed) for choice in ("required", "auto")}}
+    configurations = {"required, one call": ("required", False), "required, parallel calls": ("required", True), "auto": ("auto", True)}
+    result: dict = {"validity": {name: validity(choice, parallel, args.seed) for name, (choice, parallel) in configurations.items()}}
+    print(json.dumps(result, indent=2, default=str), flush=True)
 
     loaded = load_model("smollm2-135m")
     tokenizer = loaded.tokenizer
     grammars = GrammarMatchers(tokenizer, loaded.model.config.vocab_size, [tokenizer.eos_token_id])
-    engine = Engine(loaded.model, eos_token_ids=[tokenizer.eos_token_id], num_threads=os.cpu_count(), grammars=grammars)
+    # no eos: every row runs its 128 tokens (the constrained ones cannot end sooner: minItems 50)
+    engine = Engine(loaded.model, eos_token_ids=[], num_threads=os.cpu_count(), grammars=grammars)
     plain = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0)
     constrained = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0, grammar=weather_array_grammar())
     rows = prompts(tokenizer, BATCH)

@@ -15,6 +15,8 @@ so the choice between them rests on measured cost, not on their READMEs. For eac
 Each figure is repeated REPS times; tables show the best, the JSON also keeps the median. Threads
 are pinned to 2 (torch, llguidance's executor, xgrammar's compiler and batch matcher).
 
+    # xgrammar's own requirements pull triton (GBs, GPU only): install the two peers without them
+    .venv/bin/python -m pip install --no-deps xgrammar==0.2.8 outlines-core==0.2.14 apache-tvm-ffi==0.1.15.post2
     .venv/bin/python bench/grammar_masks.py   # -> bench/results/grammar_masks.json
 """
 
