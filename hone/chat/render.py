@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from pydantic import ValidationError
 from transformers import PreTrainedTokenizerBase
 
 from hone.chat.grammar import reply_grammar
-from hone.chat.schema import ChatInput, JsonSchema, Message, Schema, Tool, ToolCall, describe_errors
+from hone.chat.schema import ChatInput, JsonSchema, Message, Schema, Tool, ToolCall, checked_chat
 from hone.chat.toolcalls import OPEN_TAG, format_tool_call
 from hone.errors import InvalidRequestError
 
@@ -50,12 +49,7 @@ def render_prompt(
     if not messages:
         raise InvalidRequestError("'messages' must contain at least one message", param="messages")
     document = {"messages": messages, "tools": tools, "tool_choice": tool_choice, "response_format": response_format}
-    try:
-        chat = ChatInput.model_validate(document)
-    except ValidationError as exc:
-        message, param = describe_errors(exc.errors(), document)
-        raise InvalidRequestError(message, param=param) from exc
-    return render_chat(tokenizer, chat)
+    return render_chat(tokenizer, checked_chat(document))
 
 
 def render_chat(tokenizer: PreTrainedTokenizerBase, chat: ChatInput) -> RenderedPrompt:

@@ -13,7 +13,9 @@ import json
 import re
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
+
+from hone.errors import InvalidRequestError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 JSON_TYPES = ("string", "number", "integer", "boolean", "array", "object", "null")
@@ -180,6 +182,15 @@ class ChatInput(OpenModel):
         if isinstance(value, NamedToolChoice) and value.function.name not in names:
             raise ValueError(f"names '{value.function.name[:80]}', which is not in 'tools'")
         return value
+
+
+def checked_chat(document: dict[str, Any]) -> ChatInput:
+    """`document` as a ChatInput, or an InvalidRequestError whose one sentence names the parameter."""
+    try:
+        return ChatInput.model_validate(document)
+    except ValidationError as exc:
+        message, param = describe_errors(exc.errors(), document)
+        raise InvalidRequestError(message, param=param) from exc
 
 
 # --------------------------------------------------------------------------- errors as one sentence

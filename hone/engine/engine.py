@@ -337,11 +337,11 @@ class Engine:
             if not 0 <= token < self.vocab_size:
                 raise InvalidRequestError(f"logit_bias names token {token}, outside this model's vocabulary (0..{self.vocab_size - 1})", param="logit_bias")
             if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
-                raise InvalidRequestError(f"logit_bias values must be between -100 and 100; got {bias} for token {token}", param="logit_bias")
+                raise InvalidRequestError(f"logit_bias values must be between {-MAX_LOGIT_BIAS:g} and {MAX_LOGIT_BIAS:g}; got {bias} for token {token}", param="logit_bias")
         for name in ("presence_penalty", "frequency_penalty"):
             value = getattr(params, name)
             if not -MAX_PENALTY <= value <= MAX_PENALTY:
-                raise InvalidRequestError(f"{name} must be between -2 and 2; got {value}", param=name)
+                raise InvalidRequestError(f"{name} must be between {-MAX_PENALTY:g} and {MAX_PENALTY:g}; got {value}", param=name)
 
     # ------------------------------------------------------------------------ worker
     def _run(self) -> None:

@@ -46,14 +46,15 @@ from hone.server.limits import (
     MAX_TOP_LOGPROBS,
     MAX_TOTAL_TOKENS,
     SEED_LIMIT,
+    refuse_unsupported,
 )
 from hone.server.responses_api import build_responses_router
 from hone.server.streaming import logprob_entries, stream_completion
 from hone.server.sampler import Sampler
 from hone.types import SampledSequence, SamplingParams
 
-# OpenAI parameters hone does not implement: their no-op values pass (clients send them as
-# defaults), anything else is a 400 naming the parameter rather than a silently different reply.
+# OpenAI parameters hone does not implement: a 400 naming them rather than a silently different
+# reply (see hone.server.limits.refuse_unsupported)
 REFUSED = {
     "functions": ((None, []), "the legacy 'functions' parameter is not supported; send 'tools' instead"),
     "function_call": ((None, "auto", "none"), "the legacy 'function_call' parameter is not supported; send 'tool_choice' instead"),
@@ -98,7 +99,7 @@ class ChatCompletionRequest(ChatInput):
     )
 
     def sampling_params(self, default_max_tokens: int) -> SamplingParams:
-        self._refuse_what_hone_does_not_do()
+        refuse_unsupported(self.model_extra or {}, REFUSED)
         max_tokens = self.max_completion_tokens or self.max_tokens or default_max_tokens
         self._check_total_work(max_tokens)
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -114,12 +115,6 @@ class ChatCompletionRequest(ChatInput):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
         )
-
-    def _refuse_what_hone_does_not_do(self) -> None:
-        extra = self.model_extra or {}
-        for name, (no_ops, sentence) in REFUSED.items():
-            if extra.get(name) not in no_ops:
-                raise InvalidRequestError(sentence, param=name)
 
     def _check_total_work(self, max_tokens: int) -> None:
         if self.n * max_tokens <= MAX_TOTAL_TOKENS:

@@ -36,20 +36,19 @@ from typing import Annotated, Any, AsyncIterator, Callable, Literal, Union
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
 
-from hone.chat import ChatInput, RenderedPrompt, describe_errors, parse_reply, render_chat
-from hone.chat.schema import MAX_MESSAGES, MAX_TOOLS, JsonSchema, OpenModel, RenderedModel
+from hone.chat import ChatInput, RenderedPrompt, parse_reply, render_chat
+from hone.chat.schema import MAX_MESSAGES, MAX_TOOLS, JsonSchema, OpenModel, RenderedModel, checked_chat
 from hone.errors import HoneError, InvalidRequestError
 from hone.server.lifetime import ClientGone, while_client_waits
-from hone.server.limits import MAX_TOKENS, MAX_TOP_K, MAX_TOP_LOGPROBS, SEED_LIMIT
+from hone.server.limits import MAX_TOKENS, MAX_TOP_K, MAX_TOP_LOGPROBS, SEED_LIMIT, refuse_unsupported
 from hone.server.sampler import Sampler
 from hone.server.streaming import ChoiceText, Started, logprob_entries, start_sampling, token_deltas
 from hone.types import SampledSequence, SamplingParams
 
 LOGPROBS = "message.output_text.logprobs"  # the one `include` value hone serves
-# Responses parameters hone does not implement: their no-op values pass (None entries of an object
-# are dropped before comparing), anything else is a 400 naming the parameter.
+# Responses parameters hone does not implement (see hone.server.limits.refuse_unsupported)
 REFUSED = {
     "previous_response_id": ((None,), "hone's Responses API is stateless and keeps no responses; send the whole conversation in 'input' instead"),
     "conversation": ((None,), "hone's Responses API is stateless and keeps no conversations; send the whole conversation in 'input' instead"),
@@ -222,15 +221,6 @@ class ResponsesRequest(OpenModel):
                 raise ValueError(f"may hold only {LOGPROBS!r}: hone keeps nothing else to include, not {kind[:80]!r}")
         return value
 
-    def refuse_what_hone_does_not_do(self) -> None:
-        extra = self.model_extra or {}
-        for name, (no_ops, sentence) in REFUSED.items():
-            value = extra.get(name)
-            if isinstance(value, dict):
-                value = {key: v for key, v in value.items() if v is not None}
-            if value not in no_ops:
-                raise InvalidRequestError(sentence, param=name)
-
     @property
     def logprobs(self) -> bool:
         return LOGPROBS in (self.include or [])
@@ -273,11 +263,7 @@ def chat_input(body: ResponsesRequest) -> ChatInput:
         "response_format": _response_format(body),
         "parallel_tool_calls": body.parallel_tool_calls,
     }
-    try:
-        return ChatInput.model_validate(document)
-    except ValidationError as exc:
-        message, param = describe_errors(exc.errors(), document)
-        raise InvalidRequestError(message, param=param) from exc
+    return checked_chat(document)
 
 
 def _response_format(body: ResponsesRequest) -> dict[str, Any] | None:
@@ -312,7 +298,7 @@ def build_responses_router(models_for: Callable[[Request], Sampler], default_max
     async def create_response(body: ResponsesRequest, request: Request) -> Any:
         models = models_for(request)
         tokenizer = models.tokenizer(body.model)  # raises ModelNotFoundError -> 404
-        body.refuse_what_hone_does_not_do()
+        refuse_unsupported(body.model_extra or {}, REFUSED)
         try:  # the chat path's errors name chat parameters: renamed to the request's own
             return await _answer(request, models, body, tokenizer, body.sampling_params(default_max_tokens))
         except InvalidRequestError as exc:
