@@ -57,10 +57,24 @@ class Backend(Sampler, Protocol):
     async def load_state(self, name: str, path: str | Path, with_optimizer: bool = True) -> None: ...
 
     # ------------------------------------------------------------------ clients
-    def openai_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
-        """An async OpenAI client whose chat completions sample from this backend's models."""
+    def openai_client(self, rollout_id: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
+        """An async OpenAI client whose chat completions sample from this backend's models (and, with
+        `rollout_id`, are recorded by that rollout); `kwargs` as `openai.AsyncOpenAI` takes them."""
         ...
 
-    def openai_client_sync(self, **kwargs: Any) -> openai.OpenAI: ...
+    def openai_client_sync(self, rollout_id: str | None = None, **kwargs: Any) -> openai.OpenAI: ...
+
+    # ------------------------------------------------------------------ rollouts (hone.rl.capture)
+    async def open_rollout(self, name: str, task_id: str | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+        """Open a rollout recording calls to model `name`; returns its (empty) record, `id` included."""
+        ...
+
+    async def close_rollout(self, rollout_id: str) -> dict[str, Any]:
+        """Close it and return its record (`hone.server.rollouts`); a repeated close returns it again."""
+        ...
+
+    def rollout_endpoint(self, rollout_id: str) -> tuple[str, str]:
+        """(base URL, API key) for an agent that builds its own OpenAI client."""
+        ...
 
     def close(self) -> None: ...

@@ -29,6 +29,7 @@ from hone.models import DEFAULT_MODEL, LoadedModel, load_model
 from hone.models.loader import TINY_MODEL
 from hone.server import create_app
 from hone.server.inprocess import async_client, sync_client
+from hone.server.loopback import LoopbackServer
 from hone.training import Trainer
 from hone.training.checkpoint import has_adapter, merged_adapter_weights, read_adapter
 from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, OnTokens, SampledSequence, SamplingParams
@@ -80,6 +81,7 @@ class LocalBackend:
         self._bases: dict[tuple, _SharedBase] = {}
         self._base_lock = threading.Lock()  # serialises loading a base (slow) without holding _lock
         self._app = None
+        self._loopback: LoopbackServer | None = None
 
     # ------------------------------------------------------------------ models
     def add_model(self, name: str, base_model: str = DEFAULT_MODEL, **options: Any) -> ModelInfo:
@@ -318,14 +320,47 @@ class LocalBackend:
             self._app = create_app(self)
         return self._app
 
-    def openai_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
-        """An async OpenAI client that reaches this backend in-process."""
-        return async_client(self.app, **kwargs)
+    def openai_client(self, rollout_id: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
+        """An async OpenAI client that reaches this backend in-process (through rollout `rollout_id`,
+        whose calls are recorded, if given). With your own `http_client`, it talks to the loopback
+        server on 127.0.0.1 instead, since only hone's transport reaches the app without a port."""
+        path = f"/v1/rollouts/{rollout_id}" if rollout_id else "/v1"
+        if "http_client" in kwargs:
+            return openai.AsyncOpenAI(base_url=self._served().url + path, api_key=self._served().api_key, **kwargs)
+        return async_client(self.app, path=path, **kwargs)
 
-    def openai_client_sync(self, **kwargs: Any) -> openai.OpenAI:
-        return sync_client(self.app, **kwargs)
+    def openai_client_sync(self, rollout_id: str | None = None, **kwargs: Any) -> openai.OpenAI:
+        path = f"/v1/rollouts/{rollout_id}" if rollout_id else "/v1"
+        if "http_client" in kwargs:
+            return openai.OpenAI(base_url=self._served().url + path, api_key=self._served().api_key, **kwargs)
+        return sync_client(self.app, path=path, **kwargs)
+
+    def _served(self) -> LoopbackServer:
+        """The app on a real port of 127.0.0.1, started on first use."""
+        with self._lock:
+            if self._loopback is None:
+                self._loopback = LoopbackServer(self.app)
+            return self._loopback
+
+    # ------------------------------------------------------------------ rollouts
+    async def open_rollout(self, name: str, task_id: str | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+        """Open a rollout recording calls to model `name` (see `hone.rl.capture`); returns its record."""
+        self.get(name)
+        return self.app.state.rollouts.open(None, name, task_id, metadata).public()
+
+    async def close_rollout(self, rollout_id: str) -> dict[str, Any]:
+        """Close the rollout and return its record: every call made through it, token-exact."""
+        return self.app.state.rollouts.close(None, rollout_id).public()
+
+    def rollout_endpoint(self, rollout_id: str) -> tuple[str, str]:
+        """The base URL and API key an agent's own client needs to call the model through the rollout."""
+        server = self._served()
+        return f"{server.url}/v1/rollouts/{rollout_id}", server.api_key
 
     def close(self) -> None:
+        if self._loopback is not None:
+            self._loopback.close()
+            self._loopback = None
         for handle in self._models.values():
             if handle.base_key is None:
                 handle.engine.close()

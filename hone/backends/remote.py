@@ -207,15 +207,30 @@ class RemoteBackend:
         return (await self._request(_Call("GET", f"/v1/hone/models/{name}/checkpoints")))["data"]
 
     # ------------------------------------------------------------------ clients
-    def openai_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
-        """An async OpenAI client for the server's /v1 routes, with this backend's key; it retries
-        about as long as training calls do, so rollouts too ride out a server restart."""
+    def openai_client(self, rollout_id: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
+        """An async OpenAI client for the server's /v1 routes (or rollout `rollout_id`'s), with this
+        backend's key; it retries about as long as training calls do, so rollouts too ride out a
+        server restart."""
         kwargs.setdefault("max_retries", self.openai_max_retries)
-        return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", api_key=self._api_key, **kwargs)
+        return openai.AsyncOpenAI(base_url=self._v1(rollout_id), api_key=self._api_key, **kwargs)
 
-    def openai_client_sync(self, **kwargs: Any) -> openai.OpenAI:
+    def openai_client_sync(self, rollout_id: str | None = None, **kwargs: Any) -> openai.OpenAI:
         kwargs.setdefault("max_retries", self.openai_max_retries)
-        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=self._api_key, **kwargs)
+        return openai.OpenAI(base_url=self._v1(rollout_id), api_key=self._api_key, **kwargs)
+
+    def _v1(self, rollout_id: str | None) -> str:
+        return f"{self.base_url}/v1/rollouts/{rollout_id}" if rollout_id else f"{self.base_url}/v1"
+
+    # ------------------------------------------------------------------ rollouts
+    async def open_rollout(self, name: str, task_id: str | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+        body = {"model": name, "task_id": task_id, "metadata": metadata}
+        return await self._request(_Call("POST", "/v1/rollouts", body))
+
+    async def close_rollout(self, rollout_id: str) -> dict[str, Any]:
+        return await self._request(_Call("DELETE", f"/v1/rollouts/{rollout_id}"))
+
+    def rollout_endpoint(self, rollout_id: str) -> tuple[str, str]:
+        return self._v1(rollout_id), self._api_key
 
     def close(self) -> None:
         if self._runner is not None:

@@ -11,7 +11,7 @@ request is an InvalidRequestError naming the parameter, never a crash.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -35,6 +35,15 @@ class RenderedPrompt:
     tokens: list[int]
     tool_names: set[str] | None  # None: tool calls are not parsed (no tools, or tool_choice "none")
     grammar: str | None = None  # what the reply must follow (hone.chat.grammar); None = free text
+    # what the chat template was given, so a later turn can be checked against it (hone.chat.bridge)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None  # the schemas, where the template writes tools itself
+    native_tools: bool = False  # tool calls and results rendered by the template, not as hone's text
+
+    def history_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        """`message` (an OpenAI assistant message, say the reply to this prompt) as the template
+        would be given it in a later prompt's history."""
+        return _normalise(Message.model_validate(message), native_tools=self.native_tools)
 
 
 def render_prompt(
@@ -58,17 +67,14 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, chat: ChatInput) -> Rendered
     tool_choice = chat.tool_choice or "auto"
     grammar = reply_grammar(chat)  # checks the schemas before the (slower) rendering
     offered = tools if tools is not None and tool_choice != "none" else None
-    if offered is not None and _template_supports_tools(tokenizer):
-        rendered = [_normalise(m, native_tools=True) for m in chat.messages]
-        schemas = [t.model_dump(exclude_none=True) for t in offered]
-        tokens = _apply(tokenizer, rendered, tools=schemas)
-    else:
-        rendered = [_normalise(m, native_tools=False) for m in chat.messages]
-        if offered is not None:
-            rendered = _with_tool_prompt(rendered, offered)
-        tokens = _apply(tokenizer, rendered, tools=None)
+    native = offered is not None and _template_supports_tools(tokenizer)
+    rendered = [_normalise(m, native_tools=native) for m in chat.messages]
+    schemas = [t.model_dump(exclude_none=True) for t in offered] if native else None
+    if offered is not None and not native:
+        rendered = _with_tool_prompt(rendered, offered)
+    tokens = _apply(tokenizer, rendered, tools=schemas)
     names = {t.function.name for t in offered} if offered is not None else None
-    return RenderedPrompt(tokens=tokens, tool_names=names, grammar=grammar)
+    return RenderedPrompt(tokens=tokens, tool_names=names, grammar=grammar, messages=rendered, tools=schemas, native_tools=native)
 
 
 # --------------------------------------------------------------------------- messages
@@ -176,3 +182,11 @@ def _apply(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], t
     if hasattr(ids, "input_ids"):  # some tokenizers return an encoding despite return_dict=False
         ids = ids["input_ids"]
     return list(ids)
+
+
+def template_text(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], tools: list[dict] | None, generation_prompt: bool) -> str | None:
+    """The template's text for `messages` (None where the template rejects them)."""
+    try:
+        return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=generation_prompt, tokenize=False)
+    except jinja2.TemplateError:
+        return None

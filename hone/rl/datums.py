@@ -1,8 +1,9 @@
 """Scored trajectory groups to training datums.
 
-Each trajectory's sampled turns become training sequences token for token. Consecutive turns
-are merged into one sequence when the later prompt begins with exactly the earlier prompt and
-completion (a prefix-stable conversation); otherwise each turn is its own sequence. Prompt and
+Each trajectory's sampled turns become training sequences token for token. A turn joins the
+sequence of an earlier turn when its prompt begins with exactly that sequence so far (a
+conversation continued verbatim, as captured rollouts bridge them; the newest such sequence, so
+interleaved conversations each stay whole); otherwise it starts a sequence of its own. Prompt and
 tool tokens get weight 0; sampled tokens weight 1, with their sampler logprobs and the
 trajectory's advantage. Tokens a grammar forced (the only one it allowed) get weight 0 unless
 `train_forced_tokens`: the model made no choice there, and pushing their probability up or down
@@ -57,8 +58,9 @@ def datums_from_trajectory(trajectory: Trajectory, advantage: float, train_force
 def _merged_sequences(turns: list[SampledTurn], train_forced_tokens: bool) -> list[tuple[list[int], list[float], list[float]]]:
     sequences: list[tuple[list[int], list[float], list[float]]] = []
     for turn in turns:
-        if sequences and turn.prompt_tokens[: len(sequences[-1][0])] == sequences[-1][0]:
-            tokens, weights, logprobs = sequences[-1]
+        continued = next((s for s in reversed(sequences) if turn.prompt_tokens[: len(s[0])] == s[0]), None)
+        if continued is not None:
+            tokens, weights, logprobs = continued
             extra = turn.prompt_tokens[len(tokens) :]  # tool results and the next turn's header
         else:
             tokens, weights, logprobs = [], [], []

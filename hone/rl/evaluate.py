@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any, Sequence
 
-from hone.rl.env import Environment
+from hone.backends import Backend
+from hone.rl.capture import play
+from hone.rl.env import CapturedEnvironment, Environment
 from hone.rl.trajectory import Trajectory
 from hone.types import FailureRecord
 
@@ -50,7 +52,7 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
 
 
 async def evaluate(
-    env: Environment,
+    env: Environment | CapturedEnvironment,
     client: Any,
     model: str,
     tasks: Sequence[Any],
@@ -58,8 +60,12 @@ async def evaluate(
     temperature: float = 0.0,
     seed: int = 0,
     concurrency: int = 32,
+    backend: Backend | None = None,
 ) -> EvalResult:
-    """One attempt per task. A rollout that raises counts as a failure (success 0), and is kept."""
+    """One attempt per task. A rollout that raises counts as a failure (success 0), and is kept.
+    A CapturedEnvironment needs the `backend` that serves `model`, to open its captures."""
+    if hasattr(env, "run_agent") and backend is None:
+        raise TypeError(f"evaluate needs backend= for {type(env).__name__}: its agent runs against captured rollouts")
     semaphore = asyncio.Semaphore(concurrency)
     slots: list[Trajectory | None] = [None] * len(tasks)  # kept in task order for reports
     exceptions: list[FailureRecord] = []
@@ -69,7 +75,7 @@ async def evaluate(
         async with semaphore:
             started = time.perf_counter()
             try:
-                slots[index] = await env.rollout(client, model, task, seed=seed + index, temperature=temperature)
+                slots[index] = await play(env, backend, client, model, task, seed=seed + index, temperature=temperature)
             except Exception as exc:  # counted below as an unsuccessful task
                 exceptions.append(FailureRecord.from_exception(exc))
             latencies.append(time.perf_counter() - started)

@@ -26,8 +26,9 @@ from typing import Any, Awaitable, Callable
 from hone.backends import Backend
 from hone.models import DEFAULT_MODEL
 from hone.monitor import MetricsLog, StepPrinter
+from hone.rl.capture import play
 from hone.rl.checkpoints import CheckpointDir
-from hone.rl.env import Environment
+from hone.rl.env import CapturedEnvironment, Environment
 from hone.rl.gather import GatherConfig, gather_groups
 from hone.rl.model import TrainableModel
 from hone.rl.step import TrainConfig
@@ -69,7 +70,7 @@ class RunResult:
 
 
 async def run_training(
-    env: Environment,
+    env: Environment | CapturedEnvironment,
     config: RunConfig,
     backend: Backend | None = None,
     model: TrainableModel | None = None,
@@ -116,7 +117,7 @@ async def run_training(
         async def rollout(task_and_index: tuple[int, Any], attempt: int, step: int = step):
             task_index, task = task_and_index
             seed = rollout_seed(config.seed, step, task_index, attempt)
-            return await env.rollout(client, model.name, task, seed=seed, temperature=config.temperature)
+            return await play(env, model.backend, client, model.name, task, seed=seed, temperature=config.temperature)
 
         groups = await gather_groups(list(enumerate(batch)), rollout, gather_config)
         score_metrics = await score(groups, gather_config) if score is not None else {}
@@ -169,6 +170,10 @@ def rollout_metrics(groups: list[TrajectoryGroup]) -> dict[str, float]:
         "rollouts/failed": float(sum(len(g.exceptions) for g in groups)),
         "tokens/sampled": float(sum(len(turn.completion_tokens) for t in trajectories for turn in t.turns)),
     }
+    captured = [t for t in trajectories if "turns_bridged" in t.metadata]
+    if captured:  # multi-turn captures: turns continued verbatim, and those that could not be
+        metrics["turns/bridged"] = float(sum(t.metadata["turns_bridged"] for t in captured))
+        metrics["turns/broken"] = float(sum(t.metadata["turns_broken"] for t in captured))
     successes = [t.metrics["success"] for t in trajectories if "success" in t.metrics]
     if successes:
         metrics["success/rate"] = fmean(successes)

@@ -3,6 +3,7 @@
     model = TrainableModel("agent", base_model="smollm2-135m", backend=LocalBackend())
     client = model.openai_client()                      # rollouts talk to it like any OpenAI model
     groups = await gather_groups(tasks, rollout, GatherConfig(group_size=8))
+    # or, for an agent that makes its own client: `async with model.capture() as rollout:` (hone.rl.capture)
     metrics = await model.train(groups, TrainConfig(learning_rate=1e-4))
 
 Built only on the Backend protocol, so it runs unchanged on LocalBackend and RemoteBackend.
@@ -17,6 +18,7 @@ import openai
 
 from hone.backends import Backend, LocalBackend
 from hone.models import DEFAULT_MODEL
+from hone.rl.capture import Capture
 from hone.rl.step import TrainConfig, train_step
 from hone.rl.trajectory import TrajectoryGroup
 from hone.types import ModelInfo
@@ -36,6 +38,11 @@ class TrainableModel:
 
     def openai_client_sync(self, **kwargs: Any) -> openai.OpenAI:
         return self.backend.openai_client_sync(**kwargs)
+
+    def capture(self, task_id: str | None = None, **metadata: str) -> Capture:
+        """`async with model.capture() as rollout:` records every call an agent makes through
+        `rollout.openai_client()` or `rollout.base_url`; `rollout.trajectory` afterwards (hone.rl.capture)."""
+        return Capture(self.backend, self.name, task_id, metadata)
 
     async def train(self, groups: list[TrajectoryGroup], config: TrainConfig = TrainConfig()) -> dict[str, float]:
         """One training step on scored groups (see `hone.rl.step.train_step`)."""

@@ -66,6 +66,31 @@ class Trajectory(BaseModel):
         self.messages.append(message)
         return message
 
+    @classmethod
+    def from_rollout(cls, record: dict[str, Any]) -> "Trajectory":
+        """The trajectory of a closed rollout's record (`hone.server.rollouts`): one turn per call, in
+        order; the messages and tools of its last call, with that call's reply."""
+        calls = record["calls"]
+        turns = [
+            SampledTurn(
+                prompt_tokens=call["prompt_token_ids"],
+                completion_tokens=call["token_ids"],
+                completion_logprobs=call["token_logprobs"],
+                completion_forced=call["token_forced"],
+            )
+            for call in calls
+        ]
+        last = calls[-1] if calls else {"messages": [], "tools": None, "reply": None}
+        messages = [*last["messages"], *([last["reply"]] if last["reply"] else [])]
+        metadata = {
+            "rollout_id": record["id"],
+            "task_id": record.get("task_id"),
+            "turns_bridged": record["turns_bridged"],
+            "turns_broken": record["turns_broken"],
+            **(record.get("metadata") or {}),
+        }
+        return cls(messages=messages, tools=last["tools"], turns=turns, metadata=metadata)
+
     def final_text(self) -> str:
         """The last assistant message's text, or '' if there is none."""
         for message in reversed(self.messages):

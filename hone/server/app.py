@@ -10,18 +10,24 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hone.server.errors import WatchedSend, error_response, install_error_handlers
 from hone.server.openai_api import build_router
+from hone.server.rollout_api import build_rollout_router
+from hone.server.rollouts import RolloutBook
 from hone.server.sampler import Sampler
 
 log = logging.getLogger("hone.server")
 
 
-def create_app(sampler: Sampler, request_timeout_s: float | None = None) -> FastAPI:
-    """The OpenAI routes over `sampler`. `request_timeout_s`: a chat request still sampling after this
-    long is cancelled and answered 504 (None = no limit; kept as `app.state.request_timeout_s`)."""
+def create_app(sampler: Sampler, request_timeout_s: float | None = None, rollouts: RolloutBook | None = None) -> FastAPI:
+    """The OpenAI routes over `sampler`, and the rollout routes recording calls into `rollouts` (a
+    new book if None; kept as `app.state.rollouts`). `request_timeout_s`: a chat request still
+    sampling after this long is cancelled and answered 504 (None = no limit; kept as
+    `app.state.request_timeout_s`)."""
     app = FastAPI(title="hone", version="0.1.0")
     app.state.request_timeout_s = request_timeout_s
+    app.state.rollouts = rollouts if rollouts is not None else RolloutBook()
     install_error_handlers(app)
     app.include_router(build_router(sampler))
+    app.include_router(build_rollout_router(lambda request: sampler, app.state.rollouts, owner_of=lambda request: None))
     add_health_route(app)
     return app
 

@@ -13,17 +13,19 @@ from typing import Any
 import httpx
 import openai
 
-BASE_URL = "http://hone.local/v1"
+ORIGIN = "http://hone.local"
+BASE_URL = ORIGIN + "/v1"
 
 
-def async_client(app: Any, api_key: str = "local", **kwargs: Any) -> openai.AsyncOpenAI:
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, timeout=None)
-    return openai.AsyncOpenAI(base_url=BASE_URL, api_key=api_key, http_client=http, **kwargs)
+def async_client(app: Any, api_key: str = "local", path: str = "/v1", **kwargs: Any) -> openai.AsyncOpenAI:
+    """`path`: where the client's routes start (`/v1`, or a rollout's `/v1/rollouts/ID`)."""
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN + path, timeout=None)
+    return openai.AsyncOpenAI(base_url=ORIGIN + path, api_key=api_key, http_client=http, **kwargs)
 
 
-def sync_client(app: Any, api_key: str = "local", **kwargs: Any) -> openai.OpenAI:
-    http = httpx.Client(transport=_SyncASGITransport(app), base_url=BASE_URL, timeout=None)
-    return openai.OpenAI(base_url=BASE_URL, api_key=api_key, http_client=http, **kwargs)
+def sync_client(app: Any, api_key: str = "local", path: str = "/v1", **kwargs: Any) -> openai.OpenAI:
+    http = httpx.Client(transport=_SyncASGITransport(app), base_url=ORIGIN + path, timeout=None)
+    return openai.OpenAI(base_url=ORIGIN + path, api_key=api_key, http_client=http, **kwargs)
 
 
 class _SyncASGITransport(httpx.BaseTransport):

@@ -49,6 +49,7 @@ from hone.server.limits import (
     refuse_unsupported,
 )
 from hone.server.responses_api import build_responses_router
+from hone.server.rollouts import Recorder
 from hone.server.streaming import logprob_entries, stream_completion
 from hone.server.sampler import Sampler
 from hone.types import SampledSequence, SamplingParams
@@ -142,29 +143,44 @@ def build_router(sampler: Sampler, default_max_tokens: int = 256, scope: Callabl
 
     @router.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-        models = models_for(request)
-        tokenizer = models.tokenizer(body.model)  # raises ModelNotFoundError -> 404
-        params = body.sampling_params(default_max_tokens)  # bounds first: no rendering for a request refused anyway
-        prompt = render_chat(tokenizer, body)
-        if prompt.grammar is not None:
-            params = replace(params, grammar=prompt.grammar)
-        if body.stream:
-            return await stream_completion(
-                request,
-                lambda on_tokens: models.sample(body.model, prompt.tokens, body.n, params, on_tokens),
-                n=body.n,
-                tokenizer=tokenizer,
-                watch_tool_calls=prompt.tool_names is not None,
-                base={"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model},
-                logprobs=body.logprobs,
-                include_usage=body.stream_options is not None and body.stream_options.include_usage,
-                finish=lambda samples: _completion(body, tokenizer, prompt, samples),
-            )
-        samples = await while_client_waits(request, models.sample(body.model, prompt.tokens, body.n, params))
-        return _completion(body, tokenizer, prompt, samples)
+        return await answer_chat(request, models_for(request), body, default_max_tokens)
 
     router.include_router(build_responses_router(models_for, default_max_tokens))  # /v1/responses
     return router
+
+
+async def answer_chat(request: Request, models: Sampler, body: ChatCompletionRequest, default_max_tokens: int, recorder: Recorder | None = None) -> Any:
+    """The chat completion (or its event stream) for `body`; with `recorder`, through a rollout,
+    which may choose the prompt tokens and records the reply."""
+    tokenizer = models.tokenizer(body.model)  # raises ModelNotFoundError -> 404
+    params = body.sampling_params(default_max_tokens)  # bounds first: no rendering for a request refused anyway
+    prompt = render_chat(tokenizer, body)
+    pending = recorder(tokenizer, "chat.completions", body, prompt, body.model, body.n) if recorder is not None else None
+    if pending is not None:
+        prompt = pending.prompt
+    if prompt.grammar is not None:
+        params = replace(params, grammar=prompt.grammar)
+
+    def finish(samples: list[SampledSequence]) -> dict[str, Any]:
+        completion = _completion(body, tokenizer, prompt, samples)
+        if pending is not None:
+            pending.record(samples[0], completion["choices"][0]["message"])
+        return completion
+
+    if body.stream:
+        return await stream_completion(
+            request,
+            lambda on_tokens: models.sample(body.model, prompt.tokens, body.n, params, on_tokens),
+            n=body.n,
+            tokenizer=tokenizer,
+            watch_tool_calls=prompt.tool_names is not None,
+            base={"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model},
+            logprobs=body.logprobs,
+            include_usage=body.stream_options is not None and body.stream_options.include_usage,
+            finish=finish,
+        )
+    samples = await while_client_waits(request, models.sample(body.model, prompt.tokens, body.n, params))
+    return finish(samples)
 
 
 # --------------------------------------------------------------------------- responses

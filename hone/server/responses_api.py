@@ -42,6 +42,7 @@ from hone.chat import ChatInput, RenderedPrompt, parse_reply, render_chat
 from hone.chat.schema import MAX_MESSAGES, MAX_TOOLS, JsonSchema, OpenModel, RenderedModel, checked_chat
 from hone.errors import HoneError, InvalidRequestError
 from hone.server.lifetime import ClientGone, while_client_waits
+from hone.server.rollouts import Recorder
 from hone.server.limits import MAX_TOKENS, MAX_TOP_K, MAX_TOP_LOGPROBS, SEED_LIMIT, refuse_unsupported
 from hone.server.sampler import Sampler
 from hone.server.streaming import ChoiceText, Started, logprob_entries, start_sampling, token_deltas
@@ -296,22 +297,30 @@ def build_responses_router(models_for: Callable[[Request], Sampler], default_max
 
     @router.post("/v1/responses")
     async def create_response(body: ResponsesRequest, request: Request) -> Any:
-        models = models_for(request)
-        tokenizer = models.tokenizer(body.model)  # raises ModelNotFoundError -> 404
-        refuse_unsupported(body.model_extra or {}, REFUSED)
-        try:  # the chat path's errors name chat parameters: renamed to the request's own
-            return await _answer(request, models, body, tokenizer, body.sampling_params(default_max_tokens))
-        except InvalidRequestError as exc:
-            raise _renamed(exc) from exc
+        return await answer_responses(request, models_for(request), body, default_max_tokens)
 
     return router
 
 
-async def _answer(request: Request, models: Sampler, body: ResponsesRequest, tokenizer: Any, params: SamplingParams) -> Any:
-    prompt = render_chat(tokenizer, chat_input(body))
+async def answer_responses(request: Request, models: Sampler, body: ResponsesRequest, default_max_tokens: int, recorder: Recorder | None = None) -> Any:
+    """The response (or its event stream) for `body`; with `recorder`, through a rollout."""
+    tokenizer = models.tokenizer(body.model)  # raises ModelNotFoundError -> 404
+    refuse_unsupported(body.model_extra or {}, REFUSED)
+    try:  # the chat path's errors name chat parameters: renamed to the request's own
+        return await _answer(request, models, body, tokenizer, body.sampling_params(default_max_tokens), recorder)
+    except InvalidRequestError as exc:
+        raise _renamed(exc) from exc
+
+
+async def _answer(request: Request, models: Sampler, body: ResponsesRequest, tokenizer: Any, params: SamplingParams, recorder: Recorder | None) -> Any:
+    chat = chat_input(body)
+    prompt = render_chat(tokenizer, chat)
+    pending = recorder(tokenizer, "responses", chat, prompt, body.model, 1) if recorder is not None else None
+    if pending is not None:
+        prompt = pending.prompt
     if prompt.grammar is not None:
         params = replace(params, grammar=prompt.grammar)
-    answer = Answer(body, tokenizer, prompt)
+    answer = Answer(body, tokenizer, prompt, on_reply=pending.record if pending is not None else None)
     if body.stream:
         started = await start_sampling(request, lambda on_tokens: models.sample(body.model, prompt.tokens, 1, params, on_tokens))
         return StreamingResponse(_events(started, answer), media_type="text/event-stream")
@@ -324,8 +333,9 @@ class Answer:
     """The response to one request, in progress and finished; its ids are fixed at the start, so
     a stream's events and its final response name the same items."""
 
-    def __init__(self, body: ResponsesRequest, tokenizer: Any, prompt: RenderedPrompt):
+    def __init__(self, body: ResponsesRequest, tokenizer: Any, prompt: RenderedPrompt, on_reply: Callable[[SampledSequence, dict[str, Any]], None] | None = None):
         self.body, self.tokenizer, self.prompt = body, tokenizer, prompt
+        self.on_reply = on_reply  # hears each finished sample and its reply as a chat message (a rollout records it)
         self.key = uuid.uuid4().hex
         self.id, self.message_id = "resp_" + self.key, "msg_" + self.key
         self.created_at = int(time.time())
@@ -389,6 +399,8 @@ class Answer:
                     "status": status,
                 }
             )
+        if self.on_reply is not None:
+            self.on_reply(sample, {"role": "assistant", "content": content or (None if tool_calls else ""), "tool_calls": tool_calls or None})
         prompt_tokens, output_tokens = len(self.prompt.tokens), len(sample.tokens)
         return {
             **self.in_progress(),

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from hone.server.app import add_health_route
 from hone.server.errors import install_error_handlers
 from hone.server.openai_api import build_router
+from hone.server.rollout_api import build_rollout_router
 from hone.service.auth import ServiceMiddleware
 from hone.service.service import Service, TenantView
 from hone.service.training_api import build_training_router
@@ -23,7 +24,9 @@ def create_service_app(service: Service, request_timeout_s: float | None = None)
         "Every route but /health needs 'Authorization: Bearer KEY'.",
     )
     app.state.request_timeout_s = request_timeout_s
-    app.include_router(build_router(service.backend, scope=lambda request: TenantView(service, request.state.tenant)))
+    tenant_view = lambda request: TenantView(service, request.state.tenant)  # noqa: E731
+    app.include_router(build_router(service.backend, scope=tenant_view))
+    app.include_router(build_rollout_router(tenant_view, service.rollouts, owner_of=lambda request: request.state.tenant.name))
     app.include_router(build_training_router(service))
     app.add_middleware(
         ServiceMiddleware,

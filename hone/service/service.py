@@ -32,6 +32,7 @@ from hone.errors import CheckpointError, ConflictError, HoneError, InvalidReques
 from hone.models import DEFAULT_MODEL, load_tokenizer
 from hone.rl.step import TrainConfig, train_step
 from hone.rl.trajectory import TrajectoryGroup
+from hone.server.rollouts import RolloutBook
 from hone.service.journal import Journal
 from hone.service.store import CheckpointRow, ModelRow, RequestRow, Store, Tenant, check_name
 from hone.training import Trainer
@@ -76,6 +77,7 @@ class Service:
         self.store = Store(self.home)
         self.journal = Journal(self.home, self.store)
         self.backend = backend or LocalBackend(share_base=config.share_base, checkpoint_models=config.checkpoint_engines)
+        self.rollouts = RolloutBook()  # in memory: a restart loses open rollouts, whose agents then fail and are counted
         self._models: dict[tuple[int, str], _ModelState] = {}
         self._tenant_locks: dict[int, asyncio.Lock] = {}
         self._loading: dict[str, asyncio.Future] = {}  # checkpoint and base models being loaded, by internal name
