@@ -34,6 +34,7 @@ class SampledCall:
     prompt: RenderedPrompt  # its prompt, with what the template was given
     reply: dict[str, Any]  # the reply as the client was sent it (an OpenAI assistant message)
     completion_tokens: list[int]  # what was sampled, verbatim
+    finish_reason: str = "stop"  # "stop": the model ended its turn (or a stop string did); "length": cut
 
 
 def extends(later: RenderedPrompt, earlier: SampledCall) -> bool:
@@ -75,7 +76,7 @@ def _closing(tokenizer: PreTrainedTokenizerBase, earlier: SampledCall, turn_end:
     model sampled itself. None when the model ended with a special token the template does not
     end a turn with."""
     tokens = earlier.completion_tokens
-    if not tokens or tokens[-1] not in tokenizer.all_special_ids:
-        return turn_end  # cut by a stop string or the length limit: the turn was never closed
+    if earlier.finish_reason != "stop" or not tokens or tokens[-1] not in tokenizer.all_special_ids:
+        return turn_end  # cut by the length limit or a stop string: the turn was never closed
     eos_text = tokenizer.decode(tokens[-1:], skip_special_tokens=False)
     return turn_end[len(eos_text) :] if turn_end.startswith(eos_text) else None

@@ -37,6 +37,7 @@ class Capture:
         self.reward = 0.0
         self.metrics: dict[str, float] = {}
         self.trajectory: Trajectory | None = None  # set when the block ends
+        self.closed = False
 
     async def __aenter__(self) -> "Capture":
         record = await self.backend.open_rollout(self.model, self.task_id, self.metadata or None)
@@ -46,6 +47,7 @@ class Capture:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         try:
             record = await self.backend.close_rollout(self._open_id())
+            self.closed = True
         except Exception:
             if exc is not None:
                 return False  # the agent's own error says more than the close's
@@ -74,6 +76,8 @@ class Capture:
     def _open_id(self) -> str:
         if self.id is None:
             raise RuntimeError("this capture has not started: use it as `async with model.capture() as rollout:`")
+        if self.closed:
+            raise RuntimeError("this capture has ended, and its rollout is closed: open another with `model.capture()`")
         return self.id
 
 
@@ -97,5 +101,5 @@ async def captured_rollout(env: CapturedEnvironment, backend: Backend, model: st
 
 
 def _task_key(task: Any) -> str | None:
-    key = getattr(task, "id", None) or (task.get("id") if isinstance(task, dict) else None)
+    key = task.get("id") if isinstance(task, dict) else getattr(task, "id", None)
     return None if key is None else str(key)[:256]

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hone.chat import describe_errors
-from hone.errors import HoneError, ModelNotFoundError, RequestTimeoutError
+from hone.errors import HoneError, LimitError, ModelNotFoundError, RequestTimeoutError
 from hone.server.lifetime import ClientGone
 
 log = logging.getLogger("hone.server")
@@ -64,8 +64,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _hone_error(_: Request, exc: HoneError) -> JSONResponse:
         """Each class of hone's tree has its own status (hone/errors.py); the sentence is the message."""
         response = error_response(exc.http_status, str(exc), exc.error_type, param=getattr(exc, "param", None), code=exc.code)
-        if isinstance(exc, RequestTimeoutError):
-            response.headers["x-should-retry"] = "false"  # the openai client would resend it twice, for as long again
+        if isinstance(exc, (RequestTimeoutError, LimitError)):
+            # the openai client would resend it twice (for as long again, or into the same limit)
+            response.headers["x-should-retry"] = "false"
         return response
 
     @app.exception_handler(ClientGone)

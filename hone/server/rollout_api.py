@@ -15,21 +15,22 @@ serve`, None in-process).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Request
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from hone.chat.schema import OpenModel
 from hone.server.openai_api import ChatCompletionRequest, answer_chat
 from hone.server.responses_api import ResponsesRequest, answer_responses
 from hone.server.rollouts import PendingCall, RolloutBook
 from hone.server.sampler import Sampler
 
-class OpenRolloutRequest(OpenModel):
+class OpenRolloutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a chat body sent here by mistake is a 400, not a rollout
+
     model: str = Field(min_length=1, max_length=256)
     task_id: str | None = Field(default=None, max_length=256)
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(default=None, max_length=16)
 
 
 def build_rollout_router(

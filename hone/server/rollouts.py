@@ -129,7 +129,7 @@ class PendingCall:
             token_forced=sample.forced,
             finish_reason=sample.finish_reason,
             prompt=self.how,
-            sampled=SampledCall(self.prompt, reply, sample.tokens),
+            sampled=SampledCall(self.prompt, reply, sample.tokens, sample.finish_reason),
         )
         self.book.append(self.rollout, call)
 
@@ -156,29 +156,34 @@ Recorder = Callable[[PreTrainedTokenizerBase, str, ChatInput, RenderedPrompt, st
 class RolloutBook:
     def __init__(self, idle_s: float = 3600.0, closed_s: float = 600.0, max_open: int = MAX_OPEN_ROLLOUTS):
         self.idle_s, self.closed_s, self.max_open = idle_s, closed_s, max_open
-        self._rollouts: OrderedDict[str, Rollout] = OrderedDict()  # least recently touched first
+        # each oldest first: open ones by last use, closed ones by closing time; an open rollout
+        # leaves only by being closed or idle for idle_s, whatever else comes and goes
+        self._open: OrderedDict[str, Rollout] = OrderedDict()
+        self._closed: OrderedDict[str, Rollout] = OrderedDict()
+        self._open_per_owner: dict[str | None, int] = {}
         self._lock = threading.Lock()
 
     def open(self, owner: str | None, model: str, task_id: str | None = None, metadata: dict[str, Any] | None = None) -> Rollout:
         with self._lock:
             self._expire()
-            if sum(1 for r in self._rollouts.values() if r.owner == owner and not r.closed) >= self.max_open:
+            if self._open_per_owner.get(owner, 0) >= self.max_open:
                 raise LimitError(f"{self.max_open} rollouts are open already; close finished ones (DELETE /v1/rollouts/ID) before opening more")
             rollout = Rollout(id="rollout-" + secrets.token_hex(12), owner=owner, model=model, task_id=task_id, metadata=metadata or {})
-            self._rollouts[rollout.id] = rollout
+            self._open[rollout.id] = rollout
+            self._open_per_owner[owner] = self._open_per_owner.get(owner, 0) + 1
             return rollout
 
     def get(self, owner: str | None, rollout_id: str, closed_ok: bool = False) -> Rollout:
         """The rollout `rollout_id` of `owner`, open (or, with `closed_ok`, recently closed)."""
         with self._lock:
             self._expire()
-            rollout = self._rollouts.get(rollout_id)
+            rollout = self._open.get(rollout_id) or self._closed.get(rollout_id)
             if rollout is None or rollout.owner != owner or (rollout.closed and not closed_ok):
                 state = "was closed" if rollout is not None and rollout.owner == owner else "does not exist"
                 raise RolloutNotFoundError(f"the rollout '{rollout_id[:80]}' {state}; open one with POST /v1/rollouts (model.capture() in Python)")
             if not rollout.closed:
                 rollout.touched = time.monotonic()
-                self._rollouts.move_to_end(rollout_id)
+                self._open.move_to_end(rollout_id)
             return rollout
 
     def begin(self, owner: str | None, rollout_id: str, model: str, n: int, tokenizer: PreTrainedTokenizerBase, endpoint: str, chat: ChatInput, rendered: RenderedPrompt) -> PendingCall:
@@ -205,15 +210,19 @@ class RolloutBook:
         rollout = self.get(owner, rollout_id, closed_ok=True)
         with self._lock:
             if not rollout.closed:
-                rollout.closed = True
-                rollout.touched = time.monotonic()
-                self._rollouts.move_to_end(rollout_id)
+                self._retire(rollout)
         return rollout
+
+    def _retire(self, rollout: Rollout) -> None:
+        rollout.closed = True
+        rollout.touched = time.monotonic()
+        del self._open[rollout.id]
+        self._open_per_owner[rollout.owner] -= 1
+        self._closed[rollout.id] = rollout
 
     def _expire(self) -> None:
         now = time.monotonic()
-        while self._rollouts:
-            oldest = next(iter(self._rollouts.values()))
-            if now - oldest.touched < (self.closed_s if oldest.closed else self.idle_s) and len(self._rollouts) <= 4 * self.max_open:
-                break
-            self._rollouts.popitem(last=False)
+        while self._open and now - next(iter(self._open.values())).touched >= self.idle_s:
+            self._retire(next(iter(self._open.values())))
+        while self._closed and (now - next(iter(self._closed.values())).touched >= self.closed_s or len(self._closed) > 4 * self.max_open):
+            self._closed.popitem(last=False)
