@@ -38,20 +38,22 @@ class SampledCall:
 
 
 def extends(later: RenderedPrompt, earlier: SampledCall) -> bool:
-    """Whether `later`'s messages begin with all of `earlier`'s prompt and then more: a later turn
-    of that conversation (its reply may still have been edited; see `bridged_tokens`)."""
+    """Whether `later`'s messages begin with all of `earlier`'s prompt and then more (the reply, at
+    least): a later turn of that conversation (its reply may still have been edited; see
+    `bridged_tokens`)."""
     count = len(earlier.prompt.messages)
     return later.tools == earlier.prompt.tools and len(later.messages) > count and later.messages[:count] == earlier.prompt.messages
 
 
 def bridged_tokens(tokenizer: PreTrainedTokenizerBase, later: RenderedPrompt, earlier: SampledCall) -> list[int] | None:
     """The prompt tokens of `later` continuing `earlier`'s sampled tokens, or None where no bridge
-    applies: the client changed the reply, sent nothing after it, or the template does not render
-    turns as a plain continuation."""
+    applies: the client changed the reply, or the template does not render turns as a plain
+    continuation. (A request that ends with the reply itself asks for another assistant turn
+    after it: the bridge closes the reply and opens that turn.)"""
     if not extends(later, earlier):
         return None
     count = len(earlier.prompt.messages)
-    if later.messages[count] != earlier.prompt.history_message(earlier.reply) or len(later.messages) == count + 1:
+    if later.messages[count] != earlier.prompt.history_message(earlier.reply):
         return None
     tools = earlier.prompt.tools
     stand_in = {"role": "assistant", "content": PLACEHOLDER}

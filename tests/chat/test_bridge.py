@@ -199,10 +199,13 @@ def test_an_edited_tool_call_is_not_bridged(tokenizer):
     assert bridged_tokens(tokenizer, later, earlier) is None
 
 
-def test_a_later_request_that_adds_nothing_after_the_reply_is_not_bridged(tokenizer):
-    earlier = sampled(tokenizer, [QUESTION], "It is 4.")
+@pytest.mark.parametrize("eos", [True, False])
+def test_a_request_ending_with_the_reply_asks_for_another_turn_after_it(tokenizer, eos):
+    # an agent that calls again straight after a reply (say one cut by its length): the reply is
+    # closed and a new assistant turn opened, exactly as the template renders that history
+    earlier = sampled(tokenizer, [QUESTION], "It is 4.", eos=eos)
     later = render_prompt(tokenizer, [QUESTION, {"role": "assistant", "content": "It is 4."}])
-    assert bridged_tokens(tokenizer, later, earlier) is None
+    assert bridged_tokens(tokenizer, later, earlier) == later.tokens
 
 
 def test_a_different_conversation_does_not_extend(tokenizer):
