@@ -91,6 +91,7 @@ class RemoteBackend:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
         self._runner: _LoopThread | None = None
         self._models: dict[str, ModelInfo] = {}
+        self._rollout_keys: dict[str, str] = {}  # open rollout id -> the key its agent is given
 
     @classmethod
     def from_env(cls, base_url: str, **kwargs: Any) -> "RemoteBackend":
@@ -212,25 +213,37 @@ class RemoteBackend:
         backend's key; it retries about as long as training calls do, so rollouts too ride out a
         server restart."""
         kwargs.setdefault("max_retries", self.openai_max_retries)
-        return openai.AsyncOpenAI(base_url=self._v1(rollout_id), api_key=self._api_key, **kwargs)
+        base_url, api_key = self._endpoint(rollout_id)
+        return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, **kwargs)
 
     def openai_client_sync(self, rollout_id: str | None = None, **kwargs: Any) -> openai.OpenAI:
         kwargs.setdefault("max_retries", self.openai_max_retries)
-        return openai.OpenAI(base_url=self._v1(rollout_id), api_key=self._api_key, **kwargs)
+        base_url, api_key = self._endpoint(rollout_id)
+        return openai.OpenAI(base_url=base_url, api_key=api_key, **kwargs)
 
-    def _v1(self, rollout_id: str | None) -> str:
-        return f"{self.base_url}/v1/rollouts/{rollout_id}" if rollout_id else f"{self.base_url}/v1"
+    def _endpoint(self, rollout_id: str | None) -> tuple[str, str]:
+        """The /v1 base URL and key: the tenant's, or a rollout's with the key that reaches it alone."""
+        if not rollout_id:
+            return f"{self.base_url}/v1", self._api_key
+        return f"{self.base_url}/v1/rollouts/{rollout_id}", self._rollout_keys.get(rollout_id, self._api_key)
 
     # ------------------------------------------------------------------ rollouts
     async def open_rollout(self, name: str, task_id: str | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
         body = {"model": name, "task_id": task_id, "metadata": metadata}
-        return await self._request(_Call("POST", "/v1/rollouts", body))
+        record = await self._request(_Call("POST", "/v1/rollouts", body))
+        if record.get("api_key"):
+            self._rollout_keys[record["id"]] = record.pop("api_key")
+        return record
 
     async def close_rollout(self, rollout_id: str) -> dict[str, Any]:
-        return await self._request(_Call("DELETE", f"/v1/rollouts/{rollout_id}"))
+        try:
+            return await self._request(_Call("DELETE", f"/v1/rollouts/{rollout_id}"))
+        finally:
+            self._rollout_keys.pop(rollout_id, None)
 
     def rollout_endpoint(self, rollout_id: str) -> tuple[str, str]:
-        return self._v1(rollout_id), self._api_key
+        """The rollout's base URL and the key that reaches only it (agent code never holds the tenant's key)."""
+        return self._endpoint(rollout_id)
 
     def close(self) -> None:
         if self._runner is not None:

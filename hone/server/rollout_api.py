@@ -1,6 +1,8 @@
 """`/v1/rollouts`: open a rollout, call the model through it, close it and take its record.
 
-    POST   /v1/rollouts                          {"model", "task_id"?, "metadata"?} -> the rollout
+    POST   /v1/rollouts                          {"model", "task_id"?, "metadata"?} -> the rollout, and
+                                                 under `hone serve` an `api_key` that reaches only its
+                                                 model routes (the three below it), for the agent
     POST   /v1/rollouts/{id}/chat/completions    as /v1/chat/completions, recorded
     POST   /v1/rollouts/{id}/responses           as /v1/responses, recorded
     GET    /v1/rollouts/{id}/models              as /v1/models (some clients list models first)
@@ -34,8 +36,14 @@ class OpenRolloutRequest(BaseModel):
 
 
 def build_rollout_router(
-    models_for: Callable[[Request], Sampler], book: RolloutBook, owner_of: Callable[[Request], str | None], default_max_tokens: int = 256
+    models_for: Callable[[Request], Sampler],
+    book: RolloutBook,
+    owner_of: Callable[[Request], str | None],
+    default_max_tokens: int = 256,
+    agent_keys: bool = False,
 ) -> APIRouter:
+    """The rollout routes; `agent_keys`: answer an open with the rollout's own key (the service's
+    gate accepts it for that rollout's model routes; see hone.service.auth)."""
     router = APIRouter()
 
     def recorder(request: Request, rollout_id: str) -> Callable[..., PendingCall]:
@@ -51,7 +59,8 @@ def build_rollout_router(
     async def open_rollout(body: OpenRolloutRequest, request: Request) -> dict[str, Any]:
         models = models_for(request)
         models.tokenizer(body.model)  # an unknown model: 404 now, not at the agent's first call
-        return book.open(owner_of(request), body.model, body.task_id, body.metadata).public()
+        rollout = book.open(owner_of(request), body.model, body.task_id, body.metadata)
+        return {**rollout.public(), "api_key": rollout.key} if agent_keys else rollout.public()
 
     @router.get("/v1/rollouts/{rollout_id}")
     async def get_rollout(rollout_id: str, request: Request) -> dict[str, Any]:

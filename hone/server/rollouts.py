@@ -37,6 +37,7 @@ from hone.errors import HoneError, InvalidRequestError, LimitError
 from hone.types import SampledSequence
 
 MAX_OPEN_ROLLOUTS = 10_000  # per owner
+ROLLOUT_KEY_PREFIX = "hone-rollout-"  # a key that reaches one rollout's model routes and nothing else
 MAX_CALLS_PER_ROLLOUT = 1_000
 
 
@@ -90,6 +91,9 @@ class Rollout:
     touched: float = field(default_factory=time.monotonic)
     calls: list[RecordedCall] = field(default_factory=list)
     closed: bool = False
+    # handed to the agent instead of its owner's key (hone serve): it reaches this rollout's model
+    # routes only, so agent code cannot train, delete or read anything else of the tenant's
+    key: str = field(default_factory=lambda: ROLLOUT_KEY_PREFIX + secrets.token_hex(24), repr=False)
 
     def public(self) -> dict[str, Any]:
         prompts = [call.prompt for call in self.calls]
@@ -161,6 +165,7 @@ class RolloutBook:
         self._open: OrderedDict[str, Rollout] = OrderedDict()
         self._closed: OrderedDict[str, Rollout] = OrderedDict()
         self._open_per_owner: dict[str | None, int] = {}
+        self._by_key: dict[str, Rollout] = {}  # rollouts kept (open or recently closed) by their agent key
         self._lock = threading.Lock()
 
     def open(self, owner: str | None, model: str, task_id: str | None = None, metadata: dict[str, Any] | None = None) -> Rollout:
@@ -170,6 +175,7 @@ class RolloutBook:
                 raise LimitError(f"{self.max_open} rollouts are open already; close finished ones (DELETE /v1/rollouts/ID) before opening more")
             rollout = Rollout(id="rollout-" + secrets.token_hex(12), owner=owner, model=model, task_id=task_id, metadata=metadata or {})
             self._open[rollout.id] = rollout
+            self._by_key[rollout.key] = rollout
             self._open_per_owner[owner] = self._open_per_owner.get(owner, 0) + 1
             return rollout
 
@@ -185,6 +191,12 @@ class RolloutBook:
                 rollout.touched = time.monotonic()
                 self._open.move_to_end(rollout_id)
             return rollout
+
+    def by_key(self, key: str) -> Rollout | None:
+        """The rollout (open, or closed recently: its calls then get the route's 404) whose agent key `key` is."""
+        with self._lock:
+            self._expire()
+            return self._by_key.get(key)
 
     def begin(self, owner: str | None, rollout_id: str, model: str, n: int, tokenizer: PreTrainedTokenizerBase, endpoint: str, chat: ChatInput, rendered: RenderedPrompt) -> PendingCall:
         """Check a call through rollout `rollout_id` and choose its prompt (bridged or rendered)."""
@@ -225,4 +237,4 @@ class RolloutBook:
         while self._open and now - next(iter(self._open.values())).touched >= self.idle_s:
             self._retire(next(iter(self._open.values())))
         while self._closed and (now - next(iter(self._closed.values())).touched >= self.closed_s or len(self._closed) > 4 * self.max_open):
-            self._closed.popitem(last=False)
+            del self._by_key[self._closed.popitem(last=False)[1].key]

@@ -4,7 +4,9 @@ One pure ASGI middleware, in front of every route when the app runs as a service
 1. `GET /health` passes untouched; every other request needs `Authorization: Bearer KEY` for a
    key that exists and is not revoked (else 401). The tenant goes into `request.state.tenant`.
    Keys are looked up in SQLite off the event loop, and a key seen in the last second is not
-   looked up again (so a revoked key stops working within a second).
+   looked up again (so a revoked key stops working within a second). A *scoped* key (what
+   `scoped_key` recognises: a rollout's key, handed to agent code) acts for its tenant on the
+   paths under its prefix only; elsewhere it is a 403.
 2. A tenant with `max_concurrent_requests` requests already in flight gets a 429.
 3. The body is read here, counting bytes, before the app sees any of it: a declared
    Content-Length over the limit, or more bytes actually streamed than the limit, is a 413 and
@@ -32,8 +34,16 @@ AUTH_CACHE_S = 1.0  # how long a looked-up key is trusted before SQLite is asked
 
 
 class ServiceMiddleware:
-    def __init__(self, app: Any, store: Store, max_body_bytes: int, max_concurrent_requests: int):
+    def __init__(
+        self,
+        app: Any,
+        store: Store,
+        max_body_bytes: int,
+        max_concurrent_requests: int,
+        scoped_key: Callable[[str], tuple[str, str] | None] | None = None,  # key -> (tenant name, path prefix)
+    ):
         self.app = app
+        self.scoped_key = scoped_key
         self.store = store
         self.max_body_bytes = max_body_bytes
         self.max_concurrent_requests = max_concurrent_requests
@@ -46,7 +56,16 @@ class ServiceMiddleware:
             return
         # 1) who is asking
         key = _bearer(scope)
-        tenant = await self._authenticate(key) if key else None
+        scope_of_key = self.scoped_key(key) if key and self.scoped_key is not None else None
+        if scope_of_key is not None:
+            tenant_name, prefix = scope_of_key
+            if not scope["path"].startswith(prefix):
+                message = f"this key belongs to one rollout and reaches only {prefix}...; use the tenant's API key for anything else"
+                await _error(send, 403, message, "permission_error", "key_out_of_scope")
+                return
+            tenant = await asyncio.to_thread(self.store.tenant, tenant_name)
+        else:
+            tenant = await self._authenticate(key) if key else None
         if tenant is None:
             message = (
                 "invalid API key: it is unknown or has been revoked"

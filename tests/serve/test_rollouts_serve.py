@@ -157,3 +157,44 @@ def test_run_training_of_a_captured_environment_over_remote_backend(server, tmp_
     assert backend.model_info("policy").step == 1
     assert (tmp_path / "checkpoints" / "step_000001").is_dir()
     backend.close()
+
+
+def test_the_agent_gets_a_key_that_reaches_its_rollout_alone(server):
+    """Agent code is handed a rollout's own key, never the tenant's: it samples through that rollout
+    and gets a 403 anywhere else (training, other rollouts, the plain routes); once the rollout is
+    closed, its calls are a 404 saying so, as for the tenant's key."""
+    import httpx
+
+    tenant_key = server.new_key()
+    backend = remote(server, tenant_key)
+    model = TrainableModel("keyed", "tiny", backend, lora_rank=0)
+
+    async def scenario():
+        async with model.capture() as other:
+            other_id = other.id
+            async with model.capture() as rollout:
+                key = rollout.api_key
+                assert key != tenant_key and key.startswith("hone-rollout-")
+                await two_turns(rollout.base_url, key, rollout.model, "Hi")
+                async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as http:
+                    assert (await http.get(f"/v1/rollouts/{rollout.id}/models")).status_code == 200
+                    refused = [
+                        await http.get("/v1/hone/models"),
+                        await http.post("/v1/hone/models/keyed/optim_step", json={"learning_rate": 1e-3}),
+                        await http.post("/v1/chat/completions", json={"model": "keyed", "messages": HELLO, "max_tokens": 2}),
+                        await http.get(f"/v1/rollouts/{rollout.id}"),  # the record is the owner's
+                        await http.delete(f"/v1/rollouts/{rollout.id}"),
+                        await http.post(f"/v1/rollouts/{other_id}/chat/completions", json={"model": "keyed", "messages": HELLO, "max_tokens": 2}),
+                    ]
+            async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as http:
+                after_close = await http.post(f"/v1/rollouts/{rollout.id}/chat/completions", json={"model": "keyed", "messages": HELLO, "max_tokens": 2})
+        return rollout, refused, after_close
+
+    rollout, refused, after_close = asyncio.run(scenario())
+    assert len(rollout.trajectory.turns) == 2  # the refused requests recorded nothing
+    for response in refused:
+        assert response.status_code == 403, response.text
+        error = response.json()["error"]
+        assert error["code"] == "key_out_of_scope" and f"/v1/rollouts/{rollout.id}/" in error["message"]
+    assert after_close.status_code == 404 and "was closed" in after_close.json()["error"]["message"]
+    backend.close()
