@@ -225,6 +225,10 @@ def train(
     result = asyncio.run(run_training(environment, config, backend=make_backend(backend)))
     if result.resumed_from:
         console.print(f"resumed from step {result.resumed_from}")
+    captured = [row for row in result.history if "turns/bridged" in row]
+    if captured:
+        bridged, broken = (sum(row[key] for row in captured) for key in ("turns/bridged", "turns/broken"))
+        console.print(f"captured turns: {bridged:.0f} continued their conversation verbatim, {broken:.0f} broke (each trained as a sequence of its own)")
     console.print(f"done: {steps} steps in {out}")
 
 

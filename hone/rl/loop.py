@@ -109,6 +109,7 @@ async def run_training(
     )
     train_config = TrainConfig(learning_rate=config.learning_rate, loss=config.loss, scale_by_std=config.scale_by_std)
 
+    warned_of_broken_turns = False
     for step in range(start_step, config.steps):
         # 2) sample and score
         started = time.perf_counter()
@@ -133,6 +134,12 @@ async def run_training(
         metrics["time/step"] = time.perf_counter() - started
         log.append(step + 1, metrics)
         printer.print(step + 1, metrics)
+        if metrics.get("turns/broken", 0) > 0 and not warned_of_broken_turns:
+            warned_of_broken_turns = True
+            printer.console.print(
+                f"note: {metrics['turns/broken']:.0f} captured turns could not continue their conversation verbatim (the agent "
+                "edited its history or changed its tools; tool_choice='none' hides them); each trains as a sequence of its own"
+            )
         if on_step is not None:
             on_step(step + 1, metrics)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import re
 import dataclasses
 import inspect
 import json
@@ -367,6 +368,7 @@ def test_hone_train_accepts_a_file_defining_a_captured_environment(tmp_path):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "done: 1 steps" in done.stdout
+    assert re.search(r"captured turns: \d+ continued their conversation verbatim, 0 broke", done.stdout), done.stdout
     [line] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert line["step"] == 1 and line["rollouts/ok"] == 4.0
     assert line["turns/bridged"] == 4.0 and line["turns/broken"] == 0.0
