@@ -157,6 +157,31 @@ def test_an_agents_sdk_episode_is_recorded_token_exact(embedded_model, stream):
 
 
 @pytest.mark.slow
+def test_the_agents_sdks_default_responses_model_is_captured_as_one_sequence(embedded_model):
+    """The SDK's default model speaks the Responses API: its calls go through the rollout's
+    /responses route, and the tool call, its output item and the answer still bridge."""
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner
+    from openai import AsyncOpenAI
+
+    example = load_example("agents_sdk_agent.py")
+
+    async def episode():
+        async with embedded_model.capture(task_id="sdk-responses") as rollout:
+            async with AsyncOpenAI(base_url=rollout.base_url, api_key=rollout.api_key, max_retries=0) as client:
+                settings = ModelSettings(temperature=0.7, max_tokens=64, tool_choice="required", parallel_tool_calls=False, extra_body={"seed": 0})
+                agent = Agent(name="calculator", instructions=example.INSTRUCTIONS, tools=[example.calculate], model_settings=settings,
+                              model=OpenAIResponsesModel(model=rollout.model, openai_client=client))  # fmt: skip
+                result = await Runner.run(agent, QUESTION, max_turns=example.MAX_TURNS)
+        return rollout, result
+
+    rollout, result = asyncio.run(episode())
+    trajectory = rollout.trajectory
+    assert len(trajectory.turns) == len(result.raw_responses) >= 2
+    assert trajectory.metadata["turns_broken"] == 0 and trajectory.metadata["turns_bridged"] == len(trajectory.turns) - 1
+    assert len(datums_from_trajectory(trajectory, 1.0)) == 1
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_a_langgraph_episode_is_recorded_token_exact(embedded_model, stream):
     from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
