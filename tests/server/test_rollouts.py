@@ -567,3 +567,22 @@ def test_an_open_rollout_in_use_is_not_dropped_to_make_room_for_closed_records()
     for _ in range(10):  # short rollouts opened and closed meanwhile: never more than two open at once
         book.close(None, book.open(None, "tiny").id)
     assert book.get(None, long_running.id) is long_running
+
+
+def test_a_backend_client_takes_the_users_own_http_client(backend):
+    """`openai_client(http_client=...)` used to be a TypeError in-process: with a client of the
+    user's own, hone's client goes through the loopback server instead of its ASGI transport."""
+    import httpx
+
+    async def ask():
+        async with httpx.AsyncClient(timeout=30) as own_http:
+            client = backend.openai_client(http_client=own_http, max_retries=0)
+            assert str(client.base_url).startswith("http://127.0.0.1:")
+            return await client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3, seed=1)
+
+    response = asyncio.run(ask())
+    assert len(response.choices[0].model_extra["token_ids"]) >= 1
+    with httpx.Client(timeout=30) as own_sync:
+        sync = backend.openai_client_sync(http_client=own_sync, max_retries=0)
+        again = sync.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3, seed=1)
+    assert again.choices[0].model_extra["token_ids"] == response.choices[0].model_extra["token_ids"]  # one model, one seed
