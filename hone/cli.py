@@ -1,4 +1,4 @@
-"""`hone` on the command line: chat, serve, train, demo.
+"""`hone` on the command line: chat, serve, train, export, demo.
 
 A HoneError is a user's mistake or an environment's limit: it is printed as one sentence and the
 command exits with status 2. Anything else is a bug and keeps its traceback.
@@ -230,6 +230,26 @@ def train(
         bridged, broken = (sum(row[key] for row in captured) for key in ("turns/bridged", "turns/broken"))
         console.print(f"captured turns: {bridged:.0f} continued their conversation verbatim, {broken:.0f} broke (each trained as a sequence of its own)")
     console.print(f"done: {steps} steps in {out}")
+
+
+@app.command()
+@friendly_errors
+def export(
+    source: Path = typer.Argument(..., help="A run directory, one of its checkpoints/step_* folders, or a trainer checkpoint folder."),
+    out: Path = typer.Option(..., help="Folder to write (replaced whole if it exists)."),
+    format: str = typer.Option("hf", "--format", help="hf: merged weights + tokenizer for transformers; peft: the adapter + tokenizer."),
+    step: Optional[int] = typer.Option(None, help="Export this step of a run (default: its latest)."),
+    best: bool = typer.Option(False, help="Export the run's best checkpoint by its best metric instead of its latest."),
+    base_model: Optional[str] = typer.Option(None, help="The base model, for a checkpoint folder no run describes."),
+) -> None:
+    """Write a trained model as a folder transformers (hf) or PEFT (peft) loads."""
+    from hone.export import FORMATS, export as write_export, find_checkpoint
+
+    if format not in FORMATS:  # before any model loads
+        raise HoneError(f"unknown export format '{format}'; use one of: {', '.join(FORMATS)} (gguf is not built yet)")
+    found = find_checkpoint(source, step=step, best=best, base_model=base_model)
+    write_export(found, format, out)
+    console.print(f"exported step {found.step} of {found.base_model} as {format} to {out}")
 
 
 @app.command()

