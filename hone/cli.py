@@ -18,11 +18,26 @@ import typer
 from rich.console import Console
 
 from hone.errors import HoneError
-from hone.models import DEFAULT_MODEL
+from hone.types import DEFAULT_BASE_MODEL as DEFAULT_MODEL  # not hone.models: that imports torch, and --help must be fast
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train small language models into agents with RL.")
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        console.print(f"hone {version('hone-rl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print hone's version and exit."),
+) -> None:
+    """Train small language models into agents with RL."""
 
 
 def friendly_errors(command: Callable) -> Callable:

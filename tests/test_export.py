@@ -172,3 +172,4 @@ def test_hone_chat_takes_a_run_directory_as_its_model(lora_run, tmp_path):
     )
     backend.close()
     assert done.stdout.strip() == reply.choices[0].message.content.strip() != ""
+
