@@ -65,6 +65,9 @@ def chat(
     system: Optional[str] = typer.Option(None, help="System prompt."),
 ) -> None:
     """Print one reply from a model (the embedded one by default)."""
+    from hone.models.names import check_model_name
+
+    check_model_name(model)  # before torch loads: an unknown name is answered in seconds
     from hone.backends import LocalBackend
     from hone.export import servable
 
@@ -102,6 +105,10 @@ def serve(
 
     if drain_s < 0 or request_timeout_s < 0:
         raise HoneError("--drain-s and --request-timeout-s must be 0 or more seconds")
+    from hone.models.names import check_model_name
+
+    for name in model:
+        check_model_name(name)
     timeout = request_timeout_s or None  # 0 = no limit
     # uvicorn stops accepting on SIGTERM/SIGINT, waits up to drain_s for requests in flight, then
     # cancels them (a cancelled chat request cancels its engine rows; AnswerCutRequests answers it

@@ -13,3 +13,24 @@ def test_the_cli_answers_help_and_version_without_loading_torch():
     assert done.stdout.strip() == "False", done.stderr
     version = subprocess.run([sys.executable, "-m", "hone.cli", "--version"], capture_output=True, text=True, env=ENV, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("hone 0.")
+
+
+def test_a_model_that_is_not_here_is_one_sentence_at_once(tmp_path):
+    """An unknown name used to take ~50 s of hub retries (torch loaded first); now it is answered
+    before any model code runs. HF_HUB_OFFLINE makes 'the hub cannot be reached' certain here."""
+    import time
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**ENV, "HF_HUB_OFFLINE": "1"}
+    for model, expected in [
+        ("nosuch-model", "not one of hone's aliases (smollm2-135m, tiny), not in the Hugging Face cache"),
+        (str(empty), "is neither a Hugging Face model folder (no config.json) nor a run directory or checkpoint of hone's"),
+        (str(tmp_path / "missing.gguf"), "no GGUF file at"),
+    ]:
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "hone.cli", "chat", "hi", "--model", model], capture_output=True, text=True, env=env, timeout=60)
+        elapsed = time.monotonic() - started
+        said = " ".join(done.stderr.split())
+        assert done.returncode == 2 and expected in said and "Traceback" not in said, said
+        assert elapsed < 10, elapsed  # was ~50 s; well under 2 s on an idle machine

@@ -9,6 +9,14 @@ chat formats or training. Accepted names:
 - a local Hugging Face model directory, a local `.gguf` file, or a Hugging Face hub id.
 """
 
-from hone.models.loader import DEFAULT_MODEL, LoadedModel, hone_home, load_model, load_tokenizer
-
 __all__ = ["DEFAULT_MODEL", "LoadedModel", "hone_home", "load_model", "load_tokenizer"]
+
+
+def __getattr__(name: str):
+    """The loader (torch, transformers) is imported on first use, so `hone.models.names` and the
+    CLI's quick answers do not pay for it."""
+    if name in __all__:
+        from hone.models import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'hone.models' has no attribute {name!r}")

