@@ -24,6 +24,7 @@ from statistics import fmean, pstdev
 from typing import Any, Awaitable, Callable
 
 from hone.backends import Backend
+from hone.errors import HoneError
 from hone.models import DEFAULT_MODEL
 from hone.monitor import MetricsLog, StepPrinter
 from hone.rl.capture import play
@@ -33,6 +34,7 @@ from hone.rl.gather import GatherConfig, gather_groups
 from hone.rl.model import TrainableModel
 from hone.rl.step import TrainConfig
 from hone.rl.trajectory import TrajectoryGroup
+from hone.training.losses import get_loss
 
 # Rescores a step's groups in place (rewards, metrics) and returns namespaced step metrics; its
 # failures count against the same budget as the rollouts', which the GatherConfig carries.
@@ -78,6 +80,7 @@ async def run_training(
     printer: StepPrinter | None = None,
     score: ScoreHook | None = None,
 ) -> RunResult:
+    check_run_config(config)  # before anything loads: a mistake costs seconds, not a model load and a step
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if model is None:  # loading a model takes seconds: off the event loop
@@ -144,6 +147,23 @@ async def run_training(
             on_step(step + 1, metrics)
 
     return RunResult(model=model, history=log.read(), resumed_from=start_step)
+
+
+def check_run_config(config: RunConfig) -> None:
+    """One sentence for a setting that cannot work."""
+    get_loss(config.loss)  # an unknown loss name: InvalidRequestError listing the known ones
+    if config.group_size < 2:
+        raise HoneError(
+            f"group_size must be at least 2, got {config.group_size}: advantages compare the attempts within a group, "
+            "so groups of one attempt can never train"
+        )
+    for name in ("steps", "groups_per_step", "concurrency"):
+        if getattr(config, name) < 1:
+            raise HoneError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.lora_rank < 0:
+        raise HoneError(f"lora_rank must be 0 (full fine-tuning) or more, got {config.lora_rank}")
+    if not config.learning_rate > 0:
+        raise HoneError(f"learning_rate must be more than 0, got {config.learning_rate}")
 
 
 def make_model(name: str, config: RunConfig, backend: Backend | None = None) -> TrainableModel:
