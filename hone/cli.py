@@ -10,6 +10,7 @@ import asyncio
 import functools
 import importlib.util
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -97,18 +98,17 @@ def serve(
     request_timeout_s: float = typer.Option(600.0, help="Cancel a chat request still sampling after this long and answer 504 (0 = no limit)."),
 ) -> None:
     """Serve the OpenAI-compatible API over HTTP (and, with --home, the training API for many tenants)."""
-    import uvicorn
+    from hone.models.names import check_model_name
 
+    if drain_s < 0 or request_timeout_s < 0:
+        raise HoneError("--drain-s and --request-timeout-s must be 0 or more seconds")
+    for name in model:
+        check_model_name(name)
+    listener = _listen(host, port)  # before torch and any model load: a port in use is said at once
     from hone.backends import LocalBackend
     from hone.server import create_app
     from hone.server.app import AnswerCutRequests
 
-    if drain_s < 0 or request_timeout_s < 0:
-        raise HoneError("--drain-s and --request-timeout-s must be 0 or more seconds")
-    from hone.models.names import check_model_name
-
-    for name in model:
-        check_model_name(name)
     timeout = request_timeout_s or None  # 0 = no limit
     # uvicorn stops accepting on SIGTERM/SIGINT, waits up to drain_s for requests in flight, then
     # cancels them (a cancelled chat request cancels its engine rows; AnswerCutRequests answers it
@@ -136,7 +136,7 @@ def serve(
         console.print(f"hone service at http://{host}:{port}/v1 (home {home}; base models {', '.join(model)})", highlight=False)
         service_app = create_service_app(service, request_timeout_s=timeout)
         try:
-            uvicorn.run(AnswerCutRequests(service_app, drain_s), host=host, port=port, **run_options)
+            _run_uvicorn(AnswerCutRequests(service_app, drain_s), listener, host, port, run_options)
         finally:
             service.close()
         return
@@ -147,9 +147,24 @@ def serve(
         backend.add_model(name, servable(name))  # a run directory or checkpoint: its weights, exported once
     console.print(f"hone serving {', '.join(model)} at http://{host}:{port}/v1")
     try:
-        uvicorn.run(AnswerCutRequests(create_app(backend, request_timeout_s=timeout), drain_s), host=host, port=port, **run_options)
+        _run_uvicorn(AnswerCutRequests(create_app(backend, request_timeout_s=timeout), drain_s), listener, host, port, run_options)
     finally:
         backend.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound and listening; one sentence if the address cannot be had."""
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise HoneError(f"cannot listen on {host}:{port} ({reason}); is another server using it? pick another with --port")
+
+
+def _run_uvicorn(app: Any, listener: socket.socket, host: str, port: int, options: dict[str, Any]) -> None:
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options)).run(sockets=[listener])
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of a `hone serve --home` service.")

@@ -52,3 +52,19 @@ def test_hone_train_refuses_settings_that_cannot_work_before_loading_anything(tm
         said = " ".join(done.stderr.split())
         assert done.returncode == 2 and expected in said and "Traceback" not in said, said
         assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_hone_serve_says_at_once_that_its_port_is_taken():
+    """The port is bound before torch and the model load: a taken port used to be reported after
+    the model had loaded and 'serving' was printed."""
+    import socket
+    import time
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "hone.cli", "serve", "--port", str(port)], capture_output=True, text=True, env=ENV, timeout=60)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in said and "--port" in said, said
+    assert "serving" not in done.stdout and "Traceback" not in said
+    assert time.monotonic() - started < 10  # no model was loaded
