@@ -12,6 +12,7 @@ import importlib.util
 import os
 import socket
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -37,8 +38,14 @@ def _print_version(asked: bool) -> None:
 @app.callback()
 def main(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print hone's version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show third-party loading bars and deprecation warnings."),
 ) -> None:
     """Train small language models into agents with RL."""
+    if not verbose:  # before transformers is imported (commands import it lazily): read at its import
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def friendly_errors(command: Callable) -> Callable:

@@ -68,3 +68,14 @@ def test_hone_serve_says_at_once_that_its_port_is_taken():
     assert done.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in said and "--port" in said, said
     assert "serving" not in done.stdout and "Traceback" not in said
     assert time.monotonic() - started < 10  # no model was loaded
+
+
+def test_third_party_loading_bars_and_warnings_show_only_with_verbose():
+    # this process may have set these itself (the GGUF loader quiets transformers): start clean
+    env = {k: v for k, v in ENV.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    quiet = subprocess.run([sys.executable, "-m", "hone.cli", "chat", "hi", "--max-tokens", "3"], capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0 and quiet.stdout.strip(), quiet.stderr
+    assert "Loading weights" not in quiet.stderr and "Warning" not in quiet.stderr, quiet.stderr
+    loud = subprocess.run([sys.executable, "-m", "hone.cli", "--verbose", "chat", "hi", "--max-tokens", "3"], capture_output=True, text=True, env=env, timeout=300)
+    assert loud.returncode == 0 and "Loading weights" in loud.stderr
+    assert loud.stdout == quiet.stdout  # the same reply either way
