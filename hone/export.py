@@ -31,6 +31,7 @@ from hone.errors import CheckpointError, HoneError
 from hone.files import write_dir_atomically
 from hone.models import DEFAULT_MODEL, load_model
 from hone.models.loader import TINY_MODEL, hone_home
+from hone.models.names import is_hone_checkpoint
 from hone.rl.checkpoints import CheckpointDir
 from hone.training.checkpoint import (
     ADAPTER_CONFIG_FILE,
@@ -104,7 +105,7 @@ def servable(model: str) -> str:
     trainer checkpoint is exported (hf, once, into hone's cache) and that folder is loaded;
     anything else (an alias, a model folder, a GGUF file, a hub id) is returned as it is."""
     path = Path(model)
-    if not path.is_dir() or not ((path / "checkpoints").is_dir() or (path / "loop_state.json").exists() or is_complete(path)):
+    if not path.is_dir() or not is_hone_checkpoint(path):
         return model
     source = find_checkpoint(path)
     key = hashlib.sha256(f"{source.trainer_path.resolve()}|{source.step}|{(source.trainer_path / STATE_FILE).stat().st_mtime_ns}".encode()).hexdigest()[:16]

@@ -31,7 +31,7 @@ def check_model_name(name: str) -> None:
             raise ModelNotFoundError(f"no GGUF file at {path}; check the path")
         return
     if path.is_dir():
-        if not any((path / marker).exists() for marker in ("config.json", *HONE_MARKERS)):
+        if not (path / "config.json").exists() and not is_hone_checkpoint(path):
             raise ModelNotFoundError(f"{path} is neither a Hugging Face model folder (no config.json) nor a run directory or checkpoint of hone's")
         return
     if in_hub_cache(name) or hub_reachable():
@@ -40,6 +40,11 @@ def check_model_name(name: str) -> None:
         f"could not load '{name}': it is not a local path, not one of hone's aliases ({', '.join(ALIASES)}), "
         "not in the Hugging Face cache, and huggingface.co cannot be reached from here"
     )
+
+
+def is_hone_checkpoint(path: Path) -> bool:
+    """A run directory, one of its step folders, or a trainer checkpoint of hone's."""
+    return any((path / marker).exists() for marker in HONE_MARKERS)
 
 
 def in_hub_cache(name: str) -> bool:

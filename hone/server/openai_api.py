@@ -136,10 +136,7 @@ def build_router(sampler: Sampler, default_max_tokens: int = 256, scope: Callabl
 
     @router.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "hone"} for name in models_for(request).list_models()],
-        }
+        return model_list(models_for(request).list_models())
 
     @router.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
@@ -147,6 +144,11 @@ def build_router(sampler: Sampler, default_max_tokens: int = 256, scope: Callabl
 
     router.include_router(build_responses_router(models_for, default_max_tokens))  # /v1/responses
     return router
+
+
+def model_list(names: list[str]) -> dict[str, Any]:
+    """OpenAI's list of models, for these names."""
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "hone"} for name in names]}
 
 
 async def answer_chat(request: Request, models: Sampler, body: ChatCompletionRequest, default_max_tokens: int, recorder: Recorder | None = None) -> Any:

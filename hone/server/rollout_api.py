@@ -22,7 +22,7 @@ from typing import Annotated, Any, Callable
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from hone.server.openai_api import ChatCompletionRequest, answer_chat
+from hone.server.openai_api import ChatCompletionRequest, answer_chat, model_list
 from hone.server.responses_api import ResponsesRequest, answer_responses
 from hone.server.rollouts import PendingCall, RolloutBook
 from hone.server.sampler import Sampler
@@ -73,7 +73,7 @@ def build_rollout_router(
     @router.get("/v1/rollouts/{rollout_id}/models")
     async def list_models(rollout_id: str, request: Request) -> dict[str, Any]:
         rollout = book.get(owner_of(request), rollout_id)
-        return {"object": "list", "data": [{"id": rollout.model, "object": "model", "created": 0, "owned_by": "hone"}]}
+        return model_list([rollout.model])
 
     @router.post("/v1/rollouts/{rollout_id}/chat/completions")
     async def chat_completions(rollout_id: str, body: ChatCompletionRequest, request: Request) -> Any:

@@ -26,7 +26,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from transformers import PreTrainedTokenizerBase
@@ -117,7 +117,7 @@ class PendingCall:
     def __init__(self, book: "RolloutBook", rollout: Rollout, tokenizer: PreTrainedTokenizerBase, endpoint: str, chat: ChatInput, rendered: RenderedPrompt):
         self.book, self.rollout, self.endpoint, self.chat = book, rollout, endpoint, chat
         self.how, tokens = _prompt_for(tokenizer, rendered, list(rollout.calls))
-        self.prompt = RenderedPrompt(**{**rendered.__dict__, "tokens": tokens})
+        self.prompt = replace(rendered, tokens=tokens)
 
     def record(self, sample: SampledSequence, reply: dict[str, Any]) -> None:
         reply = {key: value for key, value in reply.items() if value is not None}
