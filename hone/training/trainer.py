@@ -45,6 +45,7 @@ from transformers import PreTrainedModel
 
 import hone.training.checkpoint as checkpoint
 from hone.errors import CheckpointError, InvalidRequestError, SequenceTooLongError
+from hone.models.names import hub_id
 from hone.training.head import head_logprobs
 from hone.training.losses import (
     LOSS_REQUIRES,
@@ -285,9 +286,10 @@ class Trainer:
             out[plain] = copies[key]
         return out
 
-    def save_state(self, path: str | Path) -> Path:
+    def save_state(self, path: str | Path, *, tokenizer: Any = None, base_model: str | None = None) -> Path:
         """Weights (adapter or full), optimizer, step and RNG states, written whole or not at all
-        (the layout: hone.training.checkpoint)."""
+        (the layout: hone.training.checkpoint); with the tokenizer and the base model's name when
+        given, so the folder is self-contained."""
         if self.full_finetune:
             weights = dict(self._causal_lm.named_parameters())
             model_config = json.loads(self._causal_lm.config.to_json_string())
@@ -296,6 +298,8 @@ class Trainer:
 
             weights = get_peft_model_state_dict(self.model)
             model_config = self._adapter_config()
+            if base_model is not None:  # portable, not a path of this machine's cache
+                model_config["base_model_name_or_path"] = hub_id(base_model)
         return checkpoint.save(
             path,
             full_finetune=self.full_finetune,
@@ -306,6 +310,8 @@ class Trainer:
             model_config=model_config,
             optimizer_state=self.optimizer.state_dict(),
             rng_states=_rng_states(),
+            tokenizer=tokenizer,
+            base_model=base_model,
         )
 
     def load_state(self, path: str | Path, with_optimizer: bool = True) -> None:
