@@ -284,18 +284,19 @@ def train(
 def export(
     source: Path = typer.Argument(..., help="A run directory, one of its checkpoints/step_* folders, or a trainer checkpoint folder."),
     out: Path = typer.Option(..., help="Folder to write (replaced whole if it exists)."),
-    format: str = typer.Option("hf", "--format", help="hf: merged weights + tokenizer for transformers; peft: the adapter + tokenizer."),
+    format: str = typer.Option("hf", "--format", help="hf: merged weights + tokenizer for transformers; peft: the adapter + tokenizer; gguf: merged weights for llama.cpp and Ollama."),
+    gguf_type: str = typer.Option("f16,q8_0", "--gguf-type", help="With --format gguf: the files to write, comma-separated (f16, q8_0)."),
     step: Optional[int] = typer.Option(None, help="Export this step of a run (default: its latest)."),
     best: bool = typer.Option(False, help="Export the run's best checkpoint by its best metric instead of its latest."),
     base_model: Optional[str] = typer.Option(None, help="The base model, for a checkpoint folder no run describes."),
 ) -> None:
-    """Write a trained model as a folder transformers (hf) or PEFT (peft) loads."""
-    from hone.export import FORMATS, export as write_export, find_checkpoint
+    """Write a trained model as a folder transformers (hf), PEFT (peft) or llama.cpp (gguf) loads."""
+    from hone.export import check_export_options, export as write_export, find_checkpoint
 
-    if format not in FORMATS:  # before any model loads
-        raise HoneError(f"unknown export format '{format}'; use one of: {', '.join(FORMATS)} (gguf is not built yet)")
+    gguf_types = tuple(t.strip() for t in gguf_type.split(",") if t.strip())
+    check_export_options(format, gguf_types)  # before any model loads
     found = find_checkpoint(source, step=step, best=best, base_model=base_model)
-    write_export(found, format, out)
+    write_export(found, format, out, gguf_types)
     console.print(f"exported step {found.step} of {found.base_model} as {format} to {out}")
 
 

