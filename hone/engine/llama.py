@@ -1,4 +1,10 @@
-"""A decode-only forward pass for Llama-family models (Llama, SmolLM, Qwen2, Qwen3) over a slot KV cache.
+"""A decode-only forward pass for Llama-family models (Llama, SmolLM, Mistral, Qwen2, Qwen3, Phi-3) over a slot KV cache.
+
+They share one computation: pre-norm (RMSNorm) blocks of rotary grouped-query attention and a SiLU
+gated MLP. They differ in naming and small options: Phi-3 stores q|k|v and gate|up already fused
+(`qkv_proj`, `gate_up_proj`), Qwen2 has q/k/v biases, Qwen3 normalises each query and key head.
+Mistral and Phi-3 may declare a sliding attention window; it is accepted when it is at least the
+engine's max_seq_len, where it never masks anything (a window that bites is refused, not ignored).
 
 The engine's own copy of the weights lives here, fused for fewer matmuls (q|k|v in one, gate|up in
 one) and cast to the engine's dtype, except the LM head, which is kept in its own dtype (fp32 by
@@ -26,11 +32,13 @@ from transformers import PreTrainedModel
 from hone.engine.kernels import decode_attention_reference, load_kernels
 from hone.errors import HoneError, InvalidRequestError
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 _CACHE_CHUNK = 32  # cache capacity is a multiple of this many positions
 # a PEFT adapter state key: [base_model.model.]model.layers.{i}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])(?:\.\w+)?\.weight$")
+# the runner's fused projections -> the model's own linear layers they are made of, in order
 _FUSED = {"qkv": ("q_proj", "k_proj", "v_proj"), "o": ("o_proj",), "gate_up": ("gate_proj", "up_proj"), "down": ("down_proj",)}
+_FUSED_PHI3 = {"qkv": ("qkv_proj",), "o": ("o_proj",), "gate_up": ("gate_up_proj",), "down": ("down_proj",)}
 
 
 @dataclass
@@ -120,8 +128,9 @@ class LlamaRunner:
         max_slots: int,
         max_seq_len: int,
     ):
-        check_supported(model)
+        check_supported(model, max_seq_len)
         config = model.config
+        self.fused_names = _FUSED_PHI3 if config.model_type == "phi3" else _FUSED
         self.dtype = dtype
         self.head_dtype = head_dtype
         self.max_slots = max_slots
@@ -149,7 +158,7 @@ class LlamaRunner:
         layers = base.layers
         first = layers[0].self_attn
         self.device = next(model.parameters()).device
-        self.has_qkv_bias = first.q_proj.bias is not None
+        self.has_qkv_bias = getattr(first, "q_proj", getattr(first, "qkv_proj", None)).bias is not None
         self.has_qk_norm = hasattr(first, "q_norm")
         hint = min(max_slots, 32)  # batch size the packed layouts are tuned for; any size works
         with torch.no_grad():
@@ -163,17 +172,19 @@ class LlamaRunner:
                 attn, mlp = layer.self_attn, layer.mlp
                 self.ln1.append(_own(layer.input_layernorm.weight, dtype))
                 self.ln2.append(_own(layer.post_attention_layernorm.weight, dtype))
-                qkv_bias = None
-                if self.has_qkv_bias:
-                    qkv_bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).to(dtype)
-                qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).to(dtype)
-                self.qkv.append(Linear(qkv, qkv_bias, hint))  # (H*E + 2*K*E, D)
+                fused = {}  # the runner's fused weights (and biases), concatenated from the model's own layers
+                for which, members in self.fused_names.items():
+                    module = mlp if which in ("gate_up", "down") else attn
+                    parts = [getattr(module, m) for m in members]
+                    bias = torch.cat([p.bias for p in parts]).to(dtype) if parts[0].bias is not None else None
+                    fused[which] = Linear(_own(torch.cat([p.weight for p in parts]), dtype), bias, hint)
+                self.qkv.append(fused["qkv"])  # (H*E + 2*K*E, D)
+                self.o.append(fused["o"])
+                self.gate_up.append(fused["gate_up"])  # (2*I, D): gate rows, then up rows
+                self.down.append(fused["down"])
                 if self.has_qk_norm:
                     self.q_norm.append(_own(attn.q_norm.weight, dtype))
                     self.k_norm.append(_own(attn.k_norm.weight, dtype))
-                self.o.append(Linear(_own(attn.o_proj.weight, dtype), None, hint))
-                self.gate_up.append(Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).to(dtype), None, hint))
-                self.down.append(Linear(_own(mlp.down_proj.weight, dtype), None, hint))
             # rotary tables from the model's own rotary module, so every rope variant it knows is honoured
             positions = torch.arange(max_seq_len, device=self.device).unsqueeze(0)
             probe = torch.zeros(1, dtype=torch.float32, device=self.device)
@@ -368,10 +379,15 @@ class LlamaRunner:
         sizes = {  # output rows of each projection
             "q_proj": self.q_dim, "k_proj": self.kv_dim, "v_proj": self.kv_dim, "o_proj": self.hidden,
             "gate_proj": self.intermediate, "up_proj": self.intermediate, "down_proj": self.hidden,
+            "qkv_proj": self.q_dim + 2 * self.kv_dim, "gate_up_proj": 2 * self.intermediate,
         }
+        known = {member for members in self.fused_names.values() for member in members}
+        for _, member in parts:
+            if member not in known:
+                raise InvalidRequestError(f"the adapter adapts '{member}', which this model does not have", param="adapter")
         adapter = LoraAdapter()
         with torch.no_grad():
-            for fused, members in _FUSED.items():
+            for fused, members in self.fused_names.items():
                 for i in range(self.n_layers):
                     blocks = []  # (out rows, A or None, scaled B or None) per part, in fused order
                     for member in members:
@@ -410,26 +426,23 @@ class LlamaRunner:
             "model.norm.weight": [self.norm],
             "lm_head.weight": [self.head.weight] + ([self.embed] if self.tied else []),
         }
-        q, kv, inter = self.q_dim, self.kv_dim, self.intermediate
+        sizes = {"q_proj": self.q_dim, "k_proj": self.kv_dim, "v_proj": self.kv_dim, "gate_proj": self.intermediate}
         for i in range(self.n_layers):
             p = f"model.layers.{i}."
-            qkv, gate_up = self.qkv[i], self.gate_up[i]
             names[p + "input_layernorm.weight"] = [self.ln1[i]]
             names[p + "post_attention_layernorm.weight"] = [self.ln2[i]]
-            names[p + "self_attn.q_proj.weight"] = [qkv.weight[:q]]
-            names[p + "self_attn.k_proj.weight"] = [qkv.weight[q : q + kv]]
-            names[p + "self_attn.v_proj.weight"] = [qkv.weight[q + kv :]]
-            if self.has_qkv_bias:
-                names[p + "self_attn.q_proj.bias"] = [qkv.bias[:q]]
-                names[p + "self_attn.k_proj.bias"] = [qkv.bias[q : q + kv]]
-                names[p + "self_attn.v_proj.bias"] = [qkv.bias[q + kv :]]
             if self.has_qk_norm:
                 names[p + "self_attn.q_norm.weight"] = [self.q_norm[i]]
                 names[p + "self_attn.k_norm.weight"] = [self.k_norm[i]]
-            names[p + "self_attn.o_proj.weight"] = [self.o[i].weight]
-            names[p + "mlp.gate_proj.weight"] = [gate_up.weight[:inter]]
-            names[p + "mlp.up_proj.weight"] = [gate_up.weight[inter:]]
-            names[p + "mlp.down_proj.weight"] = [self.down[i].weight]
+            for which, members in self.fused_names.items():  # each member is a run of the fused rows
+                module = "mlp" if which in ("gate_up", "down") else "self_attn"
+                linear, row = getattr(self, which)[i], 0
+                for member in members:
+                    end = row + sizes[member] if member in sizes else linear.weight.shape[0]
+                    names[f"{p}{module}.{member}.weight"] = [linear.weight[row:end]]
+                    if linear.bias is not None:
+                        names[f"{p}{module}.{member}.bias"] = [linear.bias[row:end]]
+                    row = end
         return names
 
     def check_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -469,8 +482,9 @@ class LlamaRunner:
 
 
 # --------------------------------------------------------------------------- helpers
-def check_supported(model: PreTrainedModel) -> None:
-    """Raise a one-sentence HoneError unless this is a model this forward pass reproduces exactly."""
+def check_supported(model: PreTrainedModel, max_seq_len: int) -> None:
+    """Raise a one-sentence HoneError unless this is a model this forward pass reproduces exactly
+    for sequences of up to `max_seq_len` tokens."""
     config = model.config
     model_type = getattr(config, "model_type", "?")
     if model_type not in SUPPORTED_MODEL_TYPES:
@@ -482,6 +496,15 @@ def check_supported(model: PreTrainedModel) -> None:
         raise HoneError(f"the torch engine expects a SiLU MLP; this model uses '{config.hidden_act}'")
     if getattr(config, "use_sliding_window", False):
         raise HoneError("the torch engine does not implement sliding-window attention; turn it off in the config")
+    window = getattr(config, "sliding_window", None) if model_type in ("mistral", "phi3") else None
+    if window is not None and window < max_seq_len:
+        raise HoneError(
+            f"this model attends over a sliding window of {window} tokens, which the torch engine does not "
+            f"implement; run it with max_seq_len <= {window}, where the window never masks anything"
+        )
+    rope = getattr(config, "rope_parameters", None) or {}
+    if rope.get("partial_rotary_factor", 1.0) != 1.0:
+        raise HoneError("the torch engine rotates whole heads; this model rotates only part of each (partial_rotary_factor)")
     if getattr(config, "mlp_bias", False) or getattr(config, "pretraining_tp", 1) not in (None, 1):
         raise HoneError("the torch engine does not implement MLP biases or tensor-parallel pretraining layouts")
     layer_types = getattr(config, "layer_types", None) or []

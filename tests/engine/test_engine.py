@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hone.engine import Engine
-from hone.errors import InvalidRequestError, SequenceTooLongError
+from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
 from hone.types import SamplingParams
 
 from .conftest import make_lively
@@ -367,7 +367,6 @@ def test_a_failing_batch_fails_only_its_requests_and_the_worker_keeps_serving(li
 
 
 def test_close_fails_waiting_requests_and_refuses_new_ones(lively, prompts):
-    from hone.errors import HoneError
 
     engine = Engine(lively, eos_token_ids=[], dtype=torch.float32, max_batch_size=2)
     long = SamplingParams(max_tokens=3000, temperature=1.0)
@@ -417,11 +416,10 @@ def gather_settled(engine: Engine, calls):
 
 
 # --------------------------------------------------------------------------- other Llama-family models
-@pytest.mark.parametrize("model_type", ["qwen2", "qwen3"])
-def test_other_llama_family_models_decode_like_their_hugging_face_forward(model_type, tokenizer, prompts):
-    config = AutoConfig.for_model(
+def tiny_config(model_type: str, vocab_size: int, **options):
+    return AutoConfig.for_model(
         model_type,
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
@@ -430,13 +428,31 @@ def test_other_llama_family_models_decode_like_their_hugging_face_forward(model_
         head_dim=16,
         max_position_embeddings=512,
         tie_word_embeddings=False,
+        **options,
     )
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "qwen3", "mistral", "phi3"])
+def test_other_llama_family_models_decode_like_their_hugging_face_forward(model_type, tokenizer, prompts):
+    # Mistral's default 4096-token window is wider than this engine's 512: it never masks anything
+    config = tiny_config(model_type, len(tokenizer))
     torch.manual_seed(0)
     model = make_lively(AutoModelForCausalLM.from_config(config, dtype=torch.float32))
     with Engine(model, eos_token_ids=[], dtype=torch.float32, max_seq_len=512) as engine:
         results = gather(engine, [(p, 1, GREEDY) for p in prompts])
+        logprobs = results[0][0].logprobs
     for prompt, [seq] in zip(prompts, results):
         assert seq.tokens == naive_greedy(model, prompt, GREEDY.max_tokens)
+    reference = full_forward_logprobs(model, prompts[0], results[0][0].tokens)
+    expected = reference.gather(1, torch.tensor(results[0][0].tokens).unsqueeze(1)).squeeze(1)
+    assert torch.allclose(torch.tensor(logprobs), expected, atol=1e-4)
+
+
+def test_a_sliding_window_that_would_mask_is_refused_in_one_sentence(tokenizer):
+    model = AutoModelForCausalLM.from_config(tiny_config("mistral", len(tokenizer), sliding_window=256))
+    with pytest.raises(HoneError, match="sliding window of 256 tokens.*max_seq_len <= 256"):
+        Engine(model, eos_token_ids=[], dtype=torch.float32, max_seq_len=512)
+    Engine(model, eos_token_ids=[], dtype=torch.float32, max_seq_len=256).close()  # where it never bites
 
 
 # --------------------------------------------------------------------------- the embedded model
