@@ -25,52 +25,61 @@ it came from rather than a failure somewhere in the combined grammar.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import llguidance
 
 from hone.chat.schema import ChatInput, NamedToolChoice, Tool
-from hone.chat.toolcalls import CLOSE_TAG, OPEN_TAG
+from hone.chat.toolcalls import OPEN_TAG
+from hone.chat.toolformats import HERMES, LLAMA3, ToolFormat
 from hone.engine.grammar import describe_grammar_error
 from hone.errors import InvalidRequestError
 
 MAX_CALLS = 8  # calls in one reply; with no bound a model that never writes EOS calls until max_tokens
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-# free text that does not open a tool call, and free text that ends by opening the first one
-_TEXT = r"/(.|\n)*/ & ~/(.|\n)*" + OPEN_TAG + r"(.|\n)*/"
+# free text that ends by opening the first tool call
 _TEXT_THEN_CALL = r"/(.|\n)*" + OPEN_TAG + r"/ & ~/(.|\n)*" + OPEN_TAG + r"(.|\n)+/"
 
 
-def reply_grammar(chat: ChatInput) -> str | None:
-    """The grammar for the reply to `chat`, or None when nothing constrains it."""
+def reply_grammar(chat: ChatInput, fmt: ToolFormat = HERMES, marker: str | None = None) -> str | None:
+    """The grammar for the reply to `chat`, or None when nothing constrains it. Calls are written
+    in `fmt`, its marker as the grammar term `marker` (ToolFormat.marker_term; default its text)."""
     content = _content_schema(chat)
     offered = chat.tools if chat.tools and chat.tool_choice != "none" else None
     if offered is None:
         return None if content is None else "start: %json " + _json(content)
     choice = chat.tool_choice or "auto"
-    calls = [_call_schema(i, tool) for i, tool in enumerate(offered)]
+    calls = [_call_schema(i, tool, fmt.arguments_key) for i, tool in enumerate(offered)]
     if isinstance(choice, NamedToolChoice):
         index = next(i for i, tool in enumerate(offered) if tool.function.name == choice.function.name)
         calls = [calls[index]]
     rules = [f"call_{i}: %json {_json(schema)}" for i, schema in enumerate(calls)]
-    rules += [
-        "body: " + " | ".join(f"call_{i}" for i in range(len(calls))),
-        f'after_open: "\\n"? body "\\n"? "{CLOSE_TAG}"',
-        f'call: "{OPEN_TAG}" after_open',
-        r'more: "\n"? call',
-    ]
-    more = "" if chat.parallel_tool_calls is False else f" more{{0,{MAX_CALLS - 1}}}"
-    if isinstance(choice, NamedToolChoice):
-        start = "start: call"
-    elif choice == "required":
-        start = "start: call" + more
+    rules.append("body: " + " | ".join(f"call_{i}" for i in range(len(calls))))
+    single = isinstance(choice, NamedToolChoice) or chat.parallel_tool_calls is False
+    more = 0 if single else MAX_CALLS - 1
+    marker = marker or json.dumps(fmt.open)
+    rules += fmt.call_rules("body", more, marker)
+    if isinstance(choice, NamedToolChoice) or choice == "required":
+        start = "start: calls"
     elif content is not None:  # auto, with JSON content: the JSON, or calls alone
-        start = "start: content | call" + more
+        start = "start: content | calls"
         rules.append("content: %json " + _json(content))
-    else:
-        start = "start: TEXT | TEXT_THEN_CALL after_open" + more
-        rules += ["TEXT: " + _TEXT, "TEXT_THEN_CALL: " + _TEXT_THEN_CALL]
+    elif fmt is LLAMA3:  # a Llama 3 call is the whole reply: text that does not open one, or calls
+        start = "start: PLAIN | calls"
+        rules.append(r"PLAIN: /(\s*[^{\s](.|\n)*)?/")
+    elif fmt is HERMES and marker == json.dumps(fmt.open):
+        start = "start: TEXT | TEXT_THEN_CALL after_open" + (f' ("\\n"? call){{0,{more}}}' if more else "")
+        rules += ["TEXT: " + _text_without(OPEN_TAG), "TEXT_THEN_CALL: " + _TEXT_THEN_CALL]
+    else:  # the marker is a special token (or Mistral's text): free text, then calls
+        start = "start: TEXT | TEXT calls"
+        rules.append("TEXT: " + _text_without(fmt.open))
     return "\n".join([start, *rules]) + "\n"
+
+
+def _text_without(marker: str) -> str:
+    """A Lark regex for any text that does not contain `marker`."""
+    return r"/(.|\n)*/ & ~/(.|\n)*" + re.escape(marker).replace("/", "\\/") + r"(.|\n)*/"
 
 
 def _content_schema(chat: ChatInput) -> dict[str, Any] | None:
@@ -85,16 +94,17 @@ def _content_schema(chat: ChatInput) -> dict[str, Any] | None:
     return schema
 
 
-def _call_schema(index: int, tool: Tool) -> dict[str, Any]:
-    """`{"name": <the tool's name>, "arguments": <its parameters>}` as one JSON schema."""
+def _call_schema(index: int, tool: Tool, arguments_key: str = "arguments") -> dict[str, Any]:
+    """`{"name": <the tool's name>, "arguments": <its parameters>}` as one JSON schema
+    (`"parameters"` in place of `"arguments"` for formats that say so)."""
     # no parameters: the function takes no arguments (OpenAI's reading); given ones are used as they are
     parameters = tool.function.parameters.model_dump(exclude_none=True) if tool.function.parameters else {"type": "object", "properties": {}}
     arguments = closed_objects(parameters)
     _check_schema(arguments, f"tools[{index}].function.parameters")
     return {
         "type": "object",
-        "properties": {"name": {"const": tool.function.name}, "arguments": arguments},
-        "required": ["name", "arguments"],
+        "properties": {"name": {"const": tool.function.name}, arguments_key: arguments},
+        "required": ["name", arguments_key],
         "additionalProperties": False,
     }
 

@@ -2,7 +2,9 @@
 
 When the template knows no tools (SmolLM2's plain ChatML does not), the tool schemas and the
 calling convention are written into the system prompt, assistant tool calls are written back as
-`<tool_call>` text, and tool results go in as user turns wrapped in `<tool_response>`.
+`<tool_call>` text, and tool results go in as user turns wrapped in `<tool_response>`. When it
+does, it renders them itself, and the reply is read and constrained in the call format of its
+family (hone.chat.toolformats).
 
 Input is validated first (`hone.chat.schema`), so what is rendered is well formed; a malformed
 request is an InvalidRequestError naming the parameter, never a crash.
@@ -20,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from hone.chat.grammar import reply_grammar
 from hone.chat.schema import ChatInput, JsonSchema, Message, Schema, Tool, ToolCall, checked_chat
 from hone.chat.toolcalls import OPEN_TAG, format_tool_call
+from hone.chat.toolformats import HERMES, ToolFormat, template_tool_format
 from hone.errors import InvalidRequestError
 
 TOOL_PROMPT = (
@@ -39,6 +42,7 @@ class RenderedPrompt:
     messages: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] | None = None  # the schemas, where the template writes tools itself
     native_tools: bool = False  # tool calls and results rendered by the template, not as hone's text
+    tool_format: ToolFormat = HERMES  # how the reply writes its calls
 
     def history_message(self, message: dict[str, Any]) -> dict[str, Any]:
         """`message` (an OpenAI assistant message, say the reply to this prompt) as the template
@@ -65,16 +69,18 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, chat: ChatInput) -> Rendered
     """`render_prompt` for a request already validated (the server's request model is a ChatInput)."""
     tools = chat.tools or None
     tool_choice = chat.tool_choice or "auto"
-    grammar = reply_grammar(chat)  # checks the schemas before the (slower) rendering
     offered = tools if tools is not None and tool_choice != "none" else None
-    native = offered is not None and _template_supports_tools(tokenizer)
+    native_format = template_tool_format(tokenizer.chat_template) if offered is not None else None
+    native = native_format is not None
+    fmt = native_format or HERMES
+    grammar = reply_grammar(chat, fmt, fmt.marker_term(tokenizer))  # checks the schemas before the (slower) rendering
     rendered = [_normalise(m, native_tools=native) for m in chat.messages]
     schemas = [t.model_dump(exclude_none=True) for t in offered] if native else None
     if offered is not None and not native:
         rendered = _with_tool_prompt(rendered, offered)
     tokens = _apply(tokenizer, rendered, tools=schemas)
     names = {t.function.name for t in offered} if offered is not None else None
-    return RenderedPrompt(tokens=tokens, tool_names=names, grammar=grammar, messages=rendered, tools=schemas, native_tools=native)
+    return RenderedPrompt(tokens=tokens, tool_names=names, grammar=grammar, messages=rendered, tools=schemas, native_tools=native, tool_format=fmt)
 
 
 # --------------------------------------------------------------------------- messages
@@ -167,11 +173,6 @@ def _main_type(spec: Schema | None) -> str | None:
 
 
 # --------------------------------------------------------------------------- template
-def _template_supports_tools(tokenizer: PreTrainedTokenizerBase) -> bool:
-    template = tokenizer.chat_template or ""
-    return isinstance(template, str) and "tools" in template
-
-
 def _apply(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], tools: list[dict] | None) -> list[int]:
     try:
         ids = tokenizer.apply_chat_template(

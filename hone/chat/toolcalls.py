@@ -1,4 +1,4 @@
-"""Parse `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks out of generated text.
+"""Parse tool calls out of generated text, in the format of the model's template (hone.chat.toolformats).
 
 Never raises on model output: a malformed call leaves the whole text as content and sets
 `error`, so a reward can penalise it and the rollout can carry on.
@@ -7,15 +7,14 @@ Never raises on model output: a malformed call leaves the whole text as content 
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-OPEN_TAG = "<tool_call>"
+from hone.chat.toolformats import HERMES, ToolFormat
+
+OPEN_TAG = "<tool_call>"  # hone's taught convention (hone.chat.toolformats.HERMES)
 CLOSE_TAG = "</tool_call>"
-# a block may lack its closing tag when generation stopped right after the JSON
-_BLOCK = re.compile(re.escape(OPEN_TAG) + r"(.*?)(?:" + re.escape(CLOSE_TAG) + r"|$)", re.DOTALL)
 
 
 @dataclass
@@ -25,21 +24,22 @@ class ParsedReply:
     error: str | None = None  # why a tool call attempt was rejected; None when there was none or all parsed
 
 
-def parse_reply(text: str, tool_names: set[str] | None = None) -> ParsedReply:
-    """Split `text` into plain content and OpenAI tool calls.
+def parse_reply(text: str, tool_names: set[str] | None = None, fmt: ToolFormat = HERMES) -> ParsedReply:
+    """Split `text` into plain content and OpenAI tool calls written in `fmt`.
 
-    `tool_names` (when given) are the only names accepted. If any block is malformed the reply
+    `tool_names` (when given) are the only names accepted. If any call is malformed the reply
     carries no tool calls at all: half-executing a reply is worse than re-asking.
     """
-    if OPEN_TAG not in text:
+    found = fmt.split(text)
+    if found is None:
         return ParsedReply(content=text.strip())
+    content, bodies = found
     calls: list[dict[str, Any]] = []
-    for match in _BLOCK.finditer(text):
-        call, error = _parse_one(match.group(1), tool_names)
+    for body in bodies:
+        call, error = _parse_one(body, tool_names)
         if error is not None:
             return ParsedReply(content=text.strip(), error=error)
         calls.append(call)
-    content = _BLOCK.sub("", text).strip()
     return ParsedReply(content=content, tool_calls=calls)
 
 
@@ -78,4 +78,4 @@ def format_tool_call(name: str, arguments: dict[str, Any] | str) -> str:
             arguments = json.loads(arguments)
         except json.JSONDecodeError:
             pass
-    return OPEN_TAG + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False) + CLOSE_TAG
+    return HERMES.write(name, arguments)

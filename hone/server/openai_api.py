@@ -175,7 +175,7 @@ async def answer_chat(request: Request, models: Sampler, body: ChatCompletionReq
             lambda on_tokens: models.sample(body.model, prompt.tokens, body.n, params, on_tokens),
             n=body.n,
             tokenizer=tokenizer,
-            watch_tool_calls=prompt.tool_names is not None,
+            watch_tool_calls=prompt.tool_format.markers if prompt.tool_names is not None else (),
             base={"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model},
             logprobs=body.logprobs,
             include_usage=body.stream_options is not None and body.stream_options.include_usage,
@@ -207,7 +207,7 @@ def _completion(body: ChatCompletionRequest, tokenizer: Any, prompt: Any, sample
 def _choice(index: int, sample: SampledSequence, body: ChatCompletionRequest, tokenizer: Any, prompt: Any) -> dict[str, Any]:
     text = tokenizer.decode(sample.tokens, skip_special_tokens=True)
     if prompt.tool_names is not None:
-        parsed = parse_reply(text, prompt.tool_names)
+        parsed = parse_reply(text, prompt.tool_names, prompt.tool_format)
         content, tool_calls, error = parsed.content, parsed.tool_calls, parsed.error
     else:
         content, tool_calls, error = text.strip(), [], None

@@ -376,7 +376,7 @@ class Answer:
         """The finished response, parsed as a chat choice is (`_choice` in openai_api.py)."""
         text = self.tokenizer.decode(sample.tokens, skip_special_tokens=True)
         if self.prompt.tool_names is not None:
-            parsed = parse_reply(text, self.prompt.tool_names)
+            parsed = parse_reply(text, self.prompt.tool_names, self.prompt.tool_format)
             content, tool_calls, error = parsed.content, parsed.tool_calls, parsed.error
         else:
             content, tool_calls, error = text.strip(), [], None
@@ -442,7 +442,7 @@ async def _events(started: Started, answer: Answer) -> AsyncIterator[str]:
         ("response.output_item.added", {"output_index": 0, "item": {"type": "message", "id": answer.message_id, "role": "assistant", "status": "in_progress", "content": []}}),
         ("response.content_part.added", {**at, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
     ]
-    text = ChoiceText(answer.tokenizer, watch_tool_calls=answer.prompt.tool_names is not None)
+    text = ChoiceText(answer.tokenizer, watch_tool_calls=answer.prompt.tool_format.markers if answer.prompt.tool_names is not None else ())
     opened = False
     try:
         yield event("response.created", response=answer.in_progress())

@@ -30,7 +30,6 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from hone.chat.toolcalls import OPEN_TAG
 from hone.errors import HoneError
 from hone.server.lifetime import ClientGone, while_client_waits
 from hone.types import SampledSequence, TokenDelta
@@ -40,7 +39,7 @@ log = logging.getLogger("hone.server")
 Finish = Callable[[list[SampledSequence]], dict[str, Any]]  # samples -> the whole (non-streamed) completion
 
 
-async def stream_completion(request: Request, sampling, n: int, tokenizer: Any, watch_tool_calls: bool, base: dict[str, Any], logprobs: bool, include_usage: bool, finish: Finish) -> StreamingResponse:
+async def stream_completion(request: Request, sampling, n: int, tokenizer: Any, watch_tool_calls: tuple[str, ...], base: dict[str, Any], logprobs: bool, include_usage: bool, finish: Finish) -> StreamingResponse:
     """Start `sampling` (a function of an `on_tokens` callback returning the sampler's coroutine)
     and answer with its event stream once the first token is decoded or the sampling has ended."""
     started = await start_sampling(request, sampling)
@@ -131,7 +130,7 @@ async def _events(started, n, tokenizer, watch_tool_calls, base, logprobs, inclu
 class ChoiceText:
     """One choice's content as its tokens arrive: decoded incrementally, sent only where final."""
 
-    def __init__(self, tokenizer: Any, watch_tool_calls: bool):
+    def __init__(self, tokenizer: Any, watch_tool_calls: tuple[str, ...]):
         self.tokenizer = tokenizer
         self.watch_tool_calls = watch_tool_calls
         self.tokens: list[int] = []
@@ -154,12 +153,12 @@ class ChoiceText:
         if self.closed:
             return None
         visible = self.text.lstrip()
-        if self.watch_tool_calls:
-            opened = visible.find(OPEN_TAG)
+        if self.watch_tool_calls:  # the texts that open a call in this model's format
+            opened = min((i for i in (visible.find(m) for m in self.watch_tool_calls) if i >= 0), default=-1)
             if opened >= 0:
                 visible, self.closed = visible[:opened], True
             else:
-                visible = visible[: len(visible) - _partial_tag(visible)]
+                visible = visible[: len(visible) - max(_partial_tag(visible, m) for m in self.watch_tool_calls)]
         visible = visible.rstrip()
         if not visible.startswith(self.sent):
             self.closed = True  # a tokenizer whose text is not prefix-stable: the rest comes at the end
@@ -204,10 +203,10 @@ class ChoiceText:
             self._prefix, self._read = self._read, len(self.tokens)
 
 
-def _partial_tag(text: str) -> int:
-    """How many trailing characters of `text` could be the start of a `<tool_call>` tag."""
-    for k in range(min(len(OPEN_TAG) - 1, len(text)), 0, -1):
-        if text.endswith(OPEN_TAG[:k]):
+def _partial_tag(text: str, marker: str) -> int:
+    """How many trailing characters of `text` could be the start of `marker` (a call's opening)."""
+    for k in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:k]):
             return k
     return 0
 
