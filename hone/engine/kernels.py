@@ -144,7 +144,7 @@ static void attend_dispatch(int64_t G, int64_t E, const float* q, const T* kc, c
 template <typename T>
 static inline void prefetch_next(const T* k_cache, const T* v_cache, const int64_t* positions, int64_t task,
                                  int64_t K, int64_t E, int64_t S) {
-  const int64_t b = task / K, k = task % K, n = positions[b] + 1;
+  const int64_t b = task / K, k = task % K, n = std::min(positions[b] + 1, S);
   const char* kc = reinterpret_cast<const char*>(k_cache + (b * K + k) * E * S);
   const char* vc = reinterpret_cast<const char*>(v_cache + (b * K + k) * S * E);
   for (int64_t e = 0; e < E; ++e)
@@ -156,7 +156,10 @@ static inline void prefetch_next(const T* k_cache, const T* v_cache, const int64
 // projection; cos, sin: (B, E) rows of the rotary tables at each slot's position, or empty for no
 // rotation; k_cache: (slots, K, E, S) (keys transposed), v_cache: (slots, K, S, E), this layer's;
 // positions: (B,) int64. Writes the rotated k and the v of position positions[b] into the caches
-// and returns (B, H * E).
+// and returns (B, H * E). A cache of S positions holds position p at p % S and is attended over
+// its first min(p + 1, S) entries: a cache longer than every position is the usual one, and one of
+// exactly a sliding window's W positions is a ring that keeps the last W (order does not matter
+// to attention: keys are rotated before they are cached).
 template <typename T>
 static void attend(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_cache, const int64_t* positions,
                    T* out, int64_t B, int64_t H, int64_t K, int64_t E, int64_t S, double scale, bool rope) {
@@ -164,7 +167,7 @@ static void attend(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_ca
   at::parallel_for(0, B * K, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> q(G * E), scores;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / K, k = task % K, pos = positions[b], n = pos + 1;
+      const int64_t b = task / K, k = task % K, pos = positions[b] % S, n = std::min(positions[b] + 1, S);
       const T* src = qkv + b * row;
       T* kc = k_cache + (b * K + k) * E * S;  // (E, S)
       T* vc = v_cache + (b * K + k) * S * E;  // (S, E)
@@ -191,7 +194,7 @@ static void attend(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_ca
       }
       // 3) ask for the next task's keys and values now, so they arrive while this one computes
       if (task + 1 < end) prefetch_next(k_cache, v_cache, positions, task + 1, K, E, S);
-      // 4) attend over this slot's positions 0..pos
+      // 4) attend over this slot's cached positions
       scores.resize(G * n);
       attend_dispatch<T>(G, E, q.data(), kc, vc, n, S, scores.data(), out + b * H * E + k * G * E);
     }
@@ -304,10 +307,10 @@ def decode_attention_reference(
     q, k = qk[:, :H], qk[:, H:]
     v = qkv[:, (H + K) * E :].view(B, K, E)
     rows = torch.arange(B, device=qkv.device)
-    k_cache[rows, :, :, positions] = k
-    v_cache[rows, :, positions] = v
-    # attend over the whole capacity, masking positions past each slot's own (-inf before softmax)
-    visible = torch.arange(S, device=qkv.device).unsqueeze(0) <= positions.unsqueeze(1)  # (B, S)
+    k_cache[rows, :, :, positions % S] = k  # a cache of a sliding window's length is a ring (see the kernel)
+    v_cache[rows, :, positions % S] = v
+    # attend over the whole capacity, masking entries not yet written (-inf before softmax)
+    visible = torch.arange(S, device=qkv.device).unsqueeze(0) < (positions + 1).clamp(max=S).unsqueeze(1)  # (B, S)
     bias = torch.zeros(B, S, dtype=qkv.dtype, device=qkv.device).masked_fill_(~visible, float("-inf"))
     bias = bias.repeat_interleave(K, dim=0).unsqueeze(1)  # (B*K, 1, S)
     keys_t = k_cache[:B].view(B * K, E, S)  # contiguous views: slots and heads merge

@@ -1,10 +1,15 @@
-"""A decode-only forward pass for Llama-family models (Llama, SmolLM, Mistral, Qwen2, Qwen3, Phi-3) over a slot KV cache.
+"""A decode-only forward pass for Llama-family models (Llama, SmolLM, Mistral, Qwen2, Qwen3, Phi-3, Gemma 3) over a slot KV cache.
 
-They share one computation: pre-norm (RMSNorm) blocks of rotary grouped-query attention and a SiLU
+They share one computation: pre-norm (RMSNorm) blocks of rotary grouped-query attention and a
 gated MLP. They differ in naming and small options: Phi-3 stores q|k|v and gate|up already fused
-(`qkv_proj`, `gate_up_proj`), Qwen2 has q/k/v biases, Qwen3 normalises each query and key head.
-Mistral and Phi-3 may declare a sliding attention window; it is accepted when it is at least the
-engine's max_seq_len, where it never masks anything (a window that bites is refused, not ignored).
+(`qkv_proj`, `gate_up_proj`), Qwen2 has q/k/v biases, Qwen3 and Gemma 3 normalise each query and
+key head. Gemma 3 also scales the embeddings by sqrt(D), stores norm weights as offsets from 1,
+normalises each block's output before the residual add, uses a tanh-GELU MLP and its own attention
+scale, and interleaves sliding-window layers (their own rotary base) with global ones. Mistral and
+Phi-3 may declare one window for every layer.
+
+A sliding-window layer's cache holds only the window: a ring of W positions, position p at p % W
+(hone.engine.kernels), so its memory is bounded whatever the sequence length.
 
 The engine's own copy of the weights lives here, fused for fewer matmuls (q|k|v in one, gate|up in
 one) and cast to the engine's dtype, except the LM head, which is kept in its own dtype (fp32 by
@@ -32,7 +37,8 @@ from transformers import PreTrainedModel
 from hone.engine.kernels import decode_attention_reference, load_kernels
 from hone.errors import HoneError, InvalidRequestError
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
+_ACTIVATIONS = {"silu": F.silu, "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
 _CACHE_CHUNK = 32  # cache capacity is a multiple of this many positions
 # a PEFT adapter state key: [base_model.model.]model.layers.{i}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])(?:\.\w+)?\.weight$")
@@ -128,7 +134,7 @@ class LlamaRunner:
         max_slots: int,
         max_seq_len: int,
     ):
-        check_supported(model, max_seq_len)
+        check_supported(model)
         config = model.config
         self.fused_names = _FUSED_PHI3 if config.model_type == "phi3" else _FUSED
         self.dtype = dtype
@@ -143,7 +149,14 @@ class LlamaRunner:
         self.intermediate = config.intermediate_size
         self.vocab_size = config.vocab_size
         self.eps = float(config.rms_norm_eps)
-        self.scale = self.head_dim**-0.5
+        self.gemma = config.model_type == "gemma3_text"
+        # Gemma scales attention by its own constant, and its embeddings by sqrt(D)
+        self.scale = float(config.query_pre_attn_scalar) ** -0.5 if self.gemma else self.head_dim**-0.5
+        self.embed_scale = self.hidden**0.5 if self.gemma else None
+        self.softcap = getattr(config, "final_logit_softcapping", None) if self.gemma else None
+        self.act = _ACTIVATIONS[_activation(config)]
+        self.layer_types = list(getattr(config, "layer_types", None) or ["full_attention"] * self.n_layers)
+        self.window = [_window(config, kind) for kind in self.layer_types]  # per layer: W, or None for global attention
         self.q_dim = self.n_heads * self.head_dim
         self.kv_dim = self.n_kv_heads * self.head_dim
         self.tied = bool(getattr(config, "tie_word_embeddings", False))
@@ -161,17 +174,24 @@ class LlamaRunner:
         self.has_qkv_bias = getattr(first, "q_proj", getattr(first, "qkv_proj", None)).bias is not None
         self.has_qk_norm = hasattr(first, "q_norm")
         hint = min(max_slots, 32)  # batch size the packed layouts are tuned for; any size works
+        norm = self._norm_weight
         with torch.no_grad():
             self.embed = _own(base.embed_tokens.weight, dtype)  # (V, D)
-            self.norm = _own(base.norm.weight, dtype)
+            self.norm = norm(base.norm.weight)
             # the head gets its own copy in head_dtype (fp32 by default) even when tied to the embedding
             self.head = Linear(_own(model.get_output_embeddings().weight, head_dtype), batch_hint=hint)  # (V, D)
             self.ln1, self.ln2, self.qkv, self.o, self.gate_up, self.down = [], [], [], [], [], []
             self.q_norm, self.k_norm = [], []
+            self.attn_out_norm, self.mlp_out_norm = [], []  # Gemma: norms of each block's output
             for layer in layers:
                 attn, mlp = layer.self_attn, layer.mlp
-                self.ln1.append(_own(layer.input_layernorm.weight, dtype))
-                self.ln2.append(_own(layer.post_attention_layernorm.weight, dtype))
+                self.ln1.append(norm(layer.input_layernorm.weight))
+                if self.gemma:  # its post_attention_layernorm normalises the attention's output
+                    self.ln2.append(norm(layer.pre_feedforward_layernorm.weight))
+                    self.attn_out_norm.append(norm(layer.post_attention_layernorm.weight))
+                    self.mlp_out_norm.append(norm(layer.post_feedforward_layernorm.weight))
+                else:
+                    self.ln2.append(norm(layer.post_attention_layernorm.weight))
                 fused = {}  # the runner's fused weights (and biases), concatenated from the model's own layers
                 for which, members in self.fused_names.items():
                     module = mlp if which in ("gate_up", "down") else attn
@@ -183,23 +203,28 @@ class LlamaRunner:
                 self.gate_up.append(fused["gate_up"])  # (2*I, D): gate rows, then up rows
                 self.down.append(fused["down"])
                 if self.has_qk_norm:
-                    self.q_norm.append(_own(attn.q_norm.weight, dtype))
-                    self.k_norm.append(_own(attn.k_norm.weight, dtype))
-            # rotary tables from the model's own rotary module, so every rope variant it knows is honoured
+                    self.q_norm.append(norm(attn.q_norm.weight))
+                    self.k_norm.append(norm(attn.k_norm.weight))
+            # rotary tables from the model's own rotary module, so every rope variant it knows is
+            # honoured; one per layer type where the types rotate differently (Gemma 3)
             positions = torch.arange(max_seq_len, device=self.device).unsqueeze(0)
             probe = torch.zeros(1, dtype=torch.float32, device=self.device)
-            cos, sin = base.rotary_emb(probe, positions)  # (1, max_seq_len, E) fp32
-            self.cos = cos[0].to(dtype).contiguous()
-            self.sin = sin[0].to(dtype).contiguous()
+            self.rope: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+            for kind in sorted(set(self.layer_types)):
+                cos, sin = base.rotary_emb(probe, positions, kind) if self.gemma else base.rotary_emb(probe, positions)  # (1, S, E) fp32
+                self.rope[kind] = (cos[0].to(dtype).contiguous(), sin[0].to(dtype).contiguous())
         self._names = self._parameter_map()
         module = load_kernels() if self.device.type == "cpu" else None
         self._attend = module.decode_attention if module is not None else decode_attention_reference
         self.attention_impl = "cpp" if module is not None else "torch"
 
         # ---------------------------------------------------------------- slot KV cache, grown on demand
-        self.k_cache = torch.empty(0)
-        self.v_cache = torch.empty(0)
-        self.capacity = 0  # positions per slot
+        # one cache tensor per group of layers of one window (None: global attention, the usual cache)
+        self._groups = sorted(set(self.window), key=lambda w: (w is not None, w or 0))
+        self._group_of = [(self._groups.index(w), [v for v in self.window[:i]].count(w)) for i, w in enumerate(self.window)]
+        self.k_groups: list[torch.Tensor] = []
+        self.v_groups: list[torch.Tensor] = []
+        self.capacity = 0  # positions per slot (a sliding group keeps at most its window of them)
         self.slots = 0
 
     # ------------------------------------------------------------------------ cache
@@ -212,17 +237,34 @@ class LlamaRunner:
         positions = min(self.max_seq_len, -(-positions // _CACHE_CHUNK) * _CACHE_CHUNK)
         slots = max(slots, self.slots)
         positions = max(positions, self.capacity)
-        L, K, E = self.n_layers, self.n_kv_heads, self.head_dim
-        # keys are stored transposed, (L, B, K, E, S): a query's scores are then sums of rows
-        # that run along positions, with no per-position reductions; values stay (L, B, K, S, E).
-        # zeros, not empty: masked positions are multiplied by 0 and must not hold NaN garbage
-        k_new = torch.zeros((L, slots, K, E, positions), dtype=self.dtype, device=self.device)
-        v_new = torch.zeros((L, slots, K, positions, E), dtype=self.dtype, device=self.device)
-        if self.slots and self.capacity:
-            k_new[:, : self.slots, :, :, : self.capacity] = self.k_cache
-            v_new[:, : self.slots, :, : self.capacity] = self.v_cache
-        self.k_cache, self.v_cache = k_new, v_new
+        K, E = self.n_kv_heads, self.head_dim
+        k_groups, v_groups = [], []
+        for g, window in enumerate(self._groups):
+            L = self.window.count(window)
+            S = self._group_capacity(g, positions)
+            # keys are stored transposed, (L, B, K, E, S): a query's scores are then sums of rows
+            # that run along positions, with no per-position reductions; values stay (L, B, K, S, E).
+            # zeros, not empty: masked positions are multiplied by 0 and must not hold NaN garbage
+            k_new = torch.zeros((L, slots, K, E, S), dtype=self.dtype, device=self.device)
+            v_new = torch.zeros((L, slots, K, S, E), dtype=self.dtype, device=self.device)
+            if self.slots and self.capacity:
+                # a ring below its window holds position p at p: growing keeps every index
+                old = self._group_capacity(g, self.capacity)
+                k_new[:, : self.slots, :, :, :old] = self.k_groups[g]
+                v_new[:, : self.slots, :, :old] = self.v_groups[g]
+            k_groups.append(k_new)
+            v_groups.append(v_new)
+        self.k_groups, self.v_groups = k_groups, v_groups
         self.slots, self.capacity = slots, positions
+
+    def _group_capacity(self, group: int, positions: int) -> int:
+        window = self._groups[group]
+        return positions if window is None else min(positions, window)
+
+    def _cache(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer i's (k, v) cache: (B, K, E, S) and (B, K, S, E)."""
+        g, j = self._group_of[i]
+        return self.k_groups[g][j], self.v_groups[g][j]
 
     def copy_slots(self, src: list[int], dst: list[int], length: int) -> None:
         """Copy the first `length` cached positions of slots `src` into slots `dst` (pairwise)."""
@@ -230,13 +272,14 @@ class LlamaRunner:
             return
         src_t = torch.tensor(src, device=self.device)
         dst_t = torch.tensor(dst, device=self.device)
-        self.k_cache[:, dst_t, :, :, :length] = self.k_cache[:, src_t, :, :, :length]
-        self.v_cache[:, dst_t, :, :length] = self.v_cache[:, src_t, :, :length]
+        for g in range(len(self._groups)):
+            n = min(length, self.k_groups[g].shape[-1])  # a full ring is copied whole
+            self.k_groups[g][:, dst_t, :, :, :n] = self.k_groups[g][:, src_t, :, :, :n]
+            self.v_groups[g][:, dst_t, :, :n] = self.v_groups[g][:, src_t, :, :n]
 
     def release(self) -> None:
         """Free the cache; it is regrown by the next batch."""
-        self.k_cache = torch.empty(0)
-        self.v_cache = torch.empty(0)
+        self.k_groups, self.v_groups = [], []
         self.slots = self.capacity = 0
 
     # ------------------------------------------------------------------------ forward passes
@@ -258,24 +301,59 @@ class LlamaRunner:
         last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
         slot_t = torch.tensor(slots, device=self.device)
         self.prefill_tokens += n_rows * T
-        cos = self.cos[:T].view(1, T, 1, E)
-        sin = self.sin[:T].view(1, T, 1, E)
+        rope = {kind: (cos[:T].view(1, T, 1, E), sin[:T].view(1, T, 1, E)) for kind, (cos, sin) in self.rope.items()}
+        lengths = [len(p) for p in prompts]
 
-        x = F.embedding(tokens, self.embed)  # (R, T, D)
+        x = self._embed(tokens)  # (R, T, D)
         for i in range(self.n_layers):
             h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
             qkv = self._lora_add(self.qkv[i](h), h, "qkv", i)  # (R, T, H*E + 2*K*E)
-            q, k = self._rope_qk(qkv, (n_rows, T), cos, sin, i)  # (R, T, H, E), (R, T, K, E)
+            q, k = self._rope_qk(qkv, (n_rows, T), *rope[self.layer_types[i]], i)  # (R, T, H, E), (R, T, K, E)
             v = qkv[..., self.q_dim + self.kv_dim :].view(n_rows, T, K, E)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (R, heads, T, E)
-            self.k_cache[i, slot_t, :, :, :T] = k.transpose(2, 3)  # (R, K, E, T)
-            self.v_cache[i, slot_t, :, :T] = v
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=K != H)
+            self._write_prefill(i, slot_t, k, v, lengths)
+            window = self.window[i]
+            if window is None or T <= window:
+                a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=K != H)
+            else:  # query t sees keys t-W+1..t
+                t = torch.arange(T, device=self.device)
+                mask = (t.view(T, 1) >= t.view(1, T)) & (t.view(T, 1) - t.view(1, T) < window)
+                a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=K != H)
             a = a.transpose(1, 2).reshape(n_rows, T, self.q_dim)
-            x = self._lora_add(self.o[i](a, residual=x), a, "o", i)
-            x = self._mlp(F.rms_norm(x, (self.hidden,), self.ln2[i], self.eps), i, residual=x)
+            x = self._block_outputs(x, a, i)
         x = x[torch.arange(n_rows, device=self.device), last]  # (R, D): only the last position is sampled from
         return self._logits(x)
+
+    def _write_prefill(self, i: int, slot_t: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int]) -> None:
+        """Cache a prefill's keys (R, K, T, E) and values of layer i. A ring (a window's cache)
+        takes each row's own last positions only: a padded tail would land on real entries."""
+        k_cache, v_cache = self._cache(i)
+        S, T = k_cache.shape[-1], k.shape[2]
+        if T <= S:  # every position has its own entry; garbage past a row's end is never read
+            k_cache[slot_t, :, :, :T] = k.transpose(2, 3)  # (R, K, E, T)
+            v_cache[slot_t, :, :T] = v
+            return
+        for r, length in enumerate(lengths):
+            kept = torch.arange(max(0, length - S), length, device=self.device)
+            k_cache[slot_t[r], :, :, kept % S] = k[r][:, kept].transpose(1, 2)
+            v_cache[slot_t[r], :, kept % S] = v[r][:, kept]
+
+    def _block_outputs(self, x: torch.Tensor, a: torch.Tensor, i: int) -> torch.Tensor:
+        """The rest of layer i after attention `a`: output projection, residual, MLP, residual."""
+        if not self.gemma:
+            x = self._lora_add(self.o[i](a, residual=x), a, "o", i)  # the residual add fused into the matmul
+            return self._mlp(F.rms_norm(x, (self.hidden,), self.ln2[i], self.eps), i, residual=x)
+        # Gemma normalises each block's output before adding it to the residual stream
+        y = self._lora_add(self.o[i](a), a, "o", i)
+        x = x + F.rms_norm(y, (self.hidden,), self.attn_out_norm[i], self.eps)
+        y = self._mlp(F.rms_norm(x, (self.hidden,), self.ln2[i], self.eps), i, residual=None)
+        return x + F.rms_norm(y, (self.hidden,), self.mlp_out_norm[i], self.eps)
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = F.embedding(tokens, self.embed)
+        if self.embed_scale is not None:  # in the weights' dtype, as Gemma's own embedding does
+            x = x * torch.tensor(self.embed_scale, dtype=self.dtype)
+        return x
 
     def decode(
         self, tokens: torch.Tensor, positions: torch.Tensor, lora: list[tuple[LoraAdapter, torch.Tensor | None]] | None = None
@@ -291,17 +369,16 @@ class LlamaRunner:
         self._set_lora(lora or [], n_rows=B)
         tokens, positions = tokens.to(self.device), positions.to(self.device)
         H, K = self.n_heads, self.n_kv_heads
-        cos, sin = self.cos[positions], self.sin[positions]  # (B, E)
-        x = F.embedding(tokens, self.embed)  # (B, D)
+        rope = {kind: (cos[positions], sin[positions]) for kind, (cos, sin) in self.rope.items()}  # (B, E) each
+        x = self._embed(tokens)  # (B, D)
         for i in range(self.n_layers):
             h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
             qkv = self._lora_add(self.qkv[i](h), h, "qkv", i)  # (B, H*E + 2*K*E)
             if self.has_qk_norm:
                 qkv = self._norm_qk(qkv, i)
             # rotate q and k, write k and v at each slot's position, attend over the slot's positions
-            a = self._attend(qkv, cos, sin, self.k_cache[i], self.v_cache[i], positions, H, K, self.scale)  # (B, H*E)
-            x = self._lora_add(self.o[i](a, residual=x), a, "o", i)
-            x = self._mlp(F.rms_norm(x, (self.hidden,), self.ln2[i], self.eps), i, residual=x)
+            a = self._attend(qkv, *rope[self.layer_types[i]], *self._cache(i), positions, H, K, self.scale)  # (B, H*E)
+            x = self._block_outputs(x, a, i)
         return self._logits(x)
 
     # ------------------------------------------------------------------------ pieces
@@ -326,9 +403,9 @@ class LlamaRunner:
         qk = qk * cos + rotated * sin
         return qk[..., :H, :], qk[..., H:, :]
 
-    def _mlp(self, h: torch.Tensor, i: int, residual: torch.Tensor) -> torch.Tensor:
+    def _mlp(self, h: torch.Tensor, i: int, residual: torch.Tensor | None) -> torch.Tensor:
         gu = self._lora_add(self.gate_up[i](h), h, "gate_up", i)  # (..., 2*I)
-        a = F.silu(gu[..., : self.intermediate]) * gu[..., self.intermediate :]
+        a = self.act(gu[..., : self.intermediate]) * gu[..., self.intermediate :]
         return self._lora_add(self.down[i](a, residual=residual), a, "down", i)
 
     def _set_lora(self, lora: list[tuple[LoraAdapter | None, torch.Tensor | None]], n_rows: int) -> None:
@@ -416,9 +493,16 @@ class LlamaRunner:
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm, then the LM head in the head's dtype (fp32 by default); always returns fp32."""
         x = F.rms_norm(x, (self.hidden,), self.norm, self.eps)
-        return self.head(x.to(self.head_dtype)).float()
+        logits = self.head(x.to(self.head_dtype)).float()
+        if self.softcap:  # Gemma's optional cap: cap · tanh(logits / cap)
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
     # ------------------------------------------------------------------------ weights
+    def _norm_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """An RMSNorm's multiplier: Gemma's weights are offsets from 1 (it multiplies by 1 + w)."""
+        return _own(weight.float() + 1.0 if self.gemma else weight, self.dtype)
+
     def _parameter_map(self) -> dict[str, list[torch.Tensor]]:
         """Hugging Face parameter name -> the views of our tensors that hold it."""
         names: dict[str, list[torch.Tensor]] = {
@@ -430,7 +514,12 @@ class LlamaRunner:
         for i in range(self.n_layers):
             p = f"model.layers.{i}."
             names[p + "input_layernorm.weight"] = [self.ln1[i]]
-            names[p + "post_attention_layernorm.weight"] = [self.ln2[i]]
+            if self.gemma:
+                names[p + "pre_feedforward_layernorm.weight"] = [self.ln2[i]]
+                names[p + "post_attention_layernorm.weight"] = [self.attn_out_norm[i]]
+                names[p + "post_feedforward_layernorm.weight"] = [self.mlp_out_norm[i]]
+            else:
+                names[p + "post_attention_layernorm.weight"] = [self.ln2[i]]
             if self.has_qk_norm:
                 names[p + "self_attn.q_norm.weight"] = [self.q_norm[i]]
                 names[p + "self_attn.k_norm.weight"] = [self.k_norm[i]]
@@ -468,8 +557,11 @@ class LlamaRunner:
         With repack=False the caller must call `repack()` before the next forward pass."""
         self.check_state_dict(state_dict)
         for name, tensor in state_dict.items():
+            value = tensor.detach()
+            if self.gemma and name.endswith("norm.weight"):  # stored as 1 + w (see _norm_weight)
+                value = value.float() + 1.0
             for target in self._names[name]:
-                target.copy_(tensor.detach())
+                target.copy_(value)
         if repack:
             self.repack()  # packed layouts are copies: rebuild them from the new weights
 
@@ -482,9 +574,8 @@ class LlamaRunner:
 
 
 # --------------------------------------------------------------------------- helpers
-def check_supported(model: PreTrainedModel, max_seq_len: int) -> None:
-    """Raise a one-sentence HoneError unless this is a model this forward pass reproduces exactly
-    for sequences of up to `max_seq_len` tokens."""
+def check_supported(model: PreTrainedModel) -> None:
+    """Raise a one-sentence HoneError unless this is a model this forward pass reproduces exactly."""
     config = model.config
     model_type = getattr(config, "model_type", "?")
     if model_type not in SUPPORTED_MODEL_TYPES:
@@ -492,24 +583,33 @@ def check_supported(model: PreTrainedModel, max_seq_len: int) -> None:
             f"the torch engine runs Llama-family models ({', '.join(SUPPORTED_MODEL_TYPES)}); "
             f"this model is '{model_type}'"
         )
-    if getattr(config, "hidden_act", "silu") != "silu":
-        raise HoneError(f"the torch engine expects a SiLU MLP; this model uses '{config.hidden_act}'")
+    if _activation(config) not in _ACTIVATIONS:
+        raise HoneError(f"the torch engine runs SiLU or tanh-GELU MLPs; this model uses '{_activation(config)}'")
     if getattr(config, "use_sliding_window", False):
-        raise HoneError("the torch engine does not implement sliding-window attention; turn it off in the config")
-    window = getattr(config, "sliding_window", None) if model_type in ("mistral", "phi3") else None
-    if window is not None and window < max_seq_len:
-        raise HoneError(
-            f"this model attends over a sliding window of {window} tokens, which the torch engine does not "
-            f"implement; run it with max_seq_len <= {window}, where the window never masks anything"
-        )
-    rope = getattr(config, "rope_parameters", None) or {}
-    if rope.get("partial_rotary_factor", 1.0) != 1.0:
-        raise HoneError("the torch engine rotates whole heads; this model rotates only part of each (partial_rotary_factor)")
+        raise HoneError("the torch engine does not implement Qwen's sliding-window attention; turn it off in the config")
     if getattr(config, "mlp_bias", False) or getattr(config, "pretraining_tp", 1) not in (None, 1):
         raise HoneError("the torch engine does not implement MLP biases or tensor-parallel pretraining layouts")
-    layer_types = getattr(config, "layer_types", None) or []
-    if any(t != "full_attention" for t in layer_types):
-        raise HoneError("the torch engine only implements full attention in every layer")
+    allowed = {"full_attention", "sliding_attention"} if model_type == "gemma3_text" else {"full_attention"}
+    if any(t not in allowed for t in getattr(config, "layer_types", None) or []):
+        raise HoneError(f"the torch engine implements {' and '.join(sorted(allowed))} layers; this model has others")
+    if model_type == "gemma3_text" and (getattr(config, "attn_logit_softcapping", None) or getattr(config, "use_bidirectional_attention", False)):
+        raise HoneError("the torch engine does not implement attention-logit soft-capping or bidirectional attention")
+    rope = getattr(config, "rope_parameters", None) or {}
+    for parameters in rope.values() if model_type == "gemma3_text" else [rope]:
+        if isinstance(parameters, dict) and parameters.get("partial_rotary_factor", 1.0) != 1.0:
+            raise HoneError("the torch engine rotates whole heads; this model rotates only part of each (partial_rotary_factor)")
+
+
+def _activation(config) -> str:
+    return getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", "silu")
+
+
+def _window(config, layer_type: str) -> int | None:
+    """The sliding window of a layer of `layer_type`, None for global attention."""
+    window = getattr(config, "sliding_window", None)
+    if config.model_type == "gemma3_text":
+        return window if layer_type == "sliding_attention" else None
+    return window if config.model_type in ("mistral", "phi3") else None  # one window for every layer
 
 
 def _own(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

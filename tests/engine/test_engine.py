@@ -432,27 +432,51 @@ def tiny_config(model_type: str, vocab_size: int, **options):
     )
 
 
-@pytest.mark.parametrize("model_type", ["qwen2", "qwen3", "mistral", "phi3"])
+# sliding windows shorter than the longest prompt (~20 tokens) plus its 10 new tokens: the window bites
+FAMILIES = {
+    "qwen2": {},
+    "qwen3": {},
+    "mistral": {"sliding_window": 8},
+    "phi3": {},
+    "gemma3_text": {"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"], "query_pre_attn_scalar": 16},
+}
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
 def test_other_llama_family_models_decode_like_their_hugging_face_forward(model_type, tokenizer, prompts):
-    # Mistral's default 4096-token window is wider than this engine's 512: it never masks anything
-    config = tiny_config(model_type, len(tokenizer))
+    config = tiny_config(model_type, len(tokenizer), **FAMILIES[model_type])
     torch.manual_seed(0)
     model = make_lively(AutoModelForCausalLM.from_config(config, dtype=torch.float32))
     with Engine(model, eos_token_ids=[], dtype=torch.float32, max_seq_len=512) as engine:
         results = gather(engine, [(p, 1, GREEDY) for p in prompts])
-        logprobs = results[0][0].logprobs
+        logprobs = results[-1][0].logprobs
     for prompt, [seq] in zip(prompts, results):
         assert seq.tokens == naive_greedy(model, prompt, GREEDY.max_tokens)
-    reference = full_forward_logprobs(model, prompts[0], results[0][0].tokens)
-    expected = reference.gather(1, torch.tensor(results[0][0].tokens).unsqueeze(1)).squeeze(1)
+    reference = full_forward_logprobs(model, prompts[-1], results[-1][0].tokens)
+    expected = reference.gather(1, torch.tensor(results[-1][0].tokens).unsqueeze(1)).squeeze(1)
     assert torch.allclose(torch.tensor(logprobs), expected, atol=1e-4)
 
 
-def test_a_sliding_window_that_would_mask_is_refused_in_one_sentence(tokenizer):
-    model = AutoModelForCausalLM.from_config(tiny_config("mistral", len(tokenizer), sliding_window=256))
-    with pytest.raises(HoneError, match="sliding window of 256 tokens.*max_seq_len <= 256"):
-        Engine(model, eos_token_ids=[], dtype=torch.float32, max_seq_len=512)
-    Engine(model, eos_token_ids=[], dtype=torch.float32, max_seq_len=256).close()  # where it never bites
+@pytest.mark.parametrize("model_type", ["mistral", "gemma3_text"])
+def test_a_sliding_window_layers_cache_holds_only_its_window(model_type, tokenizer, prompts):
+    """The ring is bounded by the window however long the sequence grows, and n samples copied
+    from one prefill (whose ring wrapped) each go on exactly as a fresh prefill would."""
+    config = tiny_config(model_type, len(tokenizer), **FAMILIES[model_type])
+    torch.manual_seed(0)
+    model = make_lively(AutoModelForCausalLM.from_config(config, dtype=torch.float32))
+    params = SamplingParams(max_tokens=40, temperature=1.0, seed=5)
+    with Engine(model, eos_token_ids=[], dtype=torch.float32, max_seq_len=512) as engine:
+        [a, b] = engine.sample_sync(prompts[-1], 2, params)
+        runner = engine._runner
+        windows = [w for w in runner._groups if w is not None]
+        assert windows == [8] and all(k.shape[-1] <= 8 for k, w in zip(runner.k_groups, runner._groups) if w is not None)
+        assert any(k.shape[-1] > 8 for k in runner.k_groups) or model_type == "mistral"  # Gemma's global layers keep everything
+    for seq in (a, b):
+        tokens = seq.tokens
+        reference = full_forward_logprobs(model, prompts[-1], tokens)
+        expected = reference.gather(1, torch.tensor(tokens).unsqueeze(1)).squeeze(1)
+        assert torch.allclose(torch.tensor(seq.logprobs), expected, atol=1e-4)
+    assert a.tokens != b.tokens
 
 
 # --------------------------------------------------------------------------- the embedded model
