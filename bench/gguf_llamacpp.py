@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 try:
-    from llama_cpp import Llama, __version__ as llama_cpp_version
+    from llama_cpp import Llama, __version__ as llama_cpp_version, llama_get_logits_ith
 except ImportError:
     print('llama-cpp-python is not installed; run: CMAKE_ARGS="-DGGML_NATIVE=ON" .venv/bin/pip install llama-cpp-python==0.3.36')
     sys.exit(2)
@@ -65,13 +65,14 @@ def load_llama(path: Path) -> tuple[Llama, list[str]]:
 
 
 def llama_greedy(llm: Llama, prompt: list[int]) -> tuple[list[int], list[float], float]:
-    """Argmax over llama.cpp's own logits, one token at a time, so the margins can be read too."""
+    """Argmax over llama.cpp's own logits, one token at a time, so the margins can be read too
+    (its sampler at top_k=1 picks the same; `llm.scores` stays empty unless logits_all=True)."""
     llm.reset()
     tokens, margins = [], []
     start = time.perf_counter()
     llm.eval(prompt)
     for _ in range(NEW_TOKENS):
-        logits = llm.scores[llm.n_tokens - 1]
+        logits = np.ctypeslib.as_array(llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
         top2 = np.argpartition(logits, -2)[-2:]
         best = int(top2[np.argmax(logits[top2])])
         tokens.append(best)

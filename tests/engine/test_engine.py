@@ -499,3 +499,28 @@ def test_embedded_model_greedy_and_logprobs_match_its_full_forward(embedded):
         expected = reference.gather(1, torch.tensor(bf16.tokens).unsqueeze(1)).squeeze(1)
         errors = (torch.tensor(bf16.logprobs) - expected).abs()
         assert errors.mean() < 0.08 and errors.max() < 0.6, (errors.mean(), errors.max())
+
+
+@pytest.mark.slow
+def test_gemma3_270m_greedy_and_logprobs_match_its_full_forward():
+    """The second packaged model: Gemma 3's own layout (local ring-cached layers, 262k vocabulary,
+    head_dim 256) run by the engine against transformers' forward of the same weights."""
+    from hone.models import load_model
+
+    loaded = load_model("gemma3-270m")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    assert end_of_turn in model.generation_config.eos_token_id  # a reply ends at the end of its turn
+    text = tokenizer.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}], add_generation_prompt=True, tokenize=False)
+    assert text == "<bos><start_of_turn>user\nBe brief.\n\nName a colour.<end_of_turn>\n<start_of_turn>model\n"
+    prompt = tokenizer.encode(text, add_special_tokens=False)
+    with Engine(model, eos_token_ids=[], dtype=torch.float32) as engine:
+        [seq] = engine.sample_sync(prompt, 1, GREEDY)
+    # transformers' cached greedy decode: a full forward per token costs ~3 s at this vocabulary here
+    with torch.no_grad():
+        ids = torch.tensor([prompt])
+        hf = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=GREEDY.max_tokens, min_new_tokens=GREEDY.max_tokens, do_sample=False)
+    assert seq.tokens == hf[0, len(prompt) :].tolist()
+    reference = full_forward_logprobs(model, prompt, seq.tokens)
+    expected = reference.gather(1, torch.tensor(seq.tokens).unsqueeze(1)).squeeze(1)
+    assert torch.allclose(torch.tensor(seq.logprobs), expected, atol=1e-4)
