@@ -282,21 +282,30 @@ def train(
 @app.command()
 @friendly_errors
 def export(
-    source: Path = typer.Argument(..., help="A run directory, one of its checkpoints/step_* folders, or a trainer checkpoint folder."),
+    source: str = typer.Argument(..., help="A run directory, one of its checkpoints/step_* folders, a trainer checkpoint folder, or NAME@STEP on --backend."),
     out: Path = typer.Option(..., help="Folder to write (replaced whole if it exists)."),
     format: str = typer.Option("hf", "--format", help="hf: merged weights + tokenizer for transformers; peft: the adapter + tokenizer; gguf: merged weights for llama.cpp and Ollama."),
     gguf_type: str = typer.Option("f16,q8_0", "--gguf-type", help="With --format gguf: the files to write, comma-separated (f16, q8_0)."),
     step: Optional[int] = typer.Option(None, help="Export this step of a run (default: its latest)."),
     best: bool = typer.Option(False, help="Export the run's best checkpoint by its best metric instead of its latest."),
     base_model: Optional[str] = typer.Option(None, help="The base model, for a checkpoint folder no run describes."),
+    backend: str = typer.Option("local", help="local, or the URL of a `hone serve` whose model NAME@STEP to export (API key from HONE_API_KEY)."),
 ) -> None:
     """Write a trained model as a folder transformers (hf), PEFT (peft) or llama.cpp (gguf) loads."""
+    import tempfile
+
     from hone.export import check_export_options, export as write_export, find_checkpoint
 
     gguf_types = tuple(t.strip() for t in gguf_type.split(",") if t.strip())
     check_export_options(format, gguf_types)  # before any model loads
-    found = find_checkpoint(source, step=step, best=best, base_model=base_model)
-    write_export(found, format, out, gguf_types)
+    with tempfile.TemporaryDirectory() as scratch:
+        if backend != "local":  # the server's checkpoint, fetched (weights only), then exported here
+            asyncio.run(make_backend(backend).download_checkpoint(source, scratch))
+            found = find_checkpoint(scratch, base_model=base_model)
+            found.run = f"{source} on {backend}"
+        else:
+            found = find_checkpoint(source, step=step, best=best, base_model=base_model)
+        write_export(found, format, out, gguf_types)
     console.print(f"exported step {found.step} of {found.base_model} as {format} to {out}")
 
 

@@ -207,6 +207,36 @@ class RemoteBackend:
     async def list_checkpoints(self, name: str) -> list[dict[str, Any]]:
         return (await self._request(_Call("GET", f"/v1/hone/models/{name}/checkpoints")))["data"]
 
+    async def download_checkpoint(self, name_at_step: str, folder: str | Path) -> Path:
+        """Fetch the weights of `NAME@STEP` (the newest checkpoint of that step; `NAME` alone: the
+        newest checkpoint) into `folder`, a trainer checkpoint folder `hone export` reads."""
+        import zipfile
+
+        name, _, step = name_at_step.partition("@")
+        saved = await self.list_checkpoints(name)
+        if step and not step.isdigit():
+            raise InvalidRequestError(f"'{name_at_step}' is not NAME@STEP (STEP a number)", param="source")
+        chosen = [c for c in saved if not step or c["step"] == int(step)]
+        if not chosen:
+            kept = ", ".join(str(s) for s in sorted({c["step"] for c in saved})) or "none"
+            raise CheckpointError(f"the model '{name}' on {self.base_url} has no checkpoint of step {step or 'any'} (it keeps steps: {kept})")
+        checkpoint = max(chosen, key=lambda c: (c["step"], c.get("created", 0)))["checkpoint"]
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = folder / ".download.zip"
+        path = f"/v1/hone/models/{name}/checkpoints/{checkpoint}/archive"
+        async with self._client().stream("GET", path) as response:
+            if not response.is_success:
+                await response.aread()
+                self._answer(_Call("GET", path), response)
+            with open(archive, "wb") as out:
+                async for chunk in response.aiter_bytes(1 << 20):
+                    out.write(chunk)
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(folder)  # zipfile drops absolute and '..' parts of member names
+        archive.unlink()
+        return folder
+
     # ------------------------------------------------------------------ clients
     def openai_client(self, rollout_id: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
         """An async OpenAI client for the server's /v1 routes (or rollout `rollout_id`'s), with this

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import logging
 import math
 import random
 import secrets
@@ -45,10 +46,13 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from hone.engine.grammar import GrammarMatchers, describe_grammar_error
-from hone.engine.llama import LlamaRunner, LoraAdapter
+from hone.engine.fallback import TransformersRunner
+from hone.engine.llama import LlamaRunner, LoraAdapter, check_supported
 from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
 from hone.types import OnTokens, SampledSequence, SamplingParams, TokenDelta
+
+log = logging.getLogger(__name__)
 
 MAX_TOP_LOGPROBS = 20
 MAX_LOGIT_BIAS = 100.0  # OpenAI's bounds on logit_bias values and on the two penalties
@@ -139,9 +143,10 @@ class Engine:
         self.decode = decode
         self.grammars = grammars
         self.vocab_size = model.config.vocab_size
-        self._runner = LlamaRunner(
-            model, dtype=self.dtype, head_dtype=lm_head_dtype, max_slots=max_batch_size, max_seq_len=max_seq_len
-        )
+        self._runner = _make_runner(model, dtype=self.dtype, head_dtype=lm_head_dtype, max_slots=max_batch_size, max_seq_len=max_seq_len)
+        self.attention_impl = self._runner.attention_impl  # "cpp" or "torch" (native), "transformers" (the fallback)
+        if isinstance(self._runner, TransformersRunner):
+            self.dtype = torch.float32  # the fallback computes in fp32 (see hone.engine.fallback)
         self.stats: dict[str, int] = {
             "requests": 0,  # accepted by sample()
             "sequences": 0,  # rows finished (n per request)
@@ -691,6 +696,16 @@ def _resolve(future: concurrent.futures.Future, result=None, exc: BaseException 
 
 
 @lru_cache(maxsize=None)
+def _make_runner(model: PreTrainedModel, **options):
+    """The native runner where it reproduces the model exactly; transformers' own forward otherwise."""
+    try:
+        check_supported(model)
+    except HoneError as reason:
+        log.warning("hone: %s; sampling through transformers instead (correct, one sequence at a time, several times slower)", reason)
+        return TransformersRunner(model, **options)
+    return LlamaRunner(model, **options)
+
+
 def preferred_dtype(hidden: int = 576, intermediate: int = 1536) -> torch.dtype:
     """bf16 where the hardware multiplies in it natively (CUDA with bf16, x86 with AVX512-BF16 or
     AMX), else bf16 only if a model-shaped batch-32 matmul measures clearly faster than fp32."""

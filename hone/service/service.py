@@ -333,6 +333,17 @@ class Service:
                 return row
         raise CheckpointError(f"the model '{name}' has no checkpoint '{checkpoint}'; GET its checkpoints to list them")
 
+    async def checkpoint_archive(self, tenant: Tenant, name: str, checkpoint: str, archive: Path) -> Path:
+        """Write checkpoint `checkpoint` of the tenant's model as a zip of its weights (see
+        hone.training.checkpoint.write_weights_archive) to `archive`, under the model's lock so a
+        delete cannot pull it away mid-write."""
+        from hone.training.checkpoint import write_weights_archive
+
+        self.model(tenant, name)
+        async with self._locked(tenant, name):
+            row = self._checkpoint(tenant, name, checkpoint)
+            return await asyncio.to_thread(write_weights_archive, self.journal.checkpoint_dir(tenant.id, name, row.checkpoint), archive)
+
     async def delete_checkpoint(self, tenant: Tenant, name: str, checkpoint: str) -> None:
         async with self._locked(tenant, name):
             row = self._checkpoint(tenant, name, checkpoint)

@@ -9,9 +9,14 @@ ones (n, datums, groups, group size) are checked by the service with one-sentenc
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path as PathLib
 from typing import Any, Literal
 
 from fastapi import APIRouter, Path, Request
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 from pydantic import BaseModel, ConfigDict, Field
 
 from hone.engine.grammar import MAX_GRAMMAR_CHARS
@@ -279,6 +284,22 @@ def build_training_router(service: Service) -> APIRouter:
     @router.get("/models/{name}/checkpoints", response_model=CheckpointList)
     async def list_checkpoints(request: Request, name: str = Name) -> Any:
         return {"data": [c.public() for c in service.checkpoints(tenant(request), name)]}
+
+    @router.get(
+        "/models/{name}/checkpoints/{checkpoint}/archive",
+        response_class=FileResponse,
+        responses={200: {"content": {"application/zip": {}}, "description": "The checkpoint's weights, config, tokenizer and state, as a zip."}},
+    )
+    async def checkpoint_archive(request: Request, name: str = Name, checkpoint: str = CheckpointName) -> Any:
+        """A checkpoint's weights to take away (`hone export NAME@STEP --backend URL`): no optimizer or RNG state."""
+        handle, scratch = tempfile.mkstemp(suffix=".zip")
+        os.close(handle)
+        try:
+            await service.checkpoint_archive(tenant(request), name, checkpoint, PathLib(scratch))
+        except BaseException:
+            os.unlink(scratch)
+            raise
+        return FileResponse(scratch, media_type="application/zip", filename=f"{name}-{checkpoint}.zip", background=BackgroundTask(os.unlink, scratch))
 
     @router.delete("/models/{name}/checkpoints/{checkpoint}", response_model=Deleted)
     async def delete_checkpoint(request: Request, name: str = Name, checkpoint: str = CheckpointName) -> Any:

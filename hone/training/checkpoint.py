@@ -148,6 +148,23 @@ def load(
     return TrainerState(step=step, weights=weights, optimizer_state=optimizer_state, rng_states=rng_states)
 
 
+# --------------------------------------------------------------------------- taking a checkpoint away
+def write_weights_archive(path: str | Path, archive: str | Path) -> Path:
+    """A zip of the checkpoint at `path` without its optimizer and RNG states: the weights, their
+    config, the tokenizer and trainer_state.json; what `hone export` needs, and nothing private to
+    the run. Stored, not deflated: safetensors barely compress, and a zip of them is written fast."""
+    import zipfile
+
+    path, archive = Path(path), Path(archive)
+    if not is_complete(path):
+        raise CheckpointError(f"the checkpoint {path.name} is not complete")
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zipped:
+        for file in sorted(path.rglob("*")):
+            if file.is_file() and file.name not in (OPTIMIZER_FILE, RNG_FILE):
+                zipped.write(file, file.relative_to(path).as_posix())
+    return archive
+
+
 # --------------------------------------------------------------------------- serving a LoRA checkpoint
 def read_adapter(path: str | Path, lora_rank: int, lora_alpha: int | None) -> tuple[dict[str, Tensor], float]:
     """The PEFT adapter state of a LoRA checkpoint and its scale (alpha / r), on the CPU.

@@ -30,6 +30,7 @@ How `forward_backward` runs a batch:
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import random
@@ -394,7 +395,7 @@ class Trainer:
                 P, G = unit.prefix_len, len(unit.indices)
                 prefix_ids = torch.tensor([datums[unit.indices[0]].input_tokens[:P]], device=device)  # (1, P)
                 out = self._trunk(input_ids=prefix_ids, use_cache=True)
-                cache = out.past_key_values
+                cache = _output_cache(out)
                 cache.batch_repeat_interleave(G)  # (1, heads, P, d) -> (G, heads, P, d), differentiable
                 S = max(len(datums[i].input_tokens) - P for i in unit.indices)
                 suffix_ids = torch.zeros(G, S, dtype=torch.long, device=device)  # (G, S)
@@ -403,7 +404,7 @@ class Trainer:
                     suffix_ids[r, : len(suffix)] = torch.tensor(suffix, device=device)
                 positions = (P + torch.arange(S, device=device)).expand(G, S)
                 suffix_hidden = self._trunk(
-                    input_ids=suffix_ids, past_key_values=cache, position_ids=positions, use_cache=True
+                    input_ids=suffix_ids, position_ids=positions, use_cache=True, **{_cache_argument(self._trunk): cache}
                 ).last_hidden_state  # (G, S, H)
                 H = suffix_hidden.shape[-1]
                 pieces.append(out.last_hidden_state.reshape(P, H))
@@ -458,7 +459,7 @@ class Trainer:
 
         with torch.no_grad():
             out = self._trunk(input_ids=torch.zeros(1, 2, dtype=torch.long, device=self._device), use_cache=True)
-        cache = out.past_key_values
+        cache = _output_cache(out)
         return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
     # ------------------------------------------------------------------ optimizer and checkpoints
@@ -563,3 +564,13 @@ def _loss_config(value: LossConfig | dict[str, Any] | None) -> LossConfig:
         except TypeError as exc:
             raise InvalidRequestError(f"loss_config has an unknown field: {exc}", param="loss_config") from exc
     raise InvalidRequestError(f"loss_config must be a LossConfig or a dict, not {type(value).__name__}", param="loss_config")
+
+
+def _cache_argument(module: nn.Module) -> str:
+    """transformers renamed `past_key_values` to `cache` (the old name warns); the one `module` takes."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values

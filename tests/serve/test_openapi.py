@@ -16,6 +16,7 @@ ROUTES = {
     ("post", "/v1/hone/models/{name}/optim_step"), ("post", "/v1/hone/models/{name}/train_step"),
     ("post", "/v1/hone/models/{name}/save_state"), ("post", "/v1/hone/models/{name}/load_state"),
     ("get", "/v1/hone/models/{name}/checkpoints"), ("delete", "/v1/hone/models/{name}/checkpoints/{checkpoint}"),
+    ("get", "/v1/hone/models/{name}/checkpoints/{checkpoint}/archive"),
     ("get", "/v1/models"), ("post", "/v1/chat/completions"), ("post", "/v1/responses"), ("get", "/health"),
     ("post", "/v1/rollouts"), ("get", "/v1/rollouts/{rollout_id}"), ("delete", "/v1/rollouts/{rollout_id}"),
     ("get", "/v1/rollouts/{rollout_id}/models"), ("post", "/v1/rollouts/{rollout_id}/chat/completions"),

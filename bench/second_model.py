@@ -1,0 +1,117 @@
+"""Benchmark: the second packaged model (gemma3-270m, Gemma 3 270M base) beside the embedded one
+(smollm2-135m, SmolLM2-135M-Instruct), on the same machine in one run.
+
+1. Sampling speed: the engine alone (bf16 body, fp32 head, the defaults), distinct 64-token
+   prompts, 128 new tokens each, temperature 1, no EOS, at batch 1 and 32; best of --repeats,
+   tokens/s = sampled tokens / wall time, prefill included.
+2. Tool calls with hone's prompt conventions, and whether RL learns them: the toolcall task
+   (hone.envs.toolcall: one question, four tools, the call taught in the system prompt with one
+   worked example, tool_choice auto, 48 tokens) trained by GRPO from each base model with the
+   settings of the embedded model's learning test (10 steps, 4 groups of 8, lr 2e-4, LoRA rank 16,
+   seed 0). The reward is 1 for a valid call to the right tool with the right arguments, partial
+   credit below (hone.envs.toolcall.reward_for); the first step's mean reward is the untrained
+   model's, the last three steps' mean is where training got to.
+
+Run: .venv/bin/python bench/second_model.py [--repeats R] [--steps N] [--skip-training]
+Writes bench/results/second_model.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the engine's worker sets its own thread count
+
+import argparse
+import asyncio
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from statistics import fmean
+
+RESULTS = Path(__file__).parent / "results" / "second_model.json"
+MODELS = ("smollm2-135m", "gemma3-270m")
+PROMPT_TOKENS, NEW_TOKENS = 64, 128
+
+
+def speed(name: str, repeats: int) -> dict[str, float]:
+    from hone.engine import Engine
+    from hone.models import load_model
+    from hone.types import SamplingParams
+
+    loaded = load_model(name)
+    stream = loaded.tokenizer.encode("Agents call tools, read what comes back and decide what to do next. " * 60, add_special_tokens=False)
+    prompts = [stream[3 * i : 3 * i + PROMPT_TOKENS] for i in range(32)]
+    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0)
+    result = {}
+    with Engine(loaded.model, eos_token_ids=[], num_threads=os.cpu_count()) as engine:
+        engine.sample_sync(prompts[0], 2, SamplingParams(max_tokens=8))  # warm-up
+
+        async def batch(rows):
+            return await asyncio.gather(*[engine.sample(p, 1, params) for p in rows])
+
+        for size in (1, 32):
+            best = 0.0
+            for _ in range(repeats):
+                start = time.perf_counter()
+                asyncio.run(batch(prompts[:size]))
+                best = max(best, size * NEW_TOKENS / (time.perf_counter() - start))
+            result[f"batch_{size}_tokens_per_s"] = round(best, 1)
+    result["parameters_millions"] = round(sum(p.numel() for p in loaded.model.parameters()) / 1e6, 1)
+    result["vocabulary"] = loaded.model.config.vocab_size
+    return result
+
+
+def training(name: str, steps: int) -> dict:
+    from hone.envs.toolcall import ToolCallEnv
+    from hone.rl.loop import RunConfig, run_training
+
+    with tempfile.TemporaryDirectory() as out:
+        config = RunConfig(
+            out_dir=out, base_model=name, steps=steps, group_size=8, groups_per_step=4, learning_rate=2e-4, lora_rank=16, seed=0, show_progress=False
+        )
+        start = time.perf_counter()
+        history = asyncio.run(run_training(ToolCallEnv(), config)).history
+        elapsed = time.perf_counter() - start
+    rewards = [round(h["reward/mean"], 3) for h in history]
+    return {
+        "reward_per_step": rewards,
+        "first_step": rewards[0],
+        "last_three_steps": round(fmean(rewards[-3:]), 3),
+        "gain": round(fmean(rewards[-3:]) - rewards[0], 3),
+        "minutes": round(elapsed / 60, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args()
+    result: dict = {"speed": {}, "toolcall_training": {}}
+    if args.skip_training and RESULTS.exists():  # a speed-only rerun keeps the training figures
+        result["toolcall_training"] = json.loads(RESULTS.read_text()).get("toolcall_training", {})
+    for name in MODELS:
+        result["speed"][name] = speed(name, args.repeats)
+        print(name, json.dumps(result["speed"][name]), flush=True)
+    for name in [] if args.skip_training else MODELS:
+        result["toolcall_training"][name] = training(name, args.steps)
+        print(name, json.dumps(result["toolcall_training"][name]), flush=True)
+    result["machine"] = {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    main()
