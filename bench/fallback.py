@@ -16,11 +16,10 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # the engine's worker sets its own thread count
 
 import argparse
-import asyncio
 import json
-import platform
-import time
 from pathlib import Path
+
+from common import best_tokens_per_s, machine
 
 import hone.engine.engine as engine_module
 from hone.engine import Engine
@@ -30,20 +29,6 @@ from hone.types import SamplingParams
 
 RESULTS = Path(__file__).parent / "results" / "fallback.json"
 PROMPT_TOKENS, NEW_TOKENS = 64, 64
-
-
-def tokens_per_s(engine: Engine, prompts: list[list[int]], repeats: int) -> float:
-    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0)
-
-    async def batch():
-        return await asyncio.gather(*[engine.sample(p, 1, params) for p in prompts])
-
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        asyncio.run(batch())
-        best = max(best, len(prompts) * NEW_TOKENS / (time.perf_counter() - start))
-    return round(best, 1)
 
 
 def force_fallback(model) -> None:
@@ -63,12 +48,12 @@ def main() -> None:
         engine_module.check_supported = native_check if runner == "native" else force_fallback
         with Engine(loaded.model, eos_token_ids=[], num_threads=os.cpu_count()) as engine:
             engine.sample_sync(prompts[0], 1, SamplingParams(max_tokens=4))  # warm-up
-            result[runner] = {"dtype": str(engine.dtype), **{f"batch_{n}_tokens_per_s": tokens_per_s(engine, prompts[:n], args.repeats) for n in (1, 8)}}
+            params = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0)
+            result[runner] = {"dtype": str(engine.dtype), **{f"batch_{n}_tokens_per_s": best_tokens_per_s(engine, prompts[:n], params, args.repeats) for n in (1, 8)}}
         print(runner, json.dumps(result[runner]), flush=True)
     engine_module.check_supported = native_check
     result["native_over_fallback"] = {n: round(result["native"][n] / result["transformers"][n], 2) for n in result["native"] if n != "dtype"}
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    result["machine"] = {"cpu": cpu or "unknown", "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+    result["machine"] = machine()
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

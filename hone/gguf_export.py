@@ -45,7 +45,7 @@ def write_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str = "q8_0"
     _check_rope(config)
     path = Path(path)
     writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name(name or config.model_type)
+    writer.add_name(name or "hone export")  # not the family: readers take "mistral" in a name for an architecture
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quant == "q8_0" else gguf.LlamaFileType.MOSTLY_F16)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _add_hyperparameters(writer, config)
@@ -85,9 +85,8 @@ def _add_hyperparameters(writer: Any, config: Any) -> None:
     writer.add_head_count_kv(config.num_key_value_heads)
     head_dim = _head_dim(config)
     writer.add_rope_dimension_count(head_dim)
-    if head_dim != config.hidden_size // config.num_attention_heads:
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
+    writer.add_key_length(head_dim)  # always: readers that miss it fall back to their family's default (Qwen3: 128)
+    writer.add_value_length(head_dim)
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_vocab_size(config.vocab_size)

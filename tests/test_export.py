@@ -247,3 +247,32 @@ def test_hone_chat_takes_a_run_directory_as_its_model(lora_run, tmp_path):
     backend.close()
     assert done.stdout.strip() == reply.choices[0].message.content.strip() != ""
 
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "qwen3", "mistral"])
+def test_the_gguf_writer_round_trips_the_other_families_it_writes(model_type, tmp_path):
+    """Qwen keeps Hugging Face's rotation layout (no permutation), has q/k/v biases (Qwen2) or
+    per-head norms (Qwen3); Mistral is written as llama. transformers reads each file back to the
+    f16-rounded weights (norms and biases exact)."""
+    from transformers import AutoConfig
+
+    from hone.gguf_export import write_gguf
+
+    tokenizer = load_model("tiny").tokenizer
+    # transformers' GGUF reader takes a Qwen3 head_dim of 128 whatever the file says (llama.cpp reads it)
+    head_dim = 128 if model_type == "qwen3" else 16
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=head_dim, max_position_embeddings=512, tie_word_embeddings=False, sliding_window=None,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.5)  # norms and biases off their defaults, so a dropped one shows
+    loaded = load_model(str(write_gguf(model, tokenizer, tmp_path / "m.gguf", quant="f16")))
+    expected = model.state_dict()
+    for name, tensor in loaded.model.state_dict().items():
+        original = expected[name]
+        assert torch.equal(tensor, original if original.ndim == 1 else original.half().float()), name
+    assert set(loaded.model.state_dict()) == set(expected)
