@@ -695,7 +695,6 @@ def _resolve(future: concurrent.futures.Future, result=None, exc: BaseException 
         pass  # cancelled by the caller meanwhile; nobody is waiting for this result
 
 
-@lru_cache(maxsize=None)
 def _make_runner(model: PreTrainedModel, **options):
     """The native runner where it reproduces the model exactly; transformers' own forward otherwise."""
     try:
@@ -706,6 +705,7 @@ def _make_runner(model: PreTrainedModel, **options):
     return LlamaRunner(model, **options)
 
 
+@lru_cache(maxsize=None)
 def preferred_dtype(hidden: int = 576, intermediate: int = 1536) -> torch.dtype:
     """bf16 where the hardware multiplies in it natively (CUDA with bf16, x86 with AVX512-BF16 or
     AMX), else bf16 only if a model-shaped batch-32 matmul measures clearly faster than fp32."""

@@ -105,6 +105,17 @@ def test_engine_keeps_its_own_copy_of_the_weights_until_load_weights(tokenizer, 
         engine.close()
 
 
+def test_two_engines_over_one_model_each_keep_their_own_weights(tiny, prompts):
+    """LocalBackend builds an engine per base and per merged model, often over one model object:
+    loading weights into one must leave every other as it was."""
+    model = make_lively(tiny.model, seed=1)
+    with Engine(model, eos_token_ids=[], dtype=torch.float32) as first, Engine(model, eos_token_ids=[], dtype=torch.float32) as second:
+        before = second.sample_sync(prompts[1], 1, GREEDY)[0].tokens
+        first.load_weights(make_lively(tiny.model, seed=2).state_dict())
+        assert first.sample_sync(prompts[1], 1, GREEDY)[0].tokens != before
+        assert second.sample_sync(prompts[1], 1, GREEDY)[0].tokens == before
+
+
 def test_load_weights_rejects_unknown_names_and_wrong_shapes(engine32):
     with pytest.raises(InvalidRequestError, match="not a parameter"):
         engine32.load_weights({"base_model.model.lora_A.weight": torch.zeros(2, 2)})
