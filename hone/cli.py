@@ -300,8 +300,10 @@ def export(
     check_export_options(format, gguf_types)  # before any model loads
     with tempfile.TemporaryDirectory() as scratch:
         if backend != "local":  # the server's checkpoint, fetched (weights only), then exported here
-            asyncio.run(make_backend(backend).download_checkpoint(source, scratch))
-            found = find_checkpoint(scratch, base_model=base_model)
+            if step is not None or best:
+                raise HoneError(f"with --backend, name the checkpoint as NAME@STEP (e.g. {source.partition('@')[0]}@{step or 10}); --step and --best are for run directories")
+            fetched = asyncio.run(make_backend(backend).download_checkpoint(source, Path(scratch) / "checkpoint"))
+            found = find_checkpoint(fetched, base_model=base_model)
             found.run = f"{source} on {backend}"
         else:
             found = find_checkpoint(source, step=step, best=best, base_model=base_model)

@@ -10,7 +10,8 @@ Architectures: llama (SmolLM2 and hone's tiny test model), mistral (written as l
 how llama.cpp runs it), qwen2 and qwen3. llama.cpp rotates llama's query and key heads in
 interleaved pairs where Hugging Face rotates halves, so those two weights are permuted on the way
 out (transformers' GGUF reader permutes them back); qwen models use the halves layout in both.
-Tokenizers: byte-level BPE (`tokenizer.json` with a BPE model), the kind all of these use.
+Tokenizers: byte-level BPE (GPT-2's kind: SmolLM2, Qwen, Llama 3); SentencePiece-style ones
+(Llama 2, Mistral v0.1-0.3, Gemma) are refused in one sentence rather than written wrongly.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int, pre: str) -> No
     import gguf
 
     spec = json.loads(tokenizer.backend_tokenizer.to_str()) if getattr(tokenizer, "is_fast", False) else None
-    if spec is None or spec.get("model", {}).get("type") != "BPE":
+    if spec is None or not _byte_level_bpe(spec):
+        # SentencePiece-style vocabularies (Llama 2, Mistral v0.1-0.3, Gemma) are BPE in transformers
+        # too, but llama.cpp must read them as 'llama', not 'gpt2': written as gpt2 they tokenise wrongly
         raise HoneError("GGUF export writes byte-level BPE tokenizers only; export --format hf and convert it with llama.cpp")
     by_id = {index: token for token, index in tokenizer.get_vocab().items()}
     added = {token.content: token.special for token in tokenizer.added_tokens_decoder.values()}
@@ -135,6 +138,13 @@ def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int, pre: str) -> No
     writer.add_add_space_prefix(False)
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
+
+
+def _byte_level_bpe(spec: dict[str, Any]) -> bool:
+    """A BPE over bytes (GPT-2's kind): a ByteLevel pre-tokenizer and no byte fallback."""
+    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    return model.get("type") == "BPE" and not model.get("byte_fallback") and any(p.get("type") == "ByteLevel" for p in parts)
 
 
 # --------------------------------------------------------------------------- weights

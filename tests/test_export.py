@@ -249,6 +249,21 @@ def test_hone_chat_takes_a_run_directory_as_its_model(lora_run, tmp_path):
 
 
 
+def test_a_sentencepiece_style_vocabulary_is_refused_not_written_as_gpt2(tmp_path):
+    """Llama 2 / Mistral v0.1 / Gemma vocabularies are BPE with byte fallback in transformers;
+    llama.cpp would tokenise them wrongly as 'gpt2', so the writer says so instead."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from hone.gguf_export import write_gguf
+
+    backend = Tokenizer(models.BPE(vocab={"▁a": 0, "b": 1, "<unk>": 2}, merges=[], byte_fallback=True, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    spm_like = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    with pytest.raises(HoneError, match="byte-level BPE tokenizers only"):
+        write_gguf(load_model("tiny").model, spm_like, tmp_path / "m.gguf", quant="f16")
+
+
 @pytest.mark.parametrize("model_type", ["qwen2", "qwen3", "mistral"])
 def test_the_gguf_writer_round_trips_the_other_families_it_writes(model_type, tmp_path):
     """Qwen keeps Hugging Face's rotation layout (no permutation), has q/k/v biases (Qwen2) or

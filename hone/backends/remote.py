@@ -40,7 +40,7 @@ import httpx
 import openai
 
 from hone.errors import AuthenticationError, CheckpointError, ConflictError, HoneError, InvalidRequestError, ModelNotFoundError, RemoteError, error_class
-from hone.files import write_file_atomically
+from hone.files import write_dir_atomically, write_file_atomically
 from hone.models import DEFAULT_MODEL, load_tokenizer
 from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, OnTokens, SampledSequence, SamplingParams
 
@@ -222,19 +222,19 @@ class RemoteBackend:
             raise CheckpointError(f"the model '{name}' on {self.base_url} has no checkpoint of step {step or 'any'} (it keeps steps: {kept})")
         checkpoint = max(chosen, key=lambda c: (c["step"], c.get("created", 0)))["checkpoint"]
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        archive = folder / ".download.zip"
         path = f"/v1/hone/models/{name}/checkpoints/{checkpoint}/archive"
-        async with self._client().stream("GET", path) as response:
-            if not response.is_success:
-                await response.aread()
-                self._answer(_Call("GET", path), response)
-            with open(archive, "wb") as out:
-                async for chunk in response.aiter_bytes(1 << 20):
-                    out.write(chunk)
-        with zipfile.ZipFile(archive) as zipped:
-            zipped.extractall(folder)  # zipfile drops absolute and '..' parts of member names
-        archive.unlink()
+        with write_dir_atomically(folder) as staging:  # `folder` is replaced whole, or left as it was
+            archive = staging / ".download.zip"
+            async with self._client().stream("GET", path) as response:
+                if not response.is_success:
+                    await response.aread()
+                    self._answer(_Call("GET", path), response)
+                with open(archive, "wb") as out:
+                    async for chunk in response.aiter_bytes(1 << 20):
+                        out.write(chunk)
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(staging)  # zipfile drops absolute and '..' parts of member names
+            archive.unlink()
         return folder
 
     # ------------------------------------------------------------------ clients

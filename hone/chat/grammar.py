@@ -31,15 +31,12 @@ from typing import Any
 import llguidance
 
 from hone.chat.schema import ChatInput, NamedToolChoice, Tool
-from hone.chat.toolcalls import OPEN_TAG
-from hone.chat.toolformats import HERMES, LLAMA3, ToolFormat
+from hone.chat.toolformats import HERMES, ToolFormat
 from hone.engine.grammar import describe_grammar_error
 from hone.errors import InvalidRequestError
 
 MAX_CALLS = 8  # calls in one reply; with no bound a model that never writes EOS calls until max_tokens
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-# free text that ends by opening the first tool call
-_TEXT_THEN_CALL = r"/(.|\n)*" + OPEN_TAG + r"/ & ~/(.|\n)*" + OPEN_TAG + r"(.|\n)+/"
 
 
 def reply_grammar(chat: ChatInput, fmt: ToolFormat = HERMES, marker: str | None = None) -> str | None:
@@ -59,19 +56,22 @@ def reply_grammar(chat: ChatInput, fmt: ToolFormat = HERMES, marker: str | None 
     single = isinstance(choice, NamedToolChoice) or chat.parallel_tool_calls is False
     more = 0 if single else MAX_CALLS - 1
     marker = marker or json.dumps(fmt.open)
-    rules += fmt.call_rules("body", more, marker)
+    call_rules, after_marker = fmt.call_rules("body", more, marker)
+    rules += call_rules
     if isinstance(choice, NamedToolChoice) or choice == "required":
         start = "start: calls"
     elif content is not None:  # auto, with JSON content: the JSON, or calls alone
         start = "start: content | calls"
         rules.append("content: %json " + _json(content))
-    elif fmt is LLAMA3:  # a Llama 3 call is the whole reply: text that does not open one, or calls
+    elif after_marker is None:  # a Llama 3 call is the whole reply: text that does not open one, or calls
         start = "start: PLAIN | calls"
         rules.append(r"PLAIN: /(\s*[^{\s](.|\n)*)?/")
-    elif fmt is HERMES and marker == json.dumps(fmt.open):
-        start = "start: TEXT | TEXT_THEN_CALL after_open" + (f' ("\\n"? call){{0,{more}}}' if more else "")
-        rules += ["TEXT: " + _text_without(OPEN_TAG), "TEXT_THEN_CALL: " + _TEXT_THEN_CALL]
-    else:  # the marker is a special token (or Mistral's text): free text, then calls
+    elif marker == json.dumps(fmt.open):
+        # the marker is text: one lexeme for free text that ends by writing it (a free-text lexeme
+        # followed by the marker would swallow the marker's first characters and never end)
+        start = f"start: TEXT | TEXT_THEN_MARKER {after_marker}"
+        rules += ["TEXT: " + _text_without(fmt.open), "TEXT_THEN_MARKER: " + _text_then(fmt.open)]
+    else:  # the marker is a special token, which free text cannot contain
         start = "start: TEXT | TEXT calls"
         rules.append("TEXT: " + _text_without(fmt.open))
     return "\n".join([start, *rules]) + "\n"
@@ -79,7 +79,16 @@ def reply_grammar(chat: ChatInput, fmt: ToolFormat = HERMES, marker: str | None 
 
 def _text_without(marker: str) -> str:
     """A Lark regex for any text that does not contain `marker`."""
-    return r"/(.|\n)*/ & ~/(.|\n)*" + re.escape(marker).replace("/", "\\/") + r"(.|\n)*/"
+    return r"/(.|\n)*/ & ~/(.|\n)*" + _escaped(marker) + r"(.|\n)*/"
+
+
+def _text_then(marker: str) -> str:
+    """A Lark regex for text that ends with its first `marker`."""
+    return r"/(.|\n)*" + _escaped(marker) + r"/ & ~/(.|\n)*" + _escaped(marker) + r"(.|\n)+/"
+
+
+def _escaped(marker: str) -> str:
+    return re.escape(marker).replace("/", "\\/")
 
 
 def _content_schema(chat: ChatInput) -> dict[str, Any] | None:

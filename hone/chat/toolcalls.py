@@ -34,6 +34,8 @@ def parse_reply(text: str, tool_names: set[str] | None = None, fmt: ToolFormat =
     if found is None:
         return ParsedReply(content=text.strip())
     content, bodies = found
+    if not bodies:  # a marker with nothing after it (cut by max_tokens), or an empty list
+        return ParsedReply(content=text.strip(), error="the reply opened a tool call but wrote none")
     calls: list[dict[str, Any]] = []
     for body in bodies:
         call, error = _parse_one(body, tool_names)
@@ -46,7 +48,7 @@ def parse_reply(text: str, tool_names: set[str] | None = None, fmt: ToolFormat =
 def _parse_one(body: str, tool_names: set[str] | None) -> tuple[dict[str, Any], str | None]:
     try:
         payload = json.loads(body.strip())
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: JSONDecodeError, and integers past Python's digit limit
         return {}, "tool call is not valid JSON"
     if not isinstance(payload, dict):
         return {}, "tool call must be a JSON object with 'name' and 'arguments'"
@@ -59,7 +61,7 @@ def _parse_one(body: str, tool_names: set[str] | None) -> tuple[dict[str, Any], 
     if isinstance(arguments, str):  # some models emit arguments as a JSON string, as OpenAI does
         try:
             arguments = json.loads(arguments)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: JSONDecodeError, and integers past Python's digit limit
             return {}, "tool call 'arguments' is not a JSON object"
     if not isinstance(arguments, dict):
         return {}, "tool call 'arguments' is not a JSON object"

@@ -29,6 +29,7 @@ from typing import Any
 _DECODER = json.JSONDecoder()
 _HERMES_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)  # the close may be cut off
 _MISTRAL_NAMED = re.compile(r"\s*([A-Za-z_][\w.-]*)\[ARGS\]")
+_MISTRAL_BARE_LIST = re.compile(r'\[\s*\{\s*"name"\s*:')  # what a list of calls starts with
 
 
 @dataclass(frozen=True)
@@ -65,25 +66,27 @@ class ToolFormat:
         return body
 
     def marker_term(self, tokenizer: Any) -> str:
-        """The call marker as a grammar term: the special token itself where the tokenizer has one."""
-        if tokenizer is not None and self.open in getattr(tokenizer, "all_special_tokens", []):
-            return f"<[{tokenizer.convert_tokens_to_ids(self.open)}]>"
+        """The call marker as a grammar term: the special token itself where the tokenizer has one
+        (decoding skips it, so the model must emit the token, not its spelling)."""
+        token_id = _single_token(tokenizer, self.open)
+        added = getattr(tokenizer, "added_tokens_decoder", {}) if token_id is not None else {}
+        if token_id is not None and getattr(added.get(token_id), "special", False):
+            return f"<[{token_id}]>"
         return json.dumps(self.open)
 
-    def call_rules(self, body: str, more: int, marker: str) -> list[str]:
-        """Grammar rules defining `calls`: one call, then up to `more` others, around the rule `body`."""
+    def call_rules(self, body: str, more: int, marker: str) -> tuple[list[str], str | None]:
+        """Grammar rules defining `calls` (one call, then up to `more` others, around the rule
+        `body`), and what follows the marker's text when free text ends by writing it (None where
+        a call cannot follow text)."""
         def repeated(separator: str, item: str) -> str:
             return f" ({separator} {item}){{0,{more}}}" if more else ""
 
         if self.name == "llama3":
-            return [f"calls: {body}" + repeated('";"', body)]
+            return [f"calls: {body}" + repeated('";"', body)], None
         if self.name == "mistral":
-            return [f'calls: {marker} "[" {body}' + repeated('", "', body) + ' "]"']
-        return [
-            f'after_open: "\\n"? {body} "\\n"? "</tool_call>"',
-            f"call: {marker} after_open",
-            "calls: call" + repeated('"\\n"?', "call"),
-        ]
+            return ['after_marker: "[" ' + body + repeated('", "', body) + ' "]"', f"calls: {marker} after_marker"], "after_marker"
+        rules = [f'after_marker: "\\n"? {body} "\\n"? "</tool_call>"', f"call: {marker} after_marker", "calls: call" + repeated('"\\n"?', "call")]
+        return rules, "after_marker" + repeated('"\\n"?', "call")
 
 
 HERMES = ToolFormat("hermes", "<tool_call>", "arguments")
@@ -105,6 +108,14 @@ def template_tool_format(template: str | None) -> ToolFormat | None:
     return HERMES  # a tool-aware template of no known family: the most common convention
 
 
+def _single_token(tokenizer: Any, text: str) -> int | None:
+    """The id of `text` where the tokenizer has it as one token of its own."""
+    if tokenizer is None:
+        return None
+    token_id = tokenizer.convert_tokens_to_ids(text)
+    return token_id if isinstance(token_id, int) and token_id != tokenizer.unk_token_id else None
+
+
 # --------------------------------------------------------------------------- splitting
 def _json_objects(text: str, separators: str) -> list[str] | None:
     """Consecutive JSON values in `text`, separated by whitespace and `separators`; None if any is not JSON."""
@@ -112,7 +123,7 @@ def _json_objects(text: str, separators: str) -> list[str] | None:
     while at < len(text):
         try:
             value, end = _DECODER.raw_decode(text, at)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: JSONDecodeError, and integers past Python's digit limit
             return None
         bodies.append(json.dumps(value, ensure_ascii=False))
         at = end
@@ -134,16 +145,17 @@ def _split_llama3(text: str) -> tuple[str, list[str]] | None:
 
 def _split_mistral(text: str) -> tuple[str, list[str]] | None:
     marker = text.find("[TOOL_CALLS]")
+    bare = _MISTRAL_BARE_LIST.search(text)
     if marker >= 0:
         content, rest = text[:marker].strip(), text[marker + len("[TOOL_CALLS]") :].strip()
-    elif re.match(r"\s*\[\s*\{", text):  # the marker was a special token, skipped in decoding
-        content, rest = "", text.strip()
+    elif bare is not None:  # the marker was a special token, skipped in decoding: a list of calls remains
+        content, rest = text[: bare.start()].strip(), text[bare.start() :].strip()
     else:
         return None
     if rest.startswith("["):
         try:
             calls, _ = _DECODER.raw_decode(rest)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: JSONDecodeError, and integers past Python's digit limit
             return content, [rest]
         return content, [json.dumps(c, ensure_ascii=False) for c in calls] if isinstance(calls, list) else [rest]
     bodies = []  # name[ARGS]{...}, one or more
@@ -153,7 +165,7 @@ def _split_mistral(text: str) -> tuple[str, list[str]] | None:
             return content, [rest]
         try:
             arguments, end = _DECODER.raw_decode(rest, named.end())
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: JSONDecodeError, and integers past Python's digit limit
             return content, [rest]
         bodies.append(json.dumps({"name": named.group(1), "arguments": arguments}, ensure_ascii=False))
         rest = rest[end:].strip().removeprefix("[TOOL_CALLS]").strip()

@@ -598,6 +598,9 @@ def check_supported(model: PreTrainedModel) -> None:
     for parameters in rope.values() if model_type == "gemma3_text" else [rope]:
         if isinstance(parameters, dict) and parameters.get("partial_rotary_factor", 1.0) != 1.0:
             raise HoneError("the torch engine rotates whole heads; this model rotates only part of each (partial_rotary_factor)")
+        if isinstance(parameters, dict) and parameters.get("rope_type") in ("longrope", "dynamic"):
+            # their tables depend on the sequence's length; the engine computes one table for all
+            raise HoneError(f"the torch engine's rotary tables are fixed; this model's '{parameters['rope_type']}' rope depends on the sequence length")
 
 
 def _activation(config) -> str:

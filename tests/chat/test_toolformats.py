@@ -145,3 +145,37 @@ def test_a_required_call_is_sampled_valid_in_the_templates_format(tokenizer, tin
         for call in parsed.tool_calls:
             arguments = json.loads(call["function"]["arguments"])
             assert set(arguments) == ({"city", "days"} if call["function"]["name"] == "weather" else {"zone"})
+
+
+@pytest.mark.parametrize("family, special_marker", [("hermes", False), ("mistral", False), ("mistral", True)])
+def test_under_auto_a_call_may_follow_text_and_text_alone_is_fine(tokenizer, family, special_marker):
+    """The grammar must accept what the template's model writes: text, then a call in its format."""
+    templated = family_tokenizer(tokenizer, family, special_marker)
+    rendered = render_prompt(templated, [{"role": "user", "content": "Time?"}], tools=[SHORT], tool_choice="auto")
+    grammars = GrammarMatchers(templated, len(templated), [templated.eos_token_id])
+    call = FORMATS[family].write("time", {"zone": "UTC"})
+    for reply in ["It is late.", "Let me check. " + call]:
+        matcher = grammars.compile(rendered.grammar)
+        tokens = templated.encode(reply, add_special_tokens=False) + [templated.eos_token_id]
+        assert all(matcher.consume_token(t) for t in tokens), (reply, matcher.get_error())
+        parsed = parse_reply(templated.decode(tokens, skip_special_tokens=True), {"time"}, rendered.tool_format)
+        assert parsed.error is None and len(parsed.tool_calls) == (reply != "It is late.")
+
+
+DIGITS = "1" * 5000
+ATTEMPTS = {  # calls each format's model might write that cannot be taken as calls
+    "hermes": [HERMES.write("time", {"zone": "UTC"}).replace('"UTC"', DIGITS), "<tool_call>"],
+    "llama3": [LLAMA3.write("time", {"zone": "UTC"}).replace('"UTC"', DIGITS)],
+    "mistral": [MISTRAL.write("time", {"zone": "UTC"}).replace('"UTC"', DIGITS), f'[TOOL_CALLS]time[ARGS]{{"zone": {DIGITS}}}', "[TOOL_CALLS]", "[TOOL_CALLS][]"],
+}
+
+
+@pytest.mark.parametrize("fmt", [HERMES, LLAMA3, MISTRAL])
+def test_no_model_output_makes_parsing_raise(fmt):
+    """Python's json raises a plain ValueError past 4300 digits, and a looping model writes that;
+    a broken attempt in the format's own form is an error, anything else is content."""
+    for family, texts in ATTEMPTS.items():
+        for text in texts:
+            parsed = parse_reply(text, {"time"}, fmt)
+            assert not parsed.tool_calls
+            assert bool(parsed.error) == (family == fmt.name), (fmt.name, text[:40])

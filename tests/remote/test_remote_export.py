@@ -58,3 +58,5 @@ def test_a_servers_name_at_step_exports_with_the_weights_it_samples_from(service
     said = " ".join((missing.output + missing.stderr).split())
     assert missing.exit_code == 2 and "has no checkpoint of step 7 (it keeps steps: 1, 2)" in said, said
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    stepped = CliRunner().invoke(app, ["export", "policy", "--step", "1", "--backend", service.url, "--out", str(tmp_path / "z")], env={"HONE_API_KEY": key})
+    assert stepped.exit_code == 2 and "name the checkpoint as NAME@STEP (e.g. policy@1)" in " ".join((stepped.output + stepped.stderr).split())
