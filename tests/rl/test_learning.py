@@ -27,10 +27,11 @@ def test_grpo_drives_the_toy_reward_from_chance_to_near_perfect(tmp_path):
 @pytest.mark.slow
 def test_grpo_raises_the_embedded_models_valid_tool_call_rate(tmp_path):
     config = RunConfig(
-        out_dir=str(tmp_path), steps=10, group_size=8, groups_per_step=4, learning_rate=2e-4, lora_rank=16,
+        out_dir=str(tmp_path), steps=6, group_size=8, groups_per_step=4, learning_rate=2e-4, lora_rank=16,
         show_progress=False,
     )
     history = asyncio.run(run_training(ToolCallEnv(), config)).history
     rewards = [h["reward/mean"] for h in history]
-    # starts near 25% valid calls (one worked example in the prompt); a clear margin after 10 steps
+    # starts near 25% valid calls (one worked example in the prompt); a clear margin after 6 steps
+    # (bench/second_model.py, the same settings, AMD EPYC: 0.28 0.47 0.66 0.88 0.88 0.78, a 0.38 gain)
     assert fmean(rewards[-3:]) >= fmean(rewards[:3]) + 0.25, rewards
