@@ -7,8 +7,11 @@ copy of the model's weights, which a trainer replaces with `load_weights` after 
 - `Engine` (engine.py): the torch sampler. Requests from many coroutines are batched in one worker
   thread (dynamic and continuous batching), the n samples of a prompt share one prefill, and the
   logprob of each sampled token is log_softmax of fp32 logits from an fp32 LM head.
-- llama.py: the forward pass of Llama-family models (Llama/SmolLM, Qwen2, Qwen3) over a slot KV
-  cache, with fused and prepacked weights.
+- llama.py: the forward pass of Llama-family models (Llama/SmolLM, Mistral, Qwen2, Qwen3, Phi-3,
+  Gemma 3) over a slot KV cache (a ring of W positions for sliding-window layers), with fused and
+  prepacked weights.
+- fallback.py: any other causal LM transformers runs, through its own forward and cache: correct,
+  one sequence at a time, several times slower.
 - sampling.py: temperature, top-k, top-p, seeds, stop strings, for a batch of rows at once.
 - kernels.py: an optional C++ decode-attention kernel (built on first use), with the same
   computation in torch ops as the fallback and the tests' reference.
