@@ -221,7 +221,7 @@ class LlamaRunner:
         # ---------------------------------------------------------------- slot KV cache, grown on demand
         # one cache tensor per group of layers of one window (None: global attention, the usual cache)
         self._groups = sorted(set(self.window), key=lambda w: (w is not None, w or 0))
-        self._group_of = [(self._groups.index(w), [v for v in self.window[:i]].count(w)) for i, w in enumerate(self.window)]
+        self._group_of = [(self._groups.index(w), self.window[:i].count(w)) for i, w in enumerate(self.window)]  # (group, index in it)
         self.k_groups: list[torch.Tensor] = []
         self.v_groups: list[torch.Tensor] = []
         self.capacity = 0  # positions per slot (a sliding group keeps at most its window of them)
