@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 import openai
 
-from hone.envs.inbox import TOOL_SCHEMAS, EpisodeState, Question, inbox_db, load_inbox, make_splits, rollout, score_episode, take_turn
+from hone.envs.inbox import TOOL_SCHEMAS, EpisodeState, Question, inbox_db, inbox_of, make_splits, rollout, score_episode, take_turn
 from hone.envs.inbox.agent import initial_messages
 from hone.rewards import Judge, JudgeConfig, JudgeError, judge_group
 from hone.rewards.agreement import pair_agreements
@@ -81,7 +81,7 @@ def call(name: str, arguments: dict[str, Any], index: int) -> dict[str, Any]:
 
 def scripted_attempt(question: Question, kind: str, max_turns: int = 6) -> Trajectory:
     """Play a fixed plan through the environment's own tools and reward."""
-    inbox = load_inbox(question.inbox_id, question.seed)
+    inbox = inbox_of(question)
     db = inbox_db(inbox)
     gold = question.answer_message_id
     decoy = next(e for e in inbox.emails if e.message_id != gold)
@@ -168,7 +168,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         server, policy_url = start_hone_serve()
     judge_url = judge_url or policy_url
     try:
-        _, eval_questions = make_splits(args.seed)
+        eval_questions = make_splits(args.seed).test
         questions = eval_questions[: args.tasks]
         print(f"building {len(questions)} groups ({4 + args.policy_attempts} attempts each) ...", flush=True)
         started = time.perf_counter()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hone.envs.inbox.reward import EpisodeOutcome, answer_tokens, judge_answer, score_episode
+from hone.envs.inbox.answers import candidates, gold_value, is_correct
+from hone.envs.inbox.reward import EpisodeOutcome, judge_answer, score_episode
 
 GOLD = dict(gold_answer="4821", gold_message_id="m1-07", max_turns=6)
 
@@ -84,61 +85,84 @@ def test_success_is_true_only_for_a_correct_answer():
         assert not score_episode(o).success
 
 
-# --------------------------------------------------------------------------- answer matching
+# --------------------------------------------------------------------------- the strict checker
 
 
 @pytest.mark.parametrize(
-    "reply, gold",
+    "reply, gold, kind",
     [
-        ("BA2491", "BA 2491"),
-        ("flight ba 2491", "BA 2491"),
-        ("It's €1,240.00.", "€1,240.00"),
-        ("1240 EUR", "$1,240.00"),
-        ("$1240", "$1,240.00"),
-        ("The Wifi password is Maple-Harbor-42", "maple-harbor-42"),
-        ("Lisbon!", "lisbon"),
-        ("at 09:30", "9:30 am"),  # via the '9:30' alias below
+        ("BA2491", "BA 2491", "code"),
+        ("flight BA 2491", "BA 2491", "code"),
+        ("The door code is 4821.", "4821", "code"),
+        ("12-5-33", "12-05-33", "code"),
+        ("It's €1,240.00.", "€1,240.00", "money"),
+        ("1240 EUR", "$1,240.00", "money"),
+        ("at 09:30", "9:30 am", "time"),
+        ("The shift starts at 9am.", "9:00 am", "time"),
+        ("15:15", "3:15 pm", "time"),
+        ("4 March", "Tuesday, March 4", "date"),
+        ("2025-03-04", "March 4", "date"),
     ],
 )
-def test_answers_match_after_normalising_case_punctuation_and_currency(reply, gold):
-    assert judge_answer(reply, gold, aliases=("9:30",)) == "correct"
+def test_the_fact_alone_is_correct_in_any_normal_spelling(reply, gold, kind):
+    assert is_correct(reply, gold, kind)
+    assert judge_answer(reply, gold, kind) == "correct"
 
 
 @pytest.mark.parametrize(
-    "reply, gold",
-    [("14821", "4821"), ("$1,240.50", "$1,240.00"), ("BA 249", "BA 2491"), ("Lisbo", "Lisbon")],
+    "reply, gold, kind",
+    [
+        ("14821", "4821", "code"),
+        ("12-53-3", "12-5-33", "code"),
+        ("$1,240.50", "$1,240.00", "money"),
+        ("BA 249", "BA 2491", "code"),
+        ("9:00 pm", "9:00 am", "time"),
+        ("March 5", "March 4", "date"),
+    ],
 )
-def test_near_misses_are_wrong(reply, gold):
-    assert judge_answer(reply, gold) == "wrong"
+def test_near_misses_are_wrong(reply, gold, kind):
+    assert judge_answer(reply, gold, kind) == "wrong"
 
 
-def test_a_reply_that_dumps_a_whole_email_is_not_counted_as_correct():
-    dump = "Dear customer " + "words " * 50 + "the code is 4821"
-    assert judge_answer(dump, "4821") == "verbose"
-    assert judge_answer("Dear customer " + "words " * 50, "4821") == "wrong"
+def test_a_time_without_am_or_pm_names_no_time():
+    assert candidates("3:15", "time") == set()
+    assert not is_correct("3:15", "3:15 pm", "time")
 
 
-def test_the_right_fact_buried_in_a_long_reply_ranks_between_i_dont_know_and_correct():
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Either 1234, 98765 or 4821",  # a list of guesses
+        "Dear customer " + "words " * 30 + "the code is 4821",  # a dump
+        "[m1-07] 2024-05-02, from Facilities: Access to the Leeds office. The front door code is 4821.",  # a pasted hit
+    ],
+)
+def test_the_right_value_among_others_or_in_a_long_reply_is_not_a_success(reply):
+    assert judge_answer(reply, "4821", "code") == "verbose"
+    assert not is_correct(reply, "4821", "code")
+
+
+def test_the_right_fact_not_alone_ranks_between_i_dont_know_and_correct():
     def reward(answer):
         return score_episode(EpisodeOutcome(gold_answer="4821", gold_message_id="m1", answer=answer, max_turns=4, turns=2)).reward
 
-    verbose = reward("Dear customer " + "words " * 50 + "the code is 4821")
+    verbose = reward("Either 1234 or 4821")
     # verbose: 0.4 base, no partial credit; correct >= 0.8; I don't know: 0.0; wrong: -0.5
     assert reward("4821") > verbose == 0.4 > reward("I don't know") > reward("1234")
-    assert not score_episode(EpisodeOutcome(gold_answer="4821", gold_message_id="m1", answer="x " * 50 + "4821")).success
 
 
 @pytest.mark.parametrize(
     "reply", ["I don't know", "I do not know.", "Sorry, I couldn't find that email.", "Unknown", "I'm not sure.", "", None]
 )
 def test_i_dont_know_and_empty_replies_are_no_answer(reply):
-    assert judge_answer(reply, "4821") == "no_answer"
+    assert judge_answer(reply, "4821", "code") == "no_answer"
 
 
-@pytest.mark.parametrize("reply", ["Not sure, maybe 1234.", "I don't know, but it could be Lisbon", "You're not sure where to look: Istanbul"])
+@pytest.mark.parametrize("reply", ["Not sure, maybe 1234.", "I don't know, but it could be 9999", "You're not sure where to look: Istanbul"])
 def test_a_hedged_guess_is_a_wrong_answer_not_an_i_dont_know(reply):
-    assert judge_answer(reply, "4821") == "wrong"
+    assert judge_answer(reply, "4821", "code") == "wrong"
 
 
-def test_amount_normalisation_drops_separators_and_zero_cents():
-    assert answer_tokens("$1,240.00") == ["1240"] and answer_tokens("100.50") == ["100.5"]
+def test_a_gold_answer_must_name_exactly_one_value():
+    with pytest.raises(ValueError, match="names 2 values"):
+        gold_value("4821 or 1234", "code")

@@ -39,6 +39,6 @@ def test_the_bootstrap_interval_contains_the_estimate_and_is_a_point_when_every_
 def test_a_scripted_direct_attempt_earns_more_than_a_roundabout_one_and_a_wrong_one_least(bench):
     from hone.envs.inbox import make_splits
 
-    question = make_splits(0)[1][0]
+    question = make_splits(0).test[0]
     rewards = {kind: bench.scripted_attempt(question, kind).reward for kind in ("direct", "roundabout", "wrong", "idk")}
     assert rewards["direct"] > rewards["roundabout"] > rewards["idk"] > rewards["wrong"]

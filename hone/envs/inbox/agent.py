@@ -1,26 +1,22 @@
 """The inbox agent loop: ask, search, read, answer — over any OpenAI-style async client.
 
 One episode:
-  1) system prompt (task, steps, one worked example of the `<tool_call>` convention; the server
+  1) system prompt (the steps and one worked example of the `<tool_call>` convention; the server
      adds the tool signatures itself when given `tools=`) and the user's question;
-  2) each turn, one chat completion; the assistant message is recorded token-exact with
+  2) each turn, one chat completion with `search_inbox` and `read_email` offered and the model
+     free to call either or to reply in text; the assistant message is recorded token-exact with
      `Trajectory.add_response`, then `take_turn` runs its tool calls and returns the tool messages;
-  3) the episode ends on the `answer` tool, on a plain-text reply (taken as the final answer — the
-     reward treats "I don't know"-style text as no answer), or after `max_turns` model calls.
-     Before the last turn the question is asked again and no tools are offered, so the last
-     reply is the answer;
-  4) the outcome is scored with `reward.score_episode`.
+  3) the episode ends on a plain-text reply (the final answer — the reward treats "I don't
+     know"-style text as no answer) or after `max_turns` model calls. Before the last turn the
+     question is asked again and no tools are offered (`tool_choice="none"`), so the last reply is
+     an answer: that is the only turn whose form is imposed;
+  4) the outcome is scored with `reward.score_episode` (success = the strict checker).
 
 A reply whose tool call could not be parsed (hone keeps the text as `content` and sets the
 choice's `tool_call_error` extension field) counts as a malformed call; the model is told so in a
-short user message and the episode continues.
-
-With `max_turns <= 2` the agent is "search, then answer": a shorter prompt that shows only that,
-and only search_inbox offered. `force_first_search=True` names search_inbox in the first request's
-`tool_choice`, so the server's grammar makes that reply a valid search_inbox call (the model
-chooses only the arguments): SmolLM2-135M almost never writes a valid call unaided. Measured, greedy, 48 training questions: 11 correct (23%); the
-earlier prompt, with JSON tool output and no restated question, got about 1 in 24, because the
-model copied the tool output back as its answer.
+short user message and the episode continues. `force_first_search=True` (off by default, not
+used by the demo) names search_inbox in the first request's `tool_choice`, so the server's
+grammar makes that reply a valid call and the model chooses only the arguments.
 """
 
 from __future__ import annotations
@@ -30,33 +26,21 @@ from typing import Any, Sequence
 
 import openai
 
-from hone.envs.inbox.data import Inbox, Question, load_inbox, make_splits
+from hone.envs.inbox.data import Inbox, Question, inbox_of, make_splits
 from hone.envs.inbox.db import InboxDB, inbox_db
 from hone.envs.inbox.reward import EpisodeOutcome, EpisodeScore, score_episode
 from hone.envs.inbox.tools import TOOL_SCHEMAS, call_tool
 from hone.rl.trajectory import Trajectory
 
 SYSTEM_PROMPT = """You answer questions about {name}'s email inbox. Today is {today}.
-Steps, one tool call per reply:
-1. search_inbox with a few keywords from the question.
-2. read_email with the message_id of the best result.
-3. answer with a short answer and that message_id as source.
-If the inbox does not say, answer "I don't know".
+One step per reply:
+1. search_inbox with the key words of the question.
+2. read_email with the message_id of the email that answers it. A newer email replaces an older one; mail forwarded for someone else is not {first}'s.
+3. Reply with only the answer, like "7:45 am", "March 4", "$120.00" or "K7QX2M".
 Example. Question: What is the door code for the Bergen office?
 Reply 1: <tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "door code Bergen office"}}}}</tool_call>
-Reply 2: <tool_call>{{"name": "read_email", "arguments": {{"message_id": "m99-12"}}}}</tool_call>
-Reply 3: <tool_call>{{"name": "answer", "arguments": {{"text": "4821", "sources": ["m99-12"]}}}}</tool_call>"""
-
-# With two turns there is no time to read an email: search, then answer from the snippets. The
-# prompt shows only what the model will do, and only search_inbox is offered (fewer tokens to
-# read and train on, nothing to imitate that cannot happen).
-SEARCH_THEN_ANSWER_PROMPT = """You answer questions about {name}'s email inbox. Today is {today}.
-First reply: search_inbox with a few keywords from the question.
-Second reply: only the answer, in a few words, from the search results.
-If the results do not say, reply "I don't know".
-Example. Question: What is the door code for the Bergen office?
-Reply 1: <tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "door code Bergen office"}}}}</tool_call>
-Reply 2: The door code is 4821."""
+Reply 2: <tool_call>{{"name": "read_email", "arguments": {{"message_id": "m99-012"}}}}</tool_call>
+Reply 3: 4821"""
 
 MALFORMED_NOTE = (
     "Your tool call could not be read ({error}). Write exactly one call, like: "
@@ -65,18 +49,13 @@ MALFORMED_NOTE = (
 _SEARCH_FIRST = {"type": "function", "function": {"name": "search_inbox"}}
 # Before the last reply the question is asked again, after the tool output: a 135M model answers
 # what it read last, and otherwise continues the tool output instead of answering.
-LAST_TURN_NOTE = "Question: {question}\nReply with only the answer, in a few words."
+LAST_TURN_NOTE = "Question: {question}\nReply with only the answer."
+AGENT_TOOLS = [t for t in TOOL_SCHEMAS if t["function"]["name"] in ("search_inbox", "read_email")]
 
 
-def initial_messages(inbox: Inbox, question: Question, max_turns: int = 6) -> list[dict[str, Any]]:
-    template = SEARCH_THEN_ANSWER_PROMPT if max_turns <= 2 else SYSTEM_PROMPT
-    system = template.format(name=inbox.persona.name, today=inbox.today)
+def initial_messages(inbox: Inbox, question: Question) -> list[dict[str, Any]]:
+    system = SYSTEM_PROMPT.format(name=inbox.persona.name, first=inbox.persona.name.split()[0], today=inbox.today)
     return [{"role": "system", "content": system}, {"role": "user", "content": question.question}]
-
-
-def tools_for(max_turns: int) -> list[dict[str, Any]]:
-    """The tools offered: all three, or only search_inbox when the turn budget leaves no room to read."""
-    return [t for t in TOOL_SCHEMAS if t["function"]["name"] == "search_inbox"] if max_turns <= 2 else TOOL_SCHEMAS
 
 
 # --------------------------------------------------------------------------- one turn
@@ -102,7 +81,7 @@ class EpisodeState:
         return EpisodeOutcome(
             gold_answer=question.answer,
             gold_message_id=question.answer_message_id,
-            gold_aliases=question.aliases,
+            answer_kind=question.answer_kind,
             answer=self.answer,
             sources=tuple(self.sources),
             read_ids=frozenset(self.read_ids),
@@ -183,10 +162,10 @@ async def rollout(
     forced tokens (reported in `token_forced`, not trained on by default) and the model chooses
     the arguments. It helps a model that never calls tools.
     """
-    inbox = load_inbox(question.inbox_id, question.seed)
+    inbox = inbox_of(question)
     db = inbox_db(inbox)
-    tools = tools_for(max_turns)
-    trajectory = Trajectory(messages=initial_messages(inbox, question, max_turns), tools=tools)
+    tools = AGENT_TOOLS
+    trajectory = Trajectory(messages=initial_messages(inbox, question), tools=tools)
     state = EpisodeState(max_turns=max_turns, question=question.question)
 
     while not state.done and state.turns < max_turns:
@@ -217,6 +196,8 @@ def _record(trajectory: Trajectory, question: Question, state: EpisodeState, sco
         success=float(score.success),
         turns=float(state.turns),
         malformed_calls=float(state.malformed_calls),
+        tool_calls=float(state.valid_tool_calls),
+        valid_call_rate=state.valid_tool_calls / max(1, state.valid_tool_calls + state.malformed_calls),
         tool_errors=float(state.tool_errors),
         answered=float(score.verdict != "no_answer"),
         read_answer_email=float(score.read_answer_email),
@@ -229,6 +210,9 @@ def _record(trajectory: Trajectory, question: Question, state: EpisodeState, sco
         question=question.question,
         answer=question.answer,
         answer_message_id=question.answer_message_id,
+        answer_kind=question.answer_kind,
+        fact=question.fact,
+        traps=list(question.traps),
         final_answer=state.answer,
         sources=list(state.sources),
         verdict=score.verdict,
@@ -240,7 +224,8 @@ def _record(trajectory: Trajectory, question: Question, state: EpisodeState, sco
 
 
 class InboxEnv:
-    """The inbox task for `hone train` / `hone eval`: train on some inboxes, evaluate on held-out ones."""
+    """The inbox task for `hone train` / `hone demo`: train on some inboxes, choose on validation
+    ones, test on held-out ones (held-out templates and fact kinds; hone.envs.inbox.data)."""
 
     name = "inbox"
 
@@ -248,7 +233,8 @@ class InboxEnv:
         self,
         seed: int = 0,
         n_train_inboxes: int = 40,
-        n_eval_inboxes: int = 10,
+        n_validation_inboxes: int = 8,
+        n_test_inboxes: int = 12,
         max_turns: int = 6,
         max_tokens: int = 64,
         force_first_search: bool = False,
@@ -256,13 +242,16 @@ class InboxEnv:
         self.max_turns = max_turns
         self.max_tokens = max_tokens
         self.force_first_search = force_first_search
-        self._train, self._eval = make_splits(seed, n_train_inboxes, n_eval_inboxes)
+        self.splits = make_splits(seed, n_train_inboxes, n_validation_inboxes, n_test_inboxes)
 
     def train_tasks(self) -> Sequence[Question]:
-        return self._train
+        return self.splits.train
+
+    def validation_tasks(self) -> Sequence[Question]:
+        return self.splits.validation
 
     def eval_tasks(self) -> Sequence[Question]:
-        return self._eval
+        return self.splits.test
 
     async def rollout(
         self, client: openai.AsyncOpenAI, model: str, task: Question, *, seed: int | None, temperature: float

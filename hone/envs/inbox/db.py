@@ -1,7 +1,7 @@
 """One SQLite database per inbox, with an FTS5 index over subject, sender and body.
 
-The database is in memory by default (an inbox is a few dozen emails; building it takes about a
-millisecond) and cached per (inbox id, seed). Connections are opened with
+The database is in memory by default (an inbox is a few hundred emails; building it takes a few
+milliseconds) and cached per (inbox id, seed). Connections are opened with
 `check_same_thread=False` so an asyncio program may build one in one thread and use it in the
 event loop's; all calls are short and synchronous, so no two run at once within one loop.
 
@@ -91,18 +91,18 @@ class InboxDB:
         self.conn.close()
 
 
-_CACHE: dict[tuple[int, int], InboxDB] = {}
+_CACHE: dict[tuple[int, int, bool], InboxDB] = {}
 
 
 def inbox_db(inbox: Inbox) -> InboxDB:
     """The (cached) in-memory database of `inbox`."""
-    key = (inbox.inbox_id, inbox.seed)
+    key = (inbox.inbox_id, inbox.seed, inbox.held_out)
     db = _CACHE.get(key)
     if db is None:
         db = _CACHE[key] = InboxDB(inbox.emails)
     return db
 
 
-def db_for(inbox_id: int, seed: int = 0) -> InboxDB:
+def db_for(inbox_id: int, seed: int = 0, held_out: bool = False) -> InboxDB:
     """The database of inbox `inbox_id` generated with `seed` (what a question points at)."""
-    return inbox_db(load_inbox(inbox_id, seed))
+    return inbox_db(load_inbox(inbox_id, seed, held_out))

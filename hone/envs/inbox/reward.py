@@ -4,8 +4,7 @@ Ordering, best to worst (each tier's range does not overlap the next):
 
     correct answer          1.0  + 0.1 if it cites the answer email it saw  + up to 0.1 for fewer turns
                                  - 0.05 per malformed tool call (at most 0.2)          -> [0.8, 1.2]
-    right fact, reply too long
-                            0.4  + the same partial credits as below                  -> [0.2, 0.6]
+    right fact, not alone   0.4  + the same partial credits as below                  -> [0.2, 0.6]
     no answer / "I don't know" / out of turns
                             0.0  + 0.1 if the answer email showed up in a search  + 0.1 if it was read
                                  - malformed penalty                                   -> [-0.2, 0.2]
@@ -14,19 +13,14 @@ Ordering, best to worst (each tier's range does not overlap the next):
 
 Why: a confident wrong answer costs a user more than an honest "I don't know", and finding and
 reading the right email is progress worth a little even when the answer goes wrong. `success`
-is reported separately: true iff the answer is correct.
-
-What counts as correct: the final reply, normalised (lowercase; currency signs, thousands
-separators, trailing ".00" and punctuation removed; split into letter runs and number runs),
-contains the normalised gold answer (or one of its aliases) as a contiguous run of tokens. So
-"BA2491" matches "BA 2491", "1240 EUR" matches "€1,240.00", but "14821" does not match "4821".
-A reply of more than MAX_ANSWER_TOKENS tokens is not counted as correct (dumping an email into
-the answer is not answering); if it holds the right fact it is "verbose", a tier of its own
-between "I don't know" and correct, so training is pulled first towards the right fact and
-then towards saying it briefly.
+is reported separately: true iff the strict checker (hone.envs.inbox.answers.is_correct) passes:
+a short reply naming exactly one value of the answer's type, the right one. A reply that names
+the right value among others, or buried in a long text, is "verbose": a tier of its own between
+"I don't know" and correct, so training is pulled first towards the right fact and then towards
+saying it alone.
 
 A reply is "I don't know" when it is empty, or says so ("I don't know", "couldn't find that
-email", ...) and nothing else: a hedge with a guess ("not sure, maybe Lisbon") is a wrong answer,
+email", ...) and nothing else: a hedge with a guess ("not sure, maybe 4821") is a wrong answer,
 otherwise hedging every guess would be a free way out of the wrong-answer penalty.
 """
 
@@ -36,13 +30,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-MAX_ANSWER_TOKENS = 40
+from hone.envs.inbox.answers import AnswerKind, candidates, gold_value, is_correct
+
 SOURCE_BONUS = 0.1
 TURN_BONUS = 0.1
 FOUND_CREDIT = 0.1
 READ_CREDIT = 0.1
 MALFORMED_PENALTY = 0.05
-VERBOSE_CREDIT = 0.4  # the right fact buried in a long reply: better than "I don't know", not a success
+VERBOSE_CREDIT = 0.4  # the right fact among others or in a long reply: better than "I don't know", not a success
 MALFORMED_PENALTY_CAP = 0.2
 
 _IDK = re.compile(
@@ -67,7 +62,7 @@ class EpisodeOutcome:
     gold_answer: str
     gold_message_id: str
     answer: str | None  # final reply text; None when the episode ended without one
-    gold_aliases: tuple[str, ...] = ()
+    answer_kind: AnswerKind = "code"
     sources: tuple[str, ...] = ()  # message ids the answer cited
     read_ids: frozenset[str] = frozenset()  # ids opened with read_email
     found_ids: frozenset[str] = frozenset()  # ids that appeared in search results
@@ -92,24 +87,6 @@ class EpisodeScore:
 # --------------------------------------------------------------------------- answer matching
 
 
-def answer_tokens(text: str) -> list[str]:
-    """Lowercase letter runs and number runs; '1,240.00' -> '1240', '09' -> '9', '12.50' -> '12.5'."""
-    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text.lower())  # thousands separators
-    tokens = []
-    for tok in re.findall(r"\d+(?:\.\d+)?|[^\W\d_]+", text):
-        if tok[0].isdigit():
-            if "." in tok:
-                tok = tok.rstrip("0").rstrip(".")
-            tok = tok.lstrip("0") or "0"
-        tokens.append(tok)
-    return tokens
-
-
-def _contains(haystack: list[str], needle: list[str]) -> bool:
-    n = len(needle)
-    return n > 0 and any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
-
-
 def _is_idk(reply: str) -> bool:
     text = reply.lower().replace("\u2019", "'")
     if not _IDK.search(text):
@@ -118,23 +95,21 @@ def _is_idk(reply: str) -> bool:
     return all(w in _IDK_FILLER for w in re.findall(r"[a-z0-9']+", rest))
 
 
-def judge_answer(reply: str | None, gold: str, aliases: tuple[str, ...] = ()) -> Verdict:
+def judge_answer(reply: str | None, gold: str, kind: AnswerKind) -> Verdict:
     if reply is None or not reply.strip():
         return "no_answer"
-    tokens = answer_tokens(reply)
-    matches = any(_contains(tokens, answer_tokens(g)) for g in (gold, *aliases))
-    if matches:
-        return "correct" if len(tokens) <= MAX_ANSWER_TOKENS else "verbose"
-    if not matches and _is_idk(reply):
-        return "no_answer"
-    return "wrong"
+    if is_correct(reply, gold, kind):
+        return "correct"
+    if gold_value(gold, kind) in candidates(reply, kind):
+        return "verbose"
+    return "no_answer" if _is_idk(reply) else "wrong"
 
 
 # --------------------------------------------------------------------------- reward
 
 
 def score_episode(outcome: EpisodeOutcome) -> EpisodeScore:
-    verdict = judge_answer(outcome.answer, outcome.gold_answer, outcome.gold_aliases)
+    verdict = judge_answer(outcome.answer, outcome.gold_answer, outcome.answer_kind)
     gold = outcome.gold_message_id
     found = gold in outcome.found_ids
     read = gold in outcome.read_ids
