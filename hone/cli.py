@@ -315,24 +315,26 @@ def export(
 @friendly_errors
 def demo(
     out: Path = typer.Option(Path("demo-out"), help="Output directory: results.json, report.html, the run. Re-run to resume."),
-    steps: int = typer.Option(14, help="Training steps."),
+    steps: int = typer.Option(6, help="RL steps after the warm start."),
     group_size: int = typer.Option(6, help="Attempts per question."),
     groups_per_step: int = typer.Option(4, help="Questions per step."),
-    learning_rate: float = typer.Option(2e-4, "--learning-rate", "--lr", help="AdamW learning rate."),
+    learning_rate: float = typer.Option(2e-4, "--learning-rate", "--lr", help="AdamW learning rate for RL."),
     lora_rank: int = typer.Option(16, help="LoRA rank; 0 = full fine-tuning."),
     model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
     seed: int = typer.Option(0, help="Seed for data, sampling and initialisation."),
-    max_turns: int = typer.Option(2, help="Turn limit per question."),
-    force_first_search: bool = typer.Option(True, help="Make the first reply a search_inbox call (the 135M model rarely writes one unaided)."),
-    temperature: float = typer.Option(0.6, help="Sampling temperature while training (the 135M model is 1/48 correct at 1.0, 7/48 at 0.6)."),
+    max_turns: int = typer.Option(6, help="Turn limit per question."),
+    sft_demonstrations: int = typer.Option(96, help="Worked training episodes for the supervised warm start (0 = none)."),
+    sft_epochs: int = typer.Option(1, help="Passes over the worked episodes."),
+    sft_learning_rate: float = typer.Option(1e-3, "--sft-lr", help="AdamW learning rate for the warm start."),
+    temperature: float = typer.Option(0.8, help="Sampling temperature while training."),
     bf16: bool = typer.Option(True, help="Train with bf16 matmuls (logprobs stay fp32)."),
-    eval_limit: int = typer.Option(0, help="Evaluate on only this many held-out questions (0 = all; smoke runs only)."),
+    eval_limit: int = typer.Option(0, help="Evaluate on only this many questions per split (0 = all; smoke runs only)."),
     reward: str = typer.Option("code", help="code: the environment's reward; judge: a relative LLM judge's scores alone."),
     judge_url: str = typer.Option("http://127.0.0.1:8000/v1", help="OpenAI-compatible base URL of the judge (with --reward judge)."),
     judge_model: str = typer.Option("smollm2-135m", help="Judge model name (API key from HONE_JUDGE_API_KEY or OPENAI_API_KEY)."),
     backend: str = typer.Option("local", help="local, or the URL of a `hone serve` (API key from HONE_API_KEY)."),
 ) -> None:
-    """Evaluate the inbox agent, train it with RL, evaluate again, and write a report."""
+    """Evaluate the inbox agent and the no-learning rules, warm-start and train it, evaluate again, report."""
     from hone.demo import DemoConfig, run_demo
     from hone.envs.inbox import InboxEnv
     from hone.rl.loop import RunConfig
@@ -344,7 +346,7 @@ def demo(
         from hone.rewards import JudgeConfig, judge_scorer
 
         score = judge_scorer(JudgeConfig(base_url=judge_url, model=judge_model))
-    env = InboxEnv(seed=seed, max_turns=max_turns, force_first_search=force_first_search)
+    env = InboxEnv(seed=seed, max_turns=max_turns)
     run = RunConfig(
         out_dir=str(out),
         base_model=model,
@@ -357,7 +359,11 @@ def demo(
         temperature=temperature,
         autocast_bf16=bf16,
     )
-    run_demo(env, DemoConfig(run=run, eval_limit=eval_limit, score=score), backend=make_backend(backend), console=console)
+    config = DemoConfig(
+        run=run, eval_limit=eval_limit, score=score, sft_demonstrations=sft_demonstrations, sft_epochs=sft_epochs,
+        sft_learning_rate=sft_learning_rate,
+    )
+    run_demo(env, config, backend=make_backend(backend), console=console)
 
 
 def make_backend(spec: str) -> Any:

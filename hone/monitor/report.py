@@ -33,7 +33,7 @@ def curves_png(history: list[dict[str, Any]], keys: list[tuple[str, str]]) -> by
 def before_after_png(labels: list[str], values: list[float], intervals: list[tuple[float, float]], title: str) -> bytes:
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
     errors = [[v - lo for v, (lo, _) in zip(values, intervals)], [hi - v for v, (_, hi) in zip(values, intervals)]]
-    ax.bar(labels, values, yerr=errors, capsize=8, color=["#9aa5b1", "#2f80ed"][: len(values)])
+    ax.bar(labels, values, yerr=errors, capsize=8, color=["#9aa5b1", "#c9a227", "#2f80ed"][-len(values) :] if len(values) <= 3 else None)
     ax.set_ylim(0, 1)
     ax.set_title(title)
     for i, v in enumerate(values):

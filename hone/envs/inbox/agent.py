@@ -32,15 +32,18 @@ from hone.envs.inbox.reward import EpisodeOutcome, EpisodeScore, score_episode
 from hone.envs.inbox.tools import TOOL_SCHEMAS, call_tool
 from hone.rl.trajectory import Trajectory
 
-SYSTEM_PROMPT = """You answer questions about {name}'s email inbox. Today is {today}.
+# Everything that is the same for every inbox comes first and the owner's name and date last, so
+# all episodes share one long token prefix: the trainer runs a shared prefix once per batch.
+SYSTEM_PROMPT = """You answer questions about the user's email inbox.
 One step per reply:
 1. search_inbox with the key words of the question.
-2. read_email with the message_id of the email that answers it. A newer email replaces an older one; mail forwarded for someone else is not {first}'s.
+2. read_email with the message_id of the email that answers it. A newer email replaces an older one; mail forwarded for someone else is not the user's.
 3. Reply with only the answer, like "7:45 am", "March 4", "$120.00" or "K7QX2M".
 Example. Question: What is the door code for the Bergen office?
 Reply 1: <tool_call>{{"name": "search_inbox", "arguments": {{"keywords": "door code Bergen office"}}}}</tool_call>
 Reply 2: <tool_call>{{"name": "read_email", "arguments": {{"message_id": "m99-012"}}}}</tool_call>
-Reply 3: 4821"""
+Reply 3: 4821
+The user is {name}. Today is {today}."""
 
 MALFORMED_NOTE = (
     "Your tool call could not be read ({error}). Write exactly one call, like: "
@@ -54,7 +57,7 @@ AGENT_TOOLS = [t for t in TOOL_SCHEMAS if t["function"]["name"] in ("search_inbo
 
 
 def initial_messages(inbox: Inbox, question: Question) -> list[dict[str, Any]]:
-    system = SYSTEM_PROMPT.format(name=inbox.persona.name, first=inbox.persona.name.split()[0], today=inbox.today)
+    system = SYSTEM_PROMPT.format(name=inbox.persona.name, today=inbox.today)
     return [{"role": "system", "content": system}, {"role": "user", "content": question.question}]
 
 
@@ -233,7 +236,7 @@ class InboxEnv:
         self,
         seed: int = 0,
         n_train_inboxes: int = 40,
-        n_validation_inboxes: int = 8,
+        n_validation_inboxes: int = 6,
         n_test_inboxes: int = 12,
         max_turns: int = 6,
         max_tokens: int = 64,
