@@ -94,13 +94,14 @@ async def _run_demo(env: InboxEnv, config: DemoConfig, backend: Backend | None, 
             raise HoneError(f"no worked episode fits in {env.max_turns} turns (one takes 3 or 4); raise --max-turns or pass --sft-demonstrations 0")
         if demos:
             console.print(f"[bold]2/4[/] supervised warm start on {len(demos)} worked training episodes × {config.sft_epochs} epochs")
+            sft_started = time.perf_counter()
             history = await supervised_warm_start(
                 model.backend, model.name, None, demos, epochs=config.sft_epochs, learning_rate=config.sft_learning_rate,
                 batch_size=config.sft_batch_size, seed=run_config.seed,
             )
             await model.save_state(sft_state)
             (out / "sft_history.json").write_text(json.dumps(history))
-            (sft_state / "done").write_text("")
+            (sft_state / "done").write_text(json.dumps({"wall_s": time.perf_counter() - sft_started}))
         elif not checkpoints_exist:
             await model.load_state(sft_state)
         sft_stage = await _cached_eval(out / "sft_validation.json", env, model, validation, config)
@@ -129,6 +130,7 @@ async def _run_demo(env: InboxEnv, config: DemoConfig, backend: Backend | None, 
         time_sampling_s=sum(r.get("time/sample") or 0 for r in result.history),
         time_training_s=sum(r.get("time/train") or 0 for r in result.history),
         judge_agreement=_mean_metric(result.history, "judge/agreement"),
+        sft_wall_s=json.loads((sft_state / "done").read_text() or "{}").get("wall_s") if (sft_state / "done").exists() else None,
     )
     (out / "results.json").write_text(json.dumps(results, indent=1))
     _write_html(out / "report.html", results, result.history, untrained.trajectories, final.trajectories)
@@ -173,9 +175,9 @@ async def _cached_eval(path: Path, env: InboxEnv, model: TrainableModel, tasks: 
 def breakdown(trajectories: list[Trajectory]) -> dict[str, Any]:
     """Where success comes from: calls that parsed, the answer email found and read, turns, and
     success by trap and by whether the fact kind was ever trained on."""
-    def mean(key: str) -> float:
+    def mean(key: str) -> float | None:  # None, not NaN: results.json stays valid JSON
         values = [t.metrics[key] for t in trajectories if key in t.metrics]
-        return fmean(values) if values else float("nan")
+        return fmean(values) if values else None
 
     calls = sum(t.metrics.get("tool_calls", 0) for t in trajectories)
     malformed = sum(t.metrics.get("malformed_calls", 0) for t in trajectories)
@@ -187,13 +189,13 @@ def breakdown(trajectories: list[Trajectory]) -> dict[str, Any]:
         held = t.metadata.get("fact") in HELD_OUT_KINDS
         by_kind["held-out kinds" if held else "trained kinds"].append(t.metrics.get("success", 0.0))
     return {
-        "valid_call_rate": calls / (calls + malformed) if calls + malformed else float("nan"),
+        "valid_call_rate": calls / (calls + malformed) if calls + malformed else None,  # None: no call was tried
         "tool_calls_per_question": mean("tool_calls"),
         "found_answer_email": mean("found_answer_email"),
         "read_answer_email": mean("read_answer_email"),
         "answered": mean("answered"),
         "success_by_trap": {k: fmean(v) for k, v in sorted(by_trap.items())},
-        "success_by_kind": {k: fmean(v) if v else float("nan") for k, v in by_kind.items()},
+        "success_by_kind": {k: fmean(v) if v else None for k, v in by_kind.items()},
     }
 
 
@@ -242,7 +244,9 @@ def _mean_metric(history: list[dict[str, Any]], key: str) -> float | None:
 
 def _rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     b, f = results["untrained"], results["final"]
-    pct = "{:.1%}".format
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1%}"
+
     rows = [
         ("success (strict)", pct(b["success"]), pct(f["success"])),
         ("95% CI (bootstrap over inboxes)", f"{pct(b['ci95'][0])}–{pct(b['ci95'][1])}", f"{pct(f['ci95'][0])}–{pct(f['ci95'][1])}"),
