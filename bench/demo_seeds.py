@@ -14,7 +14,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from statistics import fmean, pstdev
+from statistics import fmean, stdev
 
 from common import machine
 
@@ -39,10 +39,10 @@ def main() -> None:
     summary = {}
     for key in FIGURES:
         values = [r[key] for r in per_seed.values()]
-        summary[key] = {"mean": fmean(values), "spread_sd": pstdev(values), "min": min(values), "max": max(values)}
+        summary[key] = {"mean": fmean(values), "spread_sd": stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values)}
     for key in ("vs_untrained", "vs_best_rule"):
         values = [r[key]["difference"]["difference"] for r in per_seed.values()]
-        summary[f"gain_{key}"] = {"mean": fmean(values), "spread_sd": pstdev(values), "min": min(values), "max": max(values)}
+        summary[f"gain_{key}"] = {"mean": fmean(values), "spread_sd": stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values)}
     report = {
         "machine": machine(),
         "seeds": args.seeds,

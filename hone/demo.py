@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,10 +35,11 @@ from hone.envs.inbox.facts import HELD_OUT_KINDS
 from hone.envs.inbox.rules import rule_scores
 from hone.monitor.report import before_after_png, curves_png, trajectory_html, write_report
 from hone.rl.evaluate import evaluate
+from hone.rl.checkpoints import CheckpointDir
 from hone.rl.loop import RunConfig, ScoreHook, make_model, run_training
 from hone.rl.model import TrainableModel
 from hone.rl.sft import Demonstration, supervised_warm_start
-from hone.rl.stats import cluster_bootstrap, compare
+from hone.rl.stats import compare
 from hone.rl.trajectory import Trajectory
 
 STOP = ["</tool_call>"]  # the agent's requests stop after one call; demonstrations say so too
@@ -85,11 +87,11 @@ async def _run_demo(env: InboxEnv, config: DemoConfig, backend: Backend | None, 
     console.print(f"    untrained {untrained.summary['success']:.1%}; best rule {best_rule} {rules[best_rule]['success']:.1%}")
 
     # 2) warm start
-    checkpoints_exist = any((Path(run_config.out_dir) / "checkpoints").glob("step_*"))
+    checkpoints_exist = CheckpointDir(Path(run_config.out_dir) / "checkpoints").latest() is not None  # as run_training sees them
     sft_state = out / "sft_state"
     sft_stage = None
     if config.sft_demonstrations:
-        demos = _demonstrations(env, config.sft_demonstrations) if not (sft_state / "done").exists() else None
+        demos = _demonstrations(env, config.sft_demonstrations, run_config.seed) if not (sft_state / "done").exists() else None
         if demos == []:
             raise HoneError(f"no worked episode fits in {env.max_turns} turns (one takes 3 or 4); raise --max-turns or pass --sft-demonstrations 0")
         if demos:
@@ -112,7 +114,7 @@ async def _run_demo(env: InboxEnv, config: DemoConfig, backend: Backend | None, 
     train_started = time.perf_counter()
     result = await run_training(env, run_config, model=model, score=config.score)
     train_wall = time.perf_counter() - train_started
-    rl_stage = await _evaluate(env, model, validation, config)
+    rl_stage = await _cached_eval(out / f"rl_validation_step{run_config.steps}.json", env, model, validation, config)
     console.print(f"    validation success after RL: {rl_stage.summary['success']:.1%}")
 
     # 4) choose on validation, then test once
@@ -121,7 +123,7 @@ async def _run_demo(env: InboxEnv, config: DemoConfig, backend: Backend | None, 
         chosen = "sft"
         await model.load_state(sft_state, with_optimizer=False)
     console.print(f"[bold]4/4[/] the {'RL' if chosen == 'rl' else 'warm-start'} weights (better on validation) on the test questions")
-    final = await _evaluate(env, model, test, config)
+    final = await _cached_eval(out / f"test_{chosen}_step{run_config.steps}.json", env, model, test, config)
 
     results = _results(env, config, run_config, test, untrained, final, rules, best_rule, sft_stage, rl_stage, chosen)
     results.update(
@@ -143,9 +145,12 @@ def _limited(tasks: Any, limit: int) -> list[Any]:
     return tasks[:limit] if limit else tasks
 
 
-def _demonstrations(env: InboxEnv, n: int) -> list[Demonstration]:
+def _demonstrations(env: InboxEnv, n: int, seed: int) -> list[Demonstration]:
+    """`n` worked episodes from training questions drawn across all training inboxes."""
+    questions = list(env.train_tasks())
+    random.Random(seed).shuffle(questions)
     demos = []
-    for question in env.train_tasks():
+    for question in questions:
         worked = demonstration(question, env.max_turns)
         if worked is not None:
             demos.append(Demonstration(**worked, stop=STOP))
@@ -206,9 +211,8 @@ def _results(env, config, run_config, test, untrained, final, rules, best_rule, 
     after = [final.outcomes[i] for i in ids]
     rule_outcomes = rules[best_rule]["outcomes"]
 
-    def with_ci(outcomes: list[bool]) -> dict[str, Any]:
-        return {"success": fmean(outcomes) if outcomes else 0.0, "ci95": list(cluster_bootstrap([float(o) for o in outcomes], clusters))}
-
+    vs_untrained = compare(before, after, clusters, seed=run_config.seed)
+    vs_best_rule = compare(rule_outcomes, after, clusters, seed=run_config.seed)
     return {
         "task": {
             "model": run_config.base_model,
@@ -216,19 +220,21 @@ def _results(env, config, run_config, test, untrained, final, rules, best_rule, 
             "max_turns": env.max_turns,
             "forced": "nothing, except that the last turn offers no tools (the question is asked again and the reply is the answer)",
             "checker": "strict: a reply of at most 16 words naming exactly one value of the answer's type, the right one",
-            "test": f"{len(test)} questions in {len(set(clusters))} held-out inboxes (held-out templates; 3 fact kinds never trained on)",
+            "test": f"{len(test)} questions in {len(set(clusters))} held-out inboxes (held-out templates; {len(HELD_OUT_KINDS)} fact kinds never trained on)",
         },
         "untrained_success": fmean(before),
         "final_success": fmean(after),
-        "untrained": {**untrained.summary, **with_ci(before)},
-        "final": {**final.summary, **with_ci(after)},
+        # success and its interval by bootstrap over inboxes (evaluate's own ci95 treats questions as independent)
+        "untrained": {**untrained.summary, **vs_untrained["before"]},
+        "final": {**final.summary, **vs_untrained["after"]},
         "chosen_on_validation": chosen,
         "validation": {"sft": sft_stage.summary if sft_stage else None, "rl": rl_stage.summary},
         "rules": {name: score["success"] for name, score in rules.items()},
         "best_rule": best_rule,
-        "best_rule_success": rules[best_rule]["success"],
-        "vs_untrained": compare(before, after, clusters, seed=run_config.seed),
-        "vs_best_rule": compare(rule_outcomes, after, clusters, seed=run_config.seed),
+        "best_rule_success": rules[best_rule]["success"],  # the best of the rules on these same questions
+        "best_rule_ci95": vs_best_rule["before"]["ci95"],
+        "vs_untrained": vs_untrained,
+        "vs_best_rule": vs_best_rule,
         "steps": run_config.steps,
         "eval_questions": len(test),
         "sft": {"demonstrations": config.sft_demonstrations, "epochs": config.sft_epochs, "learning_rate": config.sft_learning_rate},
@@ -300,7 +306,7 @@ def _write_html(path: Path, results: dict[str, Any], history: list[dict[str, Any
     b, f = results["untrained"], results["final"]
     labels = ["untrained", results["best_rule"], "trained"]
     values = [b["success"], results["best_rule_success"], f["success"]]
-    intervals = [tuple(b["ci95"]), (results["best_rule_success"],) * 2, tuple(f["ci95"])]
+    intervals = [tuple(b["ci95"]), tuple(results["best_rule_ci95"]), tuple(f["ci95"])]
     images = [
         (curves_png(history, [("reward/mean", "training reward"), ("success/rate", "training success")]), "training curves"),
         (before_after_png(labels, values, intervals, "held-out success (strict)"), "before and after"),

@@ -47,7 +47,7 @@ def datums_from_groups(groups: list[TrajectoryGroup], scale_by_std: bool = False
 
 def datums_from_trajectory(trajectory: Trajectory, advantage: float, train_forced_tokens: bool = False) -> list[Datum]:
     datums = []
-    for tokens, weights, logprobs in _merged_sequences(trajectory.turns, train_forced_tokens):
+    for tokens, weights, logprobs in merged_sequences(trajectory.turns, train_forced_tokens):
         if not any(weights):
             continue
         advantages = [advantage * w for w in weights]
@@ -55,7 +55,7 @@ def datums_from_trajectory(trajectory: Trajectory, advantage: float, train_force
     return datums
 
 
-def _merged_sequences(turns: list[SampledTurn], train_forced_tokens: bool) -> list[tuple[list[int], list[float], list[float]]]:
+def merged_sequences(turns: list[SampledTurn], train_forced_tokens: bool) -> list[tuple[list[int], list[float], list[float]]]:
     sequences: list[tuple[list[int], list[float], list[float]]] = []
     for turn in turns:
         continued = next((s for s in reversed(sequences) if turn.prompt_tokens[: len(s[0])] == s[0]), None)

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, model_validator
 from hone.backends.base import Backend
 from hone.chat.render import render_prompt, template_text
 from hone.errors import ConflictError
-from hone.rl.datums import _merged_sequences  # the chaining rule sampled turns train by
+from hone.rl.datums import merged_sequences  # the chaining rule sampled turns train by
 from hone.rl.trajectory import SampledTurn
 from hone.types import AdamParams, Datum
 
@@ -77,7 +77,7 @@ def demonstration_datums(tokenizer: Any, demo: Demonstration) -> list[Datum]:
     would produce them (see the module docstring). ValueError where the template cannot say what
     that is; InvalidRequestError (naming the field) for messages the server would refuse."""
     turns = [_demonstrated_turn(tokenizer, demo, k, demo.tool_choice_of(turn)) for turn, k in enumerate(demo.assistant_indices())]
-    return [Datum.from_sequence(tokens, weights) for tokens, weights, _ in _merged_sequences(turns, train_forced_tokens=False)]
+    return [Datum.from_sequence(tokens, weights) for tokens, weights, _ in merged_sequences(turns, train_forced_tokens=False)]
 
 
 def _demonstrated_turn(tokenizer: Any, demo: Demonstration, k: int, tool_choice: ToolChoice) -> SampledTurn:

@@ -37,7 +37,7 @@ def test_splits_share_no_inbox_and_no_persona():
     assert not (inboxes[0] & inboxes[1] or inboxes[0] & inboxes[2] or inboxes[1] & inboxes[2])
     people = [inbox_of(q).persona.name for q in ALL]
     assert len(set(people)) == len({q.inbox_id for q in ALL})
-    assert (len(SPLITS.train), len(SPLITS.validation), len(SPLITS.test)) == (400, 80, 120)
+    assert (len(SPLITS.train), len(SPLITS.validation), len(SPLITS.test)) == (400, 60, 120)
 
 
 def test_generating_all_splits_takes_under_two_seconds():

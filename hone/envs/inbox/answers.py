@@ -5,7 +5,7 @@ Each question's answer has a type: a clock time, a calendar date, an amount of m
 kind)` finds every value of that type a reply names, normalised so that equal facts compare equal:
 
     time   "3:15 pm", "3.15pm", "15:15"       -> minutes after midnight (915); am/pm is kept:
-           "9:00 pm" is not "9:00 am", and "3:15" with no am/pm names no time at all
+           "9:00 pm" is not "9:00 am", and "3:15" or "10:30" with no am/pm names no time at all
     date   "March 4", "4 March", "Tuesday, March 4", "2025-03-04"   -> (month, day)
     money  "€1,240.00", "1240 EUR", "1,240"    -> the amount as a number (1240.0)
     code   "BA 2491", "BA2491", "TRK-5521"      -> upper case, spaces and hyphens dropped;
@@ -13,7 +13,8 @@ kind)` finds every value of that type a reply names, normalised so that equal fa
 
 `is_correct` is the strict checker: the reply is short (at most MAX_REPLY_WORDS words) and names
 exactly one value of the answer's type, equal to the gold one. So pasting a search hit, listing
-several guesses, or "9:00 pm" for "9:00 am" is wrong, while "The shift starts at 9am." is right.
+several guesses, or "9:00 pm" for "9:00 am" is wrong, while "The shift starts at 9am." is right. (A short snippet that
+holds the answer and no other value of its type does pass: it names the fact alone.)
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ _MONTHS.update({m.lower(): i for i, m in enumerate(calendar.month_abbr) if m})
 _MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
 
 _TIME_12 = re.compile(r"\b(1[0-2]|0?[1-9])(?:[:.]([0-5]\d))?\s*([ap])\.?\s*m\b\.?", re.I)
-_TIME_24 = re.compile(r"\b([01]\d|2[0-3]|1[3-9]):([0-5]\d)\b(?!\s*[ap]\.?\s*m\b)", re.I)
+# 24-hour only where it cannot be a 12-hour time missing its am/pm: "09:30", "15:15", not "10:30"
+_TIME_24 = re.compile(r"\b(0\d|1[3-9]|2[0-3]):([0-5]\d)\b(?!\s*[ap]\.?\s*m\b)", re.I)
 _DATE_MD = re.compile(rf"\b({_MONTH})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", re.I)
 _DATE_DM = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MONTH})\b", re.I)
 _DATE_ISO = re.compile(r"\b\d{4}-(\d{2})-(\d{2})\b")

@@ -67,10 +67,6 @@ class Question:
     held_out: bool = False  # from a test inbox (held-out templates)
     seed: int = 0  # the seed of the inbox it belongs to, so a rollout can rebuild the inbox
 
-    @property
-    def held_out_kind(self) -> bool:
-        return self.fact in HELD_OUT_KINDS
-
 
 @dataclass(frozen=True)
 class Inbox:
@@ -118,11 +114,11 @@ def _fact_drafts(ctx: FactContext, kind: FactKind, first: str, held_out: bool) -
     subject = rng.choice(kind.subjects.of(held_out)).format(**fill)
     subject = subject[0].upper() + subject[1:]
 
-    def body(v: str, d: str) -> tuple[str, bool]:
+    def body(v: str, d: str, to: str = first) -> tuple[str, bool]:
         intro, fact = rng.choice(kind.bodies.of(held_out))
         has_decoy = "{decoy}" in fact
         middle = rng.sample(pools.FILLER, rng.randint(2, 3)) if "long" in traps else []
-        return "\n\n".join([intro, *middle, fact]).format(value=v, decoy=d, **fill), has_decoy
+        return "\n\n".join([intro, *middle, fact]).format(value=v, decoy=d, **{**fill, "first": to}), has_decoy
 
     days = rng.randint(8, 60)
     drafts = []
@@ -131,6 +127,8 @@ def _fact_drafts(ctx: FactContext, kind: FactKind, first: str, held_out: bool) -
         drafts.append(_Draft(sender, subject, old, days))
         update = rng.choice(kind.updates.of(held_out)).format(value=value, **fill)
         answer_draft = _Draft(sender, rng.choice(["Update: ", "Re: ", "Change: "]) + subject, update, rng.randint(0, days - 1))
+        if "long" in traps:  # only the replaced email was padded; the answer is a one-line update
+            traps.remove("long")
     else:
         text, has_decoy = body(value, decoy)
         if has_decoy:
@@ -139,7 +137,7 @@ def _fact_drafts(ctx: FactContext, kind: FactKind, first: str, held_out: bool) -
     if "forwarded" in traps:
         other = ctx.person()
         header = rng.choice(FORWARDS.of(held_out)).format(other=other)
-        theirs, _ = body(kind.value(ctx), kind.value(ctx))
+        theirs, _ = body(kind.value(ctx), kind.value(ctx), to=other.split()[0])  # addressed to them, not the owner
         drafts.append(_Draft(f"{ctx.person()} <colleague@{first.lower()}-friends.example>", "Fwd: " + subject,
                              header + "\n\n" + theirs, rng.randint(0, 60)))
     if "mentioned" in traps:
@@ -242,7 +240,7 @@ def inbox_of(question: Question) -> Inbox:
     return load_inbox(question.inbox_id, question.seed, question.held_out)
 
 
-def make_splits(seed: int = 0, n_train: int = 40, n_validation: int = 8, n_test: int = 12) -> Splits:
+def make_splits(seed: int = 0, n_train: int = 40, n_validation: int = 6, n_test: int = 12) -> Splits:
     """Inboxes 0..n_train-1 train, the next n_validation validate (both with train-side templates),
     the next n_test are the held-out test set (held-out templates and fact kinds)."""
 

@@ -103,10 +103,6 @@ def _alnum(n: int) -> Callable[[FactContext], str]:
     return lambda ctx: ctx.fresh(make)
 
 
-def _combo(ctx: FactContext) -> str:
-    return ctx.fresh(lambda r: "-".join(str(r.randint(1, 39)) for _ in range(3)))
-
-
 def _flight_number(ctx: FactContext) -> str:
     return ctx.fresh(lambda r: f"{r.choice(pools.AIRLINES)[1]} {r.randint(100, 9899)}")
 

@@ -11,6 +11,9 @@ Ordering, best to worst (each tier's range does not overlap the next):
     wrong answer           -0.5  + the same partial credits - malformed penalty        -> [-0.7, -0.3]
     only malformed calls   -1.0  (malformed calls and not one valid tool call, and not correct)
 
+The source bonus needs the `answer` tool's `sources`; an agent that answers in plain text (the
+demo's) never earns it, so its correct answers score 1.0 to 1.1.
+
 Why: a confident wrong answer costs a user more than an honest "I don't know", and finding and
 reading the right email is progress worth a little even when the answer goes wrong. `success`
 is reported separately: true iff the strict checker (hone.envs.inbox.answers.is_correct) passes:
