@@ -31,8 +31,9 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        for sink in self._sinks:
-            sink(step, metrics)
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for sink in self._sinks:  # dashboards take numbers; warnings and the forecast's sentence stay in the file
+            sink(step, numbers)
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():

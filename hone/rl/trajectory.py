@@ -23,6 +23,7 @@ class SampledTurn(BaseModel):
     completion_tokens: list[int]
     completion_logprobs: list[float]
     completion_forced: list[bool] | None = None  # per token: the only one a grammar allowed (not trained by default)
+    finish_reason: str | None = None  # "length": cut by max_tokens (health metrics count these)
 
 
 class Trajectory(BaseModel):
@@ -59,6 +60,7 @@ class Trajectory(BaseModel):
                 completion_tokens=list(token_ids),
                 completion_logprobs=logprobs,
                 completion_forced=forced,
+                finish_reason=choice.get("finish_reason"),
             )
         )
         message = {k: v for k, v in choice["message"].items() if v is not None}
@@ -77,6 +79,7 @@ class Trajectory(BaseModel):
                 completion_tokens=call["token_ids"],
                 completion_logprobs=call["token_logprobs"],
                 completion_forced=call["token_forced"],
+                finish_reason=call.get("finish_reason"),
             )
             for call in calls
         ]

@@ -39,7 +39,8 @@ what lets the trainer split a batch into micro-batches and still get the whole b
 Metrics (over tokens with w ≠ 0): `loss`; `ratio_mean`; `clip_fraction` (PPO: share of tokens
 whose gradient the clip zeroed; CISPO: share whose weight was truncated); `kl_sampler_trainer`
 (k1 estimate of KL(sampler ‖ trainer), mean of q - lp) and `kl_sampler_trainer_k3`
-(mean of ratio - 1 - log ratio, non-negative), reported whenever sampler logprobs are present.
+(mean of ratio - 1 - log ratio, non-negative) and `logprob_abs_diff` (mean |q - lp|, which unlike k1
+cannot cancel between tokens), reported whenever sampler logprobs are present.
 Entropy cannot be computed from logprobs alone; the trainer reports it.
 """
 
@@ -162,7 +163,11 @@ def _sampler_metrics(xs: list[_Inputs]) -> dict[str, float]:
     k1 = [torch.where(x.mask, x.q - x.lp.detach(), torch.zeros_like(x.q)) for x in xs]
     log_r = [-v for v in k1]
     k3 = [torch.exp(v) - 1 - v for v in log_r]
-    return {"kl_sampler_trainer": _masked_mean(k1, masks), "kl_sampler_trainer_k3": _masked_mean(k3, masks)}
+    return {
+        "kl_sampler_trainer": _masked_mean(k1, masks),
+        "kl_sampler_trainer_k3": _masked_mean(k3, masks),
+        "logprob_abs_diff": _masked_mean([v.abs() for v in k1], masks),
+    }
 
 
 # --------------------------------------------------------------------------- losses

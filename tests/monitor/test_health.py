@@ -1,0 +1,120 @@
+"""Health metrics from real trajectories, and the warnings that read them, on histories written out step by step."""
+
+import pytest
+
+from hone.monitor.health import HealthMonitor, group_diversity, rollout_health, stop_codes
+from hone.rl.trajectory import SampledTurn, Trajectory, TrajectoryGroup
+
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+def attempt(tokens, reward=0.0, finish="stop", content="", tool_calls=None, success=None):
+    t = Trajectory(messages=[{"role": "user", "content": "q"}], tools=TOOLS if tool_calls is not None else None, reward=reward)
+    t.turns.append(SampledTurn(prompt_tokens=[1, 2], completion_tokens=tokens, completion_logprobs=[-1.0] * len(tokens), finish_reason=finish))
+    message = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    t.messages.append(message)
+    if success is not None:
+        t.metrics["success"] = success
+    return t
+
+
+def test_diversity_is_zero_for_repeated_replies_and_one_for_disjoint_ones():
+    same = TrajectoryGroup(trajectories=[attempt([5, 6, 7, 8]) for _ in range(4)])
+    disjoint = TrajectoryGroup(trajectories=[attempt([10 * i + k for k in range(4)]) for i in range(4)])
+    # two of four share every trigram: union 2 sets of 2 over 8 → ratio 0.5 → (0.5·4 − 1)/3 = 1/3
+    half = TrajectoryGroup(trajectories=[attempt([1, 2, 3, 4]), attempt([1, 2, 3, 4]), attempt([7, 8, 9, 10]), attempt([7, 8, 9, 10])])
+    assert group_diversity(same) == 0.0
+    assert group_diversity(disjoint) == 1.0
+    assert group_diversity(half) == pytest.approx(1 / 3)
+
+
+def test_rollout_health_counts_truncation_zero_variance_stalls_and_tool_call_validity():
+    call = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    stalled = TrajectoryGroup(trajectories=[attempt([1, 2, 3], reward=0.0, success=0.0) for _ in range(4)])
+    solved = TrajectoryGroup(trajectories=[attempt([1, 2, 3], reward=1.0, success=1.0, tool_calls=call) for _ in range(4)])
+    learning = TrajectoryGroup(
+        trajectories=[
+            attempt([4, 5, 6, 7], reward=1.0, tool_calls=call),
+            attempt([8, 9, 10, 11], reward=0.0, finish="length", tool_calls=[], content='<tool_call>{"name": "f", "argu'),
+            attempt([12, 13, 14, 15], reward=0.0, finish="length", content="no call at all"),
+            attempt([16, 17, 18, 19], reward=0.5),
+        ]
+    )
+    metrics = rollout_health([stalled, solved, learning])
+    assert metrics["health/reply_tokens"] == pytest.approx((8 * 3 + 4 * 4) / 12)
+    assert metrics["health/truncated"] == pytest.approx(2 / 12)
+    assert metrics["health/zero_variance_groups"] == pytest.approx(2 / 3)
+    assert metrics["health/stalled_groups"] == pytest.approx(1 / 3)  # the solved group repeats itself too, but it succeeds
+    # 5 parsed calls, 1 broken one; the plain-text reply is not an attempted call
+    assert metrics["health/tool_call_validity"] == pytest.approx(5 / 6)
+
+
+def test_a_healthy_run_raises_no_warning():
+    rows = [
+        {"reward/mean": 0.2 + 0.05 * i, "reward/std": 0.3, "rollouts/ok": 32, "train/entropy": 0.9 - 0.03 * i,
+         "train/kl_sampler_trainer_k3": 0.002, "train/logprob_abs_diff": 0.03, "health/truncated": 0.02,
+         "health/stalled_groups": 0.25, "judge/agreement": 0.8, **({"validation/success": 0.2 + 0.04 * i} if i % 3 == 0 else {})}
+        for i in range(1, 16)
+    ]
+    assert feed_from(HealthMonitor(), rows, first_step=1) == {}
+
+
+def test_entropy_collapse_warns_once_when_it_starts_and_again_after_it_clears():
+    entropies = [0.8, 0.7, 0.75, 0.3, 0.04, 0.02, 0.01, 0.5, 0.01]
+    started = feed_from(HealthMonitor(), [{"train/entropy": e} for e in entropies], first_step=1)
+    assert started == {5: ["entropy_collapse"], 9: ["entropy_collapse"]}
+
+
+def test_diversity_truncation_mismatch_and_judge_drift_each_warn_with_figures_and_advice():
+    monitor = HealthMonitor()
+    rows = [{"health/stalled_groups": 0.75, "health/truncated": 0.0, "judge/agreement": 0.85} for _ in range(3)]
+    rows += [{"health/stalled_groups": 0.0, "health/truncated": 0.3, "health/reply_tokens": 128, "judge/agreement": 0.6, "train/kl_sampler_trainer_k3": 0.2} for _ in range(3)]
+    warnings = {}
+    for step, row in enumerate(rows, start=1):
+        for w in monitor.check(step, row):
+            warnings[w.code] = (step, w)
+    assert {code: step for code, (step, _) in warnings.items()} == {"diversity_collapse": 2, "truncation": 4, "mismatch": 4, "judge_drift": 6}
+    assert "30% of replies hit the length limit" in warnings["truncation"][1].message
+    assert "max_tokens" in warnings["truncation"][1].advice
+    assert "60%" in warnings["judge_drift"][1].message and "85%" in warnings["judge_drift"][1].message
+
+
+def test_reward_hacking_warns_when_reward_rises_and_validation_does_not():
+    monitor = HealthMonitor()
+    monitor.check(0, {"validation/success": 0.30})
+    rows = [{"reward/mean": 0.1 + 0.08 * i, "reward/std": 0.2, "rollouts/ok": 32, **({"validation/success": 0.28} if i % 2 == 0 else {})} for i in range(1, 9)]
+    # judged at validation points only, and the first one ≥ 3 steps after the baseline is step 4:
+    # reward over steps 1-2 is 0.22, over 3-4 0.38; its standard error ≈ 0.2/√64 per window, so the rise is ≈ 7 σ
+    assert feed_from(monitor, rows, first_step=1) == {4: ["reward_hacking"]}
+
+
+def test_rising_validation_is_not_hacking():
+    monitor = HealthMonitor()
+    monitor.check(0, {"validation/success": 0.30})
+    rows = [{"reward/mean": 0.1 + 0.08 * i, "reward/std": 0.2, "rollouts/ok": 32, **({"validation/success": 0.3 + 0.05 * i} if i % 2 == 0 else {})} for i in range(1, 9)]
+    assert feed_from(monitor, rows, first_step=1) == {}
+
+
+def feed_from(monitor, rows, first_step):
+    started = {}
+    for step, row in enumerate(rows, start=first_step):
+        codes = [w.code for w in monitor.check(step, row)]
+        if codes:
+            started[step] = codes
+    return started
+
+
+def test_replay_restores_state_so_a_resumed_run_does_not_repeat_a_warning():
+    history = [{"step": s, "train/entropy": e} for s, e in enumerate([0.8, 0.7, 0.75, 0.02], start=1)]
+    monitor = HealthMonitor()
+    monitor.replay(history)
+    assert monitor.active == {"entropy_collapse"}
+    assert monitor.check(5, {"train/entropy": 0.01}) == []
+
+
+def test_stop_rules_name_warning_codes_and_reject_unknown_names():
+    assert stop_codes(["collapse", "hacking"]) == {"entropy_collapse", "diversity_collapse", "reward_hacking"}
+    with pytest.raises(ValueError, match="unknown stop rule 'crash'; use any of collapse, hacking"):
+        stop_codes(["crash"])
