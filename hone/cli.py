@@ -249,6 +249,10 @@ def train(
     temperature: float = typer.Option(1.0, help="Sampling temperature for rollouts."),
     log: list[str] = typer.Option([], help="Also log to wandb or tensorboard (repeatable)."),
     backend: str = typer.Option("local", help="local, or the URL of a `hone serve` (API key from HONE_API_KEY)."),
+    validate_every: Optional[int] = typer.Option(
+        None, help="Validate greedy on the environment's validation split every K steps (default: automatic, at most 15% of run time; 0: never)."
+    ),
+    stop_on: str = typer.Option("", help="Stop the run when one of these warnings starts, comma-separated: collapse, hacking, truncation, mismatch, drift."),
 ) -> None:
     """Train a model on an environment with GRPO; re-running the same command resumes."""
     from hone.rl.loop import RunConfig, run_training
@@ -268,6 +272,8 @@ def train(
         max_exceptions=int(max_exceptions) if max_exceptions >= 1 else max_exceptions,
         temperature=temperature,
         log_sinks=tuple(log),
+        validate_every=validate_every,
+        stop_on=tuple(name.strip() for name in stop_on.split(",") if name.strip()),
     )
     result = asyncio.run(run_training(environment, config, backend=make_backend(backend)))
     if result.resumed_from:
@@ -276,7 +282,13 @@ def train(
     if captured:
         bridged, broken = (sum(row[key] for row in captured) for key in ("turns/bridged", "turns/broken"))
         console.print(f"captured turns: {bridged:.0f} continued their conversation verbatim, {broken:.0f} broke (each trained as a sequence of its own)")
-    console.print(f"done: {steps} steps in {out}")
+    if result.stopped_by:
+        console.print(f"stopped early at step {result.history[-1]['step']}: the '{result.stopped_by}' warning is in --stop-on")
+    else:
+        console.print(f"done: {steps} steps in {out}")
+    if result.best_checkpoint is not None:
+        console.print(f"best checkpoint: {result.best_checkpoint} (export it with `hone export {out} --best`)")
+    console.print(f"report: {out / 'report.html'}")
 
 
 @app.command()

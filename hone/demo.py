@@ -74,7 +74,8 @@ async def _run_demo(env: InboxEnv, config: DemoConfig, backend: Backend | None, 
     started = time.perf_counter()
     out = Path(config.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run_config = replace(config.run, out_dir=str(out / "run"))
+    # the demo validates the warm-start and RL weights itself (with its breakdown), so the loop does not
+    run_config = replace(config.run, out_dir=str(out / "run"), validate_every=0)
     model = await asyncio.to_thread(make_model, "inbox-agent", run_config, backend)
     test = _limited(env.eval_tasks(), config.eval_limit)
     validation = _limited(env.validation_tasks(), config.eval_limit)

@@ -86,6 +86,8 @@ def find_checkpoint(source: str | Path, step: int | None = None, best: bool = Fa
         found = checkpoints.all()
         if not found:
             raise CheckpointError(f"{path} has no complete checkpoint yet; train at least one step first")
+        # the metric the run kept its best by (validation success where it validated); older runs: reward
+        checkpoints.best_metric = found[-1].loop_state().get("best_metric", "reward/mean")
         if step is not None:
             chosen = next((c for c in found if c.step == step), None)
             if chosen is None:

@@ -56,6 +56,12 @@ _CITIES = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Denver", "Cairo", "Hanoi"
 _PEOPLE = ["ana@example.com", "raj@example.com", "lee@example.com", "kim@example.com", "sam@example.com"]
 _TOPICS = ["the budget", "Friday's lunch", "the new contract", "the offsite", "our next release"]
 _AMOUNTS = [(120, "USD", "EUR"), (75, "GBP", "JPY"), (300, "EUR", "CHF"), (42, "CAD", "USD"), (999, "AUD", "NZD")]
+# validation asks in the same ways about other cities, people, topics and sums: choices made on it
+# (steps, learning rate, the best checkpoint) never look at the training prompts' answers
+_VALIDATION_CITIES = ["Accra", "Bergen", "Kyoto", "Tunis", "Austin", "Dakar", "Sapporo", "Bogota"]
+_VALIDATION_PEOPLE = ["mia@example.com", "tom@example.com", "eva@example.com"]
+_VALIDATION_TOPICS = ["the quarterly plan", "Monday's standup", "the hiring panel"]
+_VALIDATION_AMOUNTS = [(250, "USD", "GBP"), (60, "EUR", "USD"), (1500, "JPY", "EUR")]
 
 
 @dataclass(frozen=True)
@@ -63,11 +69,15 @@ class ToolCallTask:
     prompt: str
 
 
-def make_tasks() -> list[ToolCallTask]:
-    weather = [f"What's the weather like in {c} right now?" for c in _CITIES]
-    emails = [f"Email {p} about {t}." for p, t in itertools.product(_PEOPLE, _TOPICS)]
-    money = [f"How much is {a} {f} in {t}?" for a, f, t in _AMOUNTS]
+def make_tasks(cities=_CITIES, people=_PEOPLE, topics=_TOPICS, amounts=_AMOUNTS) -> list[ToolCallTask]:
+    weather = [f"What's the weather like in {c} right now?" for c in cities]
+    emails = [f"Email {p} about {t}." for p, t in itertools.product(people, topics)]
+    money = [f"How much is {a} {f} in {t}?" for a, f, t in amounts]
     return [ToolCallTask(p) for p in weather + emails + money]
+
+
+def make_validation_tasks() -> list[ToolCallTask]:
+    return make_tasks(_VALIDATION_CITIES, _VALIDATION_PEOPLE, _VALIDATION_TOPICS, _VALIDATION_AMOUNTS)
 
 
 # one worked exchange: zero-shot the 135M model almost never writes a call; with one it sometimes does
@@ -93,9 +103,13 @@ class ToolCallEnv:
     def __init__(self, max_tokens: int = 48):
         self.max_tokens = max_tokens
         self._tasks = make_tasks()
+        self._validation = make_validation_tasks()
 
     def train_tasks(self) -> Sequence[ToolCallTask]:
         return self._tasks
+
+    def validation_tasks(self) -> Sequence[ToolCallTask]:
+        return self._validation
 
     def eval_tasks(self) -> Sequence[ToolCallTask]:
         return self._tasks

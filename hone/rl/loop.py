@@ -10,6 +10,13 @@
    bf16 rounding and so, rarely, a sampled token).
 4. Rewards come from the environment; a `score` hook may rescore each step's groups before
    training (`hone.rewards.judge_scorer` is the relative LLM judge). The loop knows no judge.
+5. Health: each step's rollouts and trainer figures become `health/...` metrics, and warnings
+   (entropy collapse, reward hacking, ...) are printed once, on the step they start, and logged in
+   that step's line; `stop_on` names the ones that end the run.
+6. Validation (`hone.rl.validation`), where the environment offers a split: greedy success before
+   training, every K steps and at the end; the best checkpoint is the best by validation, a
+   forecast of where validation success levels off is fitted as points arrive, and `report.html`
+   is rewritten as the run goes.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from hone.backends import Backend
 from hone.errors import HoneError
 from hone.models import DEFAULT_MODEL
 from hone.monitor import MetricsLog, StepPrinter
+from hone.monitor.forecast import fit_forecast
+from hone.monitor.health import HealthMonitor, rollout_health, stop_codes
+from hone.monitor.run_report import write_run_report
 from hone.rl.capture import play
 from hone.rl.checkpoints import CheckpointDir
 from hone.rl.env import CapturedEnvironment, Environment
@@ -34,6 +44,7 @@ from hone.rl.gather import GatherConfig, gather_groups
 from hone.rl.model import TrainableModel
 from hone.rl.step import TrainConfig
 from hone.rl.trajectory import TrajectoryGroup
+from hone.rl.validation import validate, validation_due, validation_interval, validation_tasks_of
 from hone.training.losses import get_loss
 
 # Rescores a step's groups in place (rewards, metrics) and returns namespaced step metrics; its
@@ -57,7 +68,10 @@ class RunConfig:
     retries: int = 0
     max_exceptions: int | float = 0.25
     keep_last: int = 2
-    best_metric: str = "reward/mean"
+    best_metric: str | None = None  # None: validation/success where the run validates, else reward/mean
+    validate_every: int | None = None  # None: automatic (≤ 15% of run time), 0: never, K: every K steps
+    stop_on: tuple[str, ...] = ()  # warnings that end the run: collapse, hacking, truncation, mismatch, drift
+    report_every_s: float = 30.0  # rewrite report.html at most this often during the run; 0: only at the end
     scale_by_std: bool = False
     autocast_bf16: bool = False
     log_sinks: tuple[str, ...] = ()  # "wandb", "tensorboard"
@@ -69,6 +83,8 @@ class RunResult:
     model: TrainableModel
     history: list[dict[str, Any]]
     resumed_from: int
+    best_checkpoint: Path | None = None  # by validation success where the run validates, else by reward
+    stopped_by: str | None = None  # the warning code that ended the run early (see RunConfig.stop_on)
 
 
 async def run_training(
@@ -81,14 +97,18 @@ async def run_training(
     score: ScoreHook | None = None,
 ) -> RunResult:
     check_run_config(config)  # before anything loads: a mistake costs seconds, not a model load and a step
+    stop = stop_codes(config.stop_on)
+    validation_tasks = validation_tasks_of(env, config.validate_every)
+    best_metric = config.best_metric or ("validation/success" if validation_tasks else "reward/mean")
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if model is None:  # loading a model takes seconds: off the event loop
         model = await asyncio.to_thread(make_model, "policy", config, backend)
     client = model.openai_client()
-    checkpoints = CheckpointDir(out / "checkpoints", keep_last=config.keep_last, best_metric=config.best_metric)
+    checkpoints = CheckpointDir(out / "checkpoints", keep_last=config.keep_last, best_metric=best_metric)
     log = MetricsLog(out / "metrics.jsonl", sinks=config.log_sinks)
     printer = printer or StepPrinter()
+    report = _ReportWriter(out, env, config.report_every_s)
 
     # 1) resume
     start_step = 0
@@ -101,6 +121,15 @@ async def run_training(
     if latest is not None and (not logged or logged[-1]["step"] < start_step):
         # killed between writing the checkpoint and its metric line: the checkpoint kept them
         log.append(start_step, latest.loop_state()["metrics"])
+        logged = log.read()
+    monitor = HealthMonitor()
+    monitor.replay(logged)  # warnings already printed stay printed; their state carries on
+
+    # 0) the baseline: validation before any training
+    if validation_tasks and not any(r["step"] == 0 for r in logged):
+        metrics = await _validation_metrics(env, model, validation_tasks, config, logged, step=0)
+        log.append(0, metrics)
+        printer.console.print(_validation_line(0, metrics))
 
     tasks = list(env.train_tasks())
     gather_config = GatherConfig(
@@ -113,6 +142,7 @@ async def run_training(
     train_config = TrainConfig(learning_rate=config.learning_rate, loss=config.loss, scale_by_std=config.scale_by_std)
 
     warned_of_broken_turns = False
+    stopped_by = None
     for step in range(start_step, config.steps):
         # 2) sample and score
         started = time.perf_counter()
@@ -126,27 +156,97 @@ async def run_training(
         groups = await gather_groups(list(enumerate(batch)), rollout, gather_config)
         score_metrics = await score(groups, gather_config) if score is not None else {}
         metrics = {**rollout_metrics(groups), **score_metrics}
+        health_started = time.perf_counter()
+        metrics.update(rollout_health(groups))
+        metrics["time/health"] = time.perf_counter() - health_started
         metrics["time/sample"] = time.perf_counter() - started
 
         # 3) train
         metrics.update(await model.train(groups, train_config))
+        metrics["time/step"] = time.perf_counter() - started  # validation has its own time
 
-        # 4) checkpoint, then log: a step is done once its checkpoint exists
-        loop_state = {"data_cursor": (step + 1) * config.groups_per_step, "metrics": metrics, "config": _jsonable(config)}
+        # 4) validate when due, then read the run's health
+        history = log.read()
+        if validation_tasks and validation_due(step + 1, config.steps, validation_interval(config.validate_every, [*history, {"step": step + 1, **metrics}])):
+            metrics.update(await _validation_metrics(env, model, validation_tasks, config, history, step=step + 1))
+        warnings = monitor.check(step + 1, metrics)
+        if warnings:
+            metrics["warnings"] = [w.as_dict() for w in warnings]
+
+        # 5) checkpoint, then log: a step is done once its checkpoint exists
+        loop_state = {
+            "data_cursor": (step + 1) * config.groups_per_step,
+            "metrics": metrics,
+            "config": _jsonable(config),
+            "best_metric": best_metric,
+        }
         await checkpoints.save(step + 1, model.save_state, loop_state)
-        metrics["time/step"] = time.perf_counter() - started
         log.append(step + 1, metrics)
         printer.print(step + 1, metrics)
+        if "validation/success" in metrics:
+            printer.console.print(_validation_line(step + 1, metrics))
+        for warning in warnings:
+            printer.console.print(warning.line(step + 1), style="yellow", highlight=False)
         if metrics.get("turns/broken", 0) > 0 and not warned_of_broken_turns:
             warned_of_broken_turns = True
             printer.console.print(
                 f"note: {metrics['turns/broken']:.0f} captured turns could not continue their conversation verbatim (the agent "
                 "edited its history or changed its tools; tool_choice='none' hides them); each trains as a sequence of its own"
             )
+        report.maybe_write(log.read(), live=True)
         if on_step is not None:
             on_step(step + 1, metrics)
+        stopped_by = next((w.code for w in warnings if w.code in stop), None)
+        if stopped_by is not None:
+            printer.console.print(f"stopping at step {step + 1}: '{stopped_by}' is in stop_on", style="bold yellow")
+            break
 
-    return RunResult(model=model, history=log.read(), resumed_from=start_step)
+    history = log.read()
+    report.write(history, live=False)
+    best = checkpoints.best()
+    return RunResult(
+        model=model, history=history, resumed_from=start_step, best_checkpoint=best.path if best else None, stopped_by=stopped_by
+    )
+
+
+async def _validation_metrics(
+    env: Any, model: TrainableModel, tasks: list[Any], config: RunConfig, history: list[dict[str, Any]], step: int
+) -> dict[str, Any]:
+    """Validation success at this step, and the forecast fitted to every point so far."""
+    started = time.perf_counter()
+    metrics: dict[str, Any] = await validate(env, model, tasks, config.concurrency)
+    metrics["time/validation"] = time.perf_counter() - started
+    points = [(r["step"], r["validation/success"]) for r in history if r.get("validation/success") is not None and r["step"] < step]
+    points.append((step, metrics["validation/success"]))
+    forecast = fit_forecast([p[0] for p in points], [p[1] for p in points], n=len(tasks), seed=config.seed)
+    metrics.update(forecast.as_metrics())
+    metrics["forecast/text"] = forecast.describe()
+    return metrics
+
+
+def _validation_line(step: int, metrics: dict[str, Any]) -> str:
+    line = (
+        f"validation at step {step}: success {metrics['validation/success']:.1%} "
+        f"(95% CI {metrics['validation/ci_low']:.1%}–{metrics['validation/ci_high']:.1%}, n={metrics['validation/n']:.0f})"
+    )
+    return line + (f"; {metrics['forecast/text']}" if step > 0 else "")
+
+
+class _ReportWriter:
+    """report.html in the run directory: rewritten during the run at most every `every_s` seconds, and at the end."""
+
+    def __init__(self, out: Path, env: Any, every_s: float):
+        self.out, self.every_s = out, every_s
+        self.title = f"hone run: {getattr(env, 'name', type(env).__name__)} ({out.name})"
+        self.last = time.perf_counter()  # the first live write waits one interval: short runs write once, at the end
+
+    def maybe_write(self, history: list[dict[str, Any]], live: bool) -> None:
+        if self.every_s > 0 and time.perf_counter() - self.last >= self.every_s:
+            self.write(history, live)
+
+    def write(self, history: list[dict[str, Any]], live: bool) -> None:
+        write_run_report(self.out, history, title=self.title, live=live)
+        self.last = time.perf_counter()
 
 
 def check_run_config(config: RunConfig) -> None:
@@ -164,6 +264,12 @@ def check_run_config(config: RunConfig) -> None:
         raise HoneError(f"lora_rank must be 0 (full fine-tuning) or more, got {config.lora_rank}")
     if not config.learning_rate > 0:
         raise HoneError(f"learning_rate must be more than 0, got {config.learning_rate}")
+    if config.validate_every is not None and config.validate_every < 0:
+        raise HoneError(f"validate_every must be 0 (never), a number of steps, or None (automatic), got {config.validate_every}")
+    try:
+        stop_codes(config.stop_on)
+    except ValueError as exc:
+        raise HoneError(str(exc)) from None
 
 
 def make_model(name: str, config: RunConfig, backend: Backend | None = None) -> TrainableModel:
