@@ -48,6 +48,8 @@ def test_hone_train_refuses_settings_that_cannot_work_before_loading_anything(tm
         (["--loss", "nosuch"], "unknown loss 'nosuch'; use one of cispo, cross_entropy, importance_sampling, ppo"),
         (["--group-size", "1"], "group_size must be at least 2, got 1"),
         (["--lora-rank", "-1"], "lora_rank must be 0 (full fine-tuning) or more"),
+        (["--stop-on", "hacking,crash"], "unknown stop rule 'crash'; use any of collapse, hacking, truncation, mismatch, drift"),
+        (["--validate-every", "3"], "validate_every=3 needs a validation split, and the environment 'toy' has no validation_tasks() method"),
     ]:  # in-process (a subprocess per case cost ~15 s of imports): the same command line, the same exit
         done = CliRunner().invoke(app, ["train", env_file, "--model", "tiny", "--out", str(tmp_path / "run"), *options])
         said = " ".join((done.output + done.stderr).split())

@@ -48,9 +48,8 @@ def rollout_health(groups: Sequence[Any]) -> dict[str, float]:
         metrics["health/stalled_groups"] = fmean(float(s) for s in stalled)
     attempted = valid = 0
     for t in (t for g in groups for t in g.trajectories if t.tools):
-        for message in t.messages:
-            if message.get("role") != "assistant":
-                continue
+        replies = [m for m in t.messages if m.get("role") == "assistant"]
+        for message in replies[len(replies) - len(t.turns) :]:  # the sampled ones, not a prompt's worked example
             if message.get("tool_calls"):
                 attempted, valid = attempted + 1, valid + 1
             elif _looks_like_a_call(message.get("content") or ""):
@@ -119,7 +118,7 @@ class HealthThresholds:
     entropy_floor: float = 0.05  # ... and under this many nats (a confident but healthy policy stays above)
     stalled_share: float = 0.5  # diversity collapse: this share of groups identical and failing ...
     stalled_steps: int = 2  # ... for this many steps running
-    truncated_share: float = 0.10
+    truncated_share: float = 0.10  # ... of replies cut by max_tokens, and not falling
     mismatch_k3: float = 0.05  # KL(sampler ‖ trainer), k3 estimate: on-policy it is ~1e-3 (bf16 sampler, fp32 trainer)
     mismatch_abs: float = 0.5  # mean |Δ logprob| in nats
     hacking_window: int = 8  # steps over which reward and validation are compared
@@ -201,12 +200,18 @@ class HealthMonitor:
         )
 
     def _truncation(self) -> HealthWarning | None:
+        """Many replies cut, and no fewer than at the start: a policy learning to stop earlier is on its way."""
+        series = [v for _, v in self._series("health/truncated")]
         now = self._latest("health/truncated")
-        if now is None or now <= self.thresholds.truncated_share:
+        if now is None or now <= self.thresholds.truncated_share or len(series) < 2:
+            return None
+        early = fmean(series[:2]) if len(series) > 2 else series[0]
+        if now < early - 0.02:
             return None
         return HealthWarning(
             "truncation",
-            f"{now:.0%} of replies hit the length limit (mean {self._latest('health/reply_tokens') or 0:.0f} tokens); cut replies train on broken text",
+            f"{now:.0%} of replies hit the length limit (mean {self._latest('health/reply_tokens') or 0:.0f} tokens), "
+            f"no fewer than early in the run ({early:.0%}); cut replies train on broken text",
             "raise max_tokens, or reward shorter replies",
         )
 

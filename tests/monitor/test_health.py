@@ -76,7 +76,7 @@ def test_diversity_truncation_mismatch_and_judge_drift_each_warn_with_figures_an
         for w in monitor.check(step, row):
             warnings[w.code] = (step, w)
     assert {code: step for code, (step, _) in warnings.items()} == {"diversity_collapse": 2, "truncation": 4, "mismatch": 4, "judge_drift": 6}
-    assert "30% of replies hit the length limit" in warnings["truncation"][1].message
+    assert "30% of replies hit the length limit" in warnings["truncation"][1].message and "early in the run (0%)" in warnings["truncation"][1].message
     assert "max_tokens" in warnings["truncation"][1].advice
     assert "60%" in warnings["judge_drift"][1].message and "85%" in warnings["judge_drift"][1].message
 
@@ -118,3 +118,17 @@ def test_stop_rules_name_warning_codes_and_reject_unknown_names():
     assert stop_codes(["collapse", "hacking"]) == {"entropy_collapse", "diversity_collapse", "reward_hacking"}
     with pytest.raises(ValueError, match="unknown stop rule 'crash'; use any of collapse, hacking"):
         stop_codes(["crash"])
+
+
+def test_truncation_that_falls_as_the_policy_learns_to_stop_is_not_a_warning():
+    # the toolcall task's untrained replies ramble into max_tokens; training teaches them to call and stop
+    falling = [0.47, 0.38, 0.25, 0.12, 0.12, 0.16]
+    assert feed_from(HealthMonitor(), [{"health/truncated": v} for v in falling], first_step=1) == {}
+    assert feed_from(HealthMonitor(), [{"health/truncated": v} for v in [0.05, 0.08, 0.2, 0.4]], first_step=1) == {3: ["truncation"]}
+
+
+def test_a_worked_example_in_the_prompt_is_not_counted_as_a_call_the_policy_made():
+    example = {"role": "assistant", "content": '<tool_call>{"name": "f", "arguments": {}}</tool_call>'}
+    t = attempt([1, 2, 3], content="plain words", tool_calls=[])
+    t.messages.insert(1, example)
+    assert "health/tool_call_validity" not in rollout_health([TrajectoryGroup(trajectories=[t, t])])
