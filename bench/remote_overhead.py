@@ -50,10 +50,12 @@ from typing import Any
 
 import httpx
 import openai
+from rich.console import Console
 
 from hone.backends import LocalBackend, RemoteBackend
 from hone.envs.toolcall import TOOLS, ToolCallEnv, make_tasks, prompt_messages
 from hone.models import DEFAULT_MODEL
+from hone.monitor import StepPrinter
 from hone.rl.loop import RunConfig, make_model, run_training
 from hone.types import AdamParams, Datum
 
@@ -148,6 +150,7 @@ def config(args: argparse.Namespace, out: Path) -> RunConfig:
     return RunConfig(
         out_dir=str(out), base_model=args.model, steps=args.steps, groups_per_step=args.groups_per_step,
         group_size=args.group_size, learning_rate=1e-4, lora_rank=16, seed=0, show_progress=False,
+        validate_every=0,  # it resumes once per step: a validation at every "last step" would swamp the timing
     )  # fmt: skip
 
 
@@ -204,7 +207,10 @@ async def round_trip_saved(backend: RemoteBackend, pairs: int) -> dict[str, Any]
     }
 
 
-class _Quiet:
+class _Quiet(StepPrinter):
+    def __init__(self) -> None:
+        super().__init__(Console(quiet=True))
+
     def print(self, step: int, metrics: dict[str, Any]) -> None:
         pass
 

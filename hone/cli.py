@@ -286,7 +286,10 @@ def train(
         console.print(f"stopped early at step {result.history[-1]['step']}: the '{result.stopped_by}' warning is in --stop-on")
     else:
         console.print(f"done: {steps} steps in {out}")
-    if result.best_checkpoint is not None:
+    validated = [(row["validation/success"], -row["step"]) for row in result.history if row.get("validation/success") is not None]
+    if validated and -max(validated)[1] == 0 and len(validated) > 1:
+        console.print(f"validation was best before training (step 0, {max(validated)[0]:.1%}): no checkpoint beats the base model yet")
+    elif result.best_checkpoint is not None:
         console.print(f"best checkpoint: {result.best_checkpoint} (export it with `hone export {out} --best`)")
     console.print(f"report: {out / 'report.html'}")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import fmean
+from statistics import fmean, pstdev
 from typing import Any, Sequence
 
 # ----------------------------------------------------------------------------- per-step metrics
@@ -37,6 +37,9 @@ def rollout_health(groups: Sequence[Any]) -> dict[str, float]:
         known = [turn.finish_reason for turn in turns if turn.finish_reason is not None]
         if known:
             metrics["health/truncated"] = sum(reason == "length" for reason in known) / len(known)
+    means = [fmean(g.rewards) for g in groups if g.trajectories]
+    if len(means) >= 2:  # attempts at one task are correlated: the step mean's error comes from the groups
+        metrics["health/reward_se"] = pstdev(means) / math.sqrt(len(means))
     scored = [g for g in groups if len(g.trajectories) >= 2]
     if scored:
         metrics["health/zero_variance_groups"] = fmean(float(max(g.rewards) - min(g.rewards) < 1e-9) for g in scored)
@@ -52,7 +55,7 @@ def rollout_health(groups: Sequence[Any]) -> dict[str, float]:
         for message in replies[len(replies) - len(t.turns) :]:  # the sampled ones, not a prompt's worked example
             if message.get("tool_calls"):
                 attempted, valid = attempted + 1, valid + 1
-            elif _looks_like_a_call(message.get("content") or ""):
+            elif _looks_like_a_call(message.get("content") or ""):  # the parser's rejection leaves the text in content
                 attempted += 1
     if attempted:
         metrics["health/tool_call_validity"] = valid / attempted
@@ -62,13 +65,12 @@ def rollout_health(groups: Sequence[Any]) -> dict[str, float]:
 def group_diversity(group: Any) -> float:
     """0 when every attempt wrote the same tokens, 1 when no two share a trigram.
 
-    Each attempt's replies (all turns) give a set of token n-grams; with G attempts the union over
-    the sum of set sizes runs from 1/G (identical) to 1 (disjoint), rescaled to 0..1."""
-    sets = []
-    for t in group.trajectories:
-        tokens = [tok for turn in t.turns for tok in turn.completion_tokens]
-        n = min(NGRAM, len(tokens))
-        sets.append({tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)} if n else {()})
+    Each attempt's replies (all turns) give a set of token n-grams (trigrams, or shorter where a
+    reply is shorter); with G attempts the union over the sum of set sizes runs from 1/G
+    (identical) to 1 (disjoint), rescaled to 0..1."""
+    replies = [[tok for turn in t.turns for tok in turn.completion_tokens] for t in group.trajectories]
+    n = max(1, min(NGRAM, *(len(r) for r in replies))) if replies else NGRAM  # one order for all: short replies compare too
+    sets = [{tuple(r[i : i + n]) for i in range(len(r) - n + 1)} or {tuple(r)} for r in replies]
     total = sum(len(s) for s in sets)
     size = len(sets)
     if size < 2 or total == 0:
@@ -114,18 +116,28 @@ STOP_RULES = {
 
 @dataclass(frozen=True)
 class HealthThresholds:
+    # Measured on healthy runs (AMD EPYC, embedded model, toolcall task, LoRA 16, lr 2e-4, 6 steps):
+    # entropy 3.1 → 1.4-2.3 nats, KL k3 0.0007-0.0013, mean |Δ logprob| 0.023-0.027, truncation
+    # 47% → 12-16%, zero-variance groups 0-50%, stalled groups 0. The thresholds sit well outside.
     entropy_fraction: float = 0.1  # collapse: entropy under this share of its early value ...
-    entropy_floor: float = 0.05  # ... and under this many nats (a confident but healthy policy stays above)
+    entropy_floor: float = 0.05  # ... and under this many nats per token ...
+    entropy_same_groups: float = 0.5  # ... while this share of groups scores the same (exploration gone, not a solved step)
     stalled_share: float = 0.5  # diversity collapse: this share of groups identical and failing ...
     stalled_steps: int = 2  # ... for this many steps running
-    truncated_share: float = 0.10  # ... of replies cut by max_tokens, and not falling
-    mismatch_k3: float = 0.05  # KL(sampler ‖ trainer), k3 estimate: on-policy it is ~1e-3 (bf16 sampler, fp32 trainer)
-    mismatch_abs: float = 0.5  # mean |Δ logprob| in nats
-    hacking_window: int = 8  # steps over which reward and validation are compared
-    hacking_min_span: int = 3  # the two validation points must be at least this many steps apart
-    hacking_sigmas: float = 3.0  # the reward's rise must exceed this many standard errors
-    drift_drop: float = 0.15  # judge agreement: recent mean this far below the early mean
-    drift_steps: int = 3  # steps in each of the early and recent means
+    truncated_share: float = 0.10  # truncation: this share of replies cut by max_tokens and not falling, ...
+    truncated_persistent: float = 0.30  # ... or this share for `persistent_steps` steps, falling or not
+    persistent_steps: int = 3
+    mismatch_k3: float = 0.05  # KL(sampler ‖ trainer), k3 estimate: ~40× the healthy figure above
+    mismatch_abs: float = 0.25  # mean |Δ logprob| in nats: ~10× the healthy figure above
+    hacking_window: int = 12  # steps back from a validation point over which reward and validation trends are compared ...
+    hacking_min_span: int = 4  # ... at least this many steps between its first and last validation point ...
+    hacking_sigmas: float = 2.0  # ... the reward's trend beyond this many standard errors, validation's trend ≤ 0 ...
+    hacking_validation_slack: float = 0.5  # "flat": validation's trend under this many of its standard errors
+    hacking_confirmations: int = 2  # ... at this many validation points running (simulated: see bench/health_warnings.py)
+    drift_drop: float = 0.15  # judge agreement: recent pooled share this far below the early one ...
+    drift_z: float = 2.5  # ... and significantly so (two-proportion z over the pairs judged)
+    drift_steps: int = 3  # steps pooled in each of the early and recent shares
+    clear_steps: int = 3  # a warning that stopped is raised again only after this many clear steps
 
 
 def stop_codes(names: Sequence[str]) -> set[str]:
@@ -149,6 +161,7 @@ class HealthMonitor:
         self.thresholds = thresholds
         self.history: list[dict[str, Any]] = []
         self.active: set[str] = set()
+        self._clear_for: dict[str, int] = {}  # code -> steps since its condition last held
 
     def replay(self, history: Sequence[dict[str, Any]]) -> None:
         for record in history:
@@ -158,7 +171,13 @@ class HealthMonitor:
         self.history.append({"step": step, **metrics})
         found = {w.code: w for w in self._conditions()}
         started = [w for code, w in found.items() if code not in self.active]
-        self.active = set(found)
+        for code in list(self.active - set(found)):  # hysteresis: a figure hovering at its threshold warns once
+            self._clear_for[code] = self._clear_for.get(code, 0) + 1
+            if self._clear_for[code] >= self.thresholds.clear_steps:
+                self.active.discard(code)
+        for code in found:
+            self.active.add(code)
+            self._clear_for[code] = 0
         return started
 
     # ------------------------------------------------------------------ conditions
@@ -174,13 +193,15 @@ class HealthMonitor:
         return record[key] if _number(record.get(key)) else None
 
     def _entropy(self) -> HealthWarning | None:
-        series = self._series("train/entropy")
-        now = self._latest("train/entropy")
+        trained = [r for r in self.history if r.get("train/tokens") != 0]  # no trained token: the trainer reports 0, not a collapse
+        series = [(r["step"], r["train/entropy"]) for r in trained if _number(r.get("train/entropy"))]
+        now = self._latest("train/entropy") if self.history[-1].get("train/tokens") != 0 else None
         if now is None or len(series) < 3:
             return None
         early = sorted(v for _, v in series[:3])[1]  # median of the first three steps
         t = self.thresholds
-        if now < t.entropy_floor and now < t.entropy_fraction * early:
+        same = self._latest("health/zero_variance_groups")
+        if now < t.entropy_floor and now < t.entropy_fraction * early and (same is None or same >= t.entropy_same_groups):
             return HealthWarning(
                 "entropy_collapse",
                 f"policy entropy fell to {now:.3f} nats, {now / early:.0%} of its early {early:.3f}; the model has stopped exploring",
@@ -201,12 +222,15 @@ class HealthMonitor:
 
     def _truncation(self) -> HealthWarning | None:
         """Many replies cut, and no fewer than at the start: a policy learning to stop earlier is on its way."""
+        t = self.thresholds
         series = [v for _, v in self._series("health/truncated")]
         now = self._latest("health/truncated")
-        if now is None or now <= self.thresholds.truncated_share or len(series) < 2:
+        if now is None or now <= t.truncated_share or len(series) < 2:
             return None
         early = fmean(series[:2]) if len(series) > 2 else series[0]
-        if now < early - 0.02:
+        recent = series[-t.persistent_steps :]
+        persistent = len(recent) == t.persistent_steps and min(recent) > t.truncated_persistent
+        if now < early - 0.02 and not persistent:
             return None
         return HealthWarning(
             "truncation",
@@ -228,54 +252,101 @@ class HealthMonitor:
         )
 
     def _hacking(self) -> HealthWarning | None:
-        """Training reward up, validation success flat or down, over the last window of steps."""
+        """Training reward up, validation success not, at the last `hacking_confirmations` validation points."""
         t = self.thresholds
         points = self._series("validation/success")
-        if not points:
-            return None
-        step = points[-1][0]  # judged at each validation point; the verdict holds until the next one
-        validation = [(s, v) for s, v in points if s >= step - t.hacking_window]
-        (first_step, first), (_, last) = validation[0], validation[-1]
-        if step - first_step < t.hacking_min_span or first >= 0.95:
+        verdicts = [self._hacking_at(points[: i + 1]) for i in range(max(0, len(points) - t.hacking_confirmations), len(points))]
+        if len(verdicts) < t.hacking_confirmations or not all(verdicts):
+            return None  # judged at each validation point; the verdict holds until the next one
+        return verdicts[-1]
+
+    def _hacking_at(self, points: list[tuple[int, float]]) -> HealthWarning | None:
+        t = self.thresholds
+        step = points[-1][0]
+        window = [(s, v) for s, v in points if s >= step - t.hacking_window]
+        (first_step, first), last = window[0], window[-1][1]
+        if len(window) < 2 or step - first_step < t.hacking_min_span or first >= 0.95:
             return None  # too short to judge, or validation has no room left to rise
-        before = self._reward_window(first_step + 1, first_step + 2)  # rollouts of the policy validated at first_step
-        after = self._reward_window(step - 1, step)
-        if before is None or after is None:
+        # rollouts at step k are sampled by the policy after k-1 updates: those of the validated policies are first_step+1..step
+        rows = [r for r in self.history if first_step < r["step"] <= step and _number(r.get("reward/mean"))]
+        if len(rows) < 3:
             return None
-        (mean_before, se_before), (mean_after, se_after) = before, after
-        rise = mean_after - mean_before
-        if rise > t.hacking_sigmas * math.hypot(se_before, se_after) and last <= first:
+        slope, se = _weighted_slope([(r["step"], r["reward/mean"], _reward_se(r)) for r in rows])
+        if slope > t.hacking_sigmas * se and _slope(window) <= t.hacking_validation_slack * self._validation_slope_se(window):
+            rise = slope * (step - first_step)
             return HealthWarning(
                 "reward_hacking",
-                f"training reward rose {mean_before:.3f} → {mean_after:.3f} between steps {first_step} and {step} "
+                f"training reward rose by {rise:.3f} (trend, {slope / se:.1f} standard errors) between steps {first_step} and {step} "
                 f"while validation success went {first:.0%} → {last:.0%}",
                 "read the highest-reward trajectories: the reward (or the judge) pays for something validation does not; "
-                "the best checkpoint by validation is kept",
+                "the best checkpoint by validation (the earliest, on ties) is kept",
             )
         return None
 
-    def _reward_window(self, first: int, last: int) -> tuple[float, float] | None:
-        """Mean training reward over steps first..last and its standard error."""
-        rows = [r for r in self.history if first <= r["step"] <= last and _number(r.get("reward/mean"))]
-        if not rows:
-            return None
-        n = sum(r.get("rollouts/ok") or 1 for r in rows)
-        std = math.sqrt(fmean((r.get("reward/std") or 0.0) ** 2 for r in rows))
-        return fmean(r["reward/mean"] for r in rows), std / math.sqrt(n)
+    def _validation_slope_se(self, window: list[tuple[int, float]]) -> float:
+        """The standard error of validation success's slope over `window`, from each point's binomial noise."""
+        sizes = {r["step"]: r.get("validation/n") for r in self.history if "validation/success" in r}
+        points = [(s, v, _binomial_se(v, sizes.get(s) or 100)) for s, v in window]
+        mean_x = fmean(s for s, _, _ in points)
+        spread = sum((s - mean_x) ** 2 for s, _, _ in points)
+        return math.sqrt(sum((s - mean_x) ** 2 * e**2 for s, _, e in points)) / spread if spread else 0.0
 
     def _drift(self) -> HealthWarning | None:
+        """Agreement pooled over the pairs judged in the first and the latest steps, compared as two proportions."""
         t = self.thresholds
-        series = [v for _, v in self._series("judge/agreement")]
-        if len(series) < 2 * t.drift_steps or self._latest("judge/agreement") is None:
+        rows = [r for r in self.history if _number(r.get("judge/agreement")) and (r.get("judge/pairs") or 0) > 0]
+        if len(rows) < 2 * t.drift_steps or self._latest("judge/agreement") is None:
             return None
-        early, recent = fmean(series[: t.drift_steps]), fmean(series[-t.drift_steps :])
-        if recent < early - t.drift_drop:
+        (early, n_early), (recent, n_recent) = _pooled(rows[: t.drift_steps]), _pooled(rows[-t.drift_steps :])
+        pooled = (early * n_early + recent * n_recent) / (n_early + n_recent)
+        se = math.sqrt(max(pooled * (1 - pooled), 1e-9) * (1 / n_early + 1 / n_recent))
+        if recent < early - t.drift_drop and (early - recent) / se > t.drift_z:
             return HealthWarning(
                 "judge_drift",
-                f"the judge agrees with the ground truth on {recent:.0%} of pairs lately, down from {early:.0%} early in the run",
+                f"the judge agrees with the ground truth on {recent:.0%} of {n_recent:.0f} pairs lately, down from {early:.0%} of "
+                f"{n_early:.0f} early in the run",
                 "the policy may be exploiting the judge: tighten the rubric, use a stronger judge, or mix in a code reward",
             )
         return None
+
+
+def _pooled(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    pairs = sum(r["judge/pairs"] for r in rows)
+    return sum(r["judge/agreement"] * r["judge/pairs"] for r in rows) / pairs, pairs
+
+
+def _binomial_se(success: float, n: float) -> float:
+    p = (success * n + 1) / (n + 2)  # smoothed: 0/n and n/n still carry noise
+    return math.sqrt(p * (1 - p) / n)
+
+
+def _reward_se(row: dict[str, Any]) -> float:
+    """The step mean's standard error: from the spread of group means, else from the rollouts' spread."""
+    if _number(row.get("health/reward_se")):
+        return row["health/reward_se"]
+    return (row.get("reward/std") or 0.0) / math.sqrt(row.get("rollouts/ok") or 1)
+
+
+def _weighted_slope(points: list[tuple[int, float, float]]) -> tuple[float, float]:
+    """Least-squares slope of (step, mean, its standard error) points and the slope's standard error,
+    the larger of what the stated errors and the scatter about the line give."""
+    xs = [x for x, _, _ in points]
+    mean_x = fmean(xs)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    mean_y = fmean(y for _, y, _ in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y, _ in points) / spread
+    stated = math.sqrt(sum((x - mean_x) ** 2 * e**2 for x, _, e in points)) / spread
+    residual = [y - mean_y - slope * (x - mean_x) for x, y, _ in points]
+    scatter = math.sqrt(sum(r * r for r in residual) / max(len(points) - 2, 1) / spread)
+    return slope, max(stated, scatter, 1e-9)
+
+
+def _slope(points: list[tuple[int, float]]) -> float:
+    """Least-squares slope of validation success over steps."""
+    mean_x = fmean(x for x, _ in points)
+    mean_y = fmean(y for _, y in points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
 
 
 def _number(value: Any) -> bool:

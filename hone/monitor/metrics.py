@@ -54,18 +54,19 @@ class MetricsLog:
 class StepPrinter:
     """Prints one row per step under a header: the figures a user watches during a run."""
 
-    COLUMNS = [
+    COLUMNS = [  # one space between columns: the row fits 80
         ("step", "step", "{:>5.0f}"),
         ("reward/mean", "reward", "{:>7.3f}"),
         ("success/rate", "success", "{:>7.2f}"),
-        ("train/loss", "loss", "{:>8.4f}"),
         ("train/entropy", "entropy", "{:>7.3f}"),
-        ("train/kl_sampler_trainer", "kl", "{:>8.5f}"),
+        ("train/kl_sampler_trainer_k3", "kl(k3)", "{:>7.4f}"),  # k3: cannot cancel between tokens, unlike k1
         ("optim/grad_norm", "|g|", "{:>7.3f}"),
-        ("train/groups_dropped_zero_variance", "drop", "{:>4.0f}"),
+        ("health/reply_tokens", "len", "{:>5.0f}"),
+        ("health/truncated", "cut", "{:>5.0%}"),
+        ("health/diversity", "div", "{:>5.2f}"),
+        ("train/groups_dropped_zero_variance", "same", "{:>4.0f}"),
         ("rollouts/failed", "fail", "{:>4.0f}"),
-        ("time/sample", "t.samp", "{:>6.1f}"),
-        ("time/train", "t.train", "{:>7.1f}"),
+        ("time/step", "t.step", "{:>6.1f}"),
     ]
 
     def __init__(self, console: Console | None = None):

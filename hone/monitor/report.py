@@ -27,7 +27,7 @@ def curves_png(history: list[dict[str, Any]], keys: list[tuple[str, str]]) -> by
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def before_after_png(labels: list[str], values: list[float], intervals: list[tuple[float, float]], title: str) -> bytes:
@@ -39,17 +39,19 @@ def before_after_png(labels: list[str], values: list[float], intervals: list[tup
     for i, v in enumerate(values):
         ax.text(i, v + 0.02, f"{v:.0%}", ha="center")
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
-def _png(fig: Any) -> bytes:
+def png_bytes(fig: Any) -> bytes:
+    """The figure as PNG bytes; closes it (a report rewritten every step must not pile up figures)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return buffer.getvalue()
 
 
-def _img(png: bytes, alt: str) -> str:
+def img_tag(png: bytes, alt: str) -> str:
+    """An <img> holding the PNG as a data: URI, so the page needs no other file."""
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
@@ -74,7 +76,7 @@ def _short(metadata: dict[str, Any]) -> dict[str, Any]:
 
 def write_report(path: Any, title: str, summary_rows: list[tuple[str, str, str]], images: list[tuple[bytes, str]], sections: list[tuple[str, list[str]]]) -> None:
     table = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>" for a, b, c in summary_rows)
-    pictures = "".join(_img(png, alt) for png, alt in images)
+    pictures = "".join(img_tag(png, alt) for png, alt in images)
     body = "".join(f"<h2>{html.escape(name)}</h2>{''.join(items)}" for name, items in sections)
     path.write_text(
         f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>

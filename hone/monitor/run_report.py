@@ -1,6 +1,7 @@
 """The run report: one self-contained HTML page about a run, rewritten during training and at the end.
 
-    write_run_report(run_dir, history, title="inbox agent", live=True)   # -> run_dir / "report.html"
+    write_run_report(run_dir, history, title="inbox agent", live=True, seed=0)   # -> run_dir / "report.html"
+    write_run_report(run_dir, history, title="inbox agent", live=False, status="run stopped: ...")   # at the end
 
 `history` is what `MetricsLog.read()` returns: one dict per completed step (`{"step": 12, ...}`),
 with any metric missing or None on any line. The page holds:
@@ -27,7 +28,7 @@ import numpy as np
 
 from hone.files import write_file_atomically
 from hone.monitor.forecast import INTERVAL, Forecast, fit_forecast
-from hone.monitor.report import _img, _png
+from hone.monitor.report import img_tag, png_bytes
 
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,6 +36,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 REPORT_NAME = "report.html"
 VALIDATION_KEY = "validation/success"
+BASELINE_IS_BEST = "best validation before training (step 0): training has not beaten the base model yet"
 FORECAST_REACH = 2.5  # the forecast stops at 2.5 × the last step, however far step_90 is: the measured points stay readable
 
 
@@ -91,33 +93,52 @@ class RunWarning:
     advice: str
 
 
-def write_run_report(run_dir: Path, history: list[dict[str, Any]], *, title: str, live: bool, refresh_seconds: int = 15) -> Path:
-    """Write `run_dir / "report.html"` atomically (a browser refreshing it never sees half a page)."""
+def write_run_report(
+    run_dir: Path,
+    history: list[dict[str, Any]],
+    *,
+    title: str,
+    live: bool,
+    refresh_seconds: int = 15,
+    seed: int = 0,
+    status: str | None = None,
+) -> Path:
+    """Write `run_dir / "report.html"` atomically (a browser refreshing it never sees half a page).
+
+    `seed` goes to `fit_forecast`: pass the run's, so the page shows the band the training loop
+    logged. `status` replaces "run finished" on a final (`live=False`) page, e.g. "run stopped: the
+    reward_hacking warning (stop_on)" or "run ended with an error"; a live page ignores it."""
     path = Path(run_dir) / REPORT_NAME
-    write_file_atomically(path, run_report_html(history, title=title, live=live, refresh_seconds=refresh_seconds))
+    page = run_report_html(history, title=title, live=live, refresh_seconds=refresh_seconds, seed=seed, status=status)
+    write_file_atomically(path, page)
     return path
 
 
-def run_report_html(history: list[dict[str, Any]], *, title: str, live: bool, refresh_seconds: int = 15) -> str:
+def run_report_html(
+    history: list[dict[str, Any]], *, title: str, live: bool, refresh_seconds: int = 15, seed: int = 0, status: str | None = None
+) -> str:
     refresh = f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">' if live else ""
     updated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-    status = f"run in progress — updated {updated}, refreshes every {int(refresh_seconds)} s" if live else f"run finished — written {updated}"
+    if live:
+        line = f"run in progress — updated {updated}, refreshes every {int(refresh_seconds)} s"
+    else:
+        line = f"{status or 'run finished'} — written {updated}"
     head = f'<!doctype html><html><head><meta charset="utf-8">{refresh}<title>{html.escape(title)}</title><style>{_CSS}</style></head>'
-    top = f'<body><h1>{html.escape(title)}</h1><p class="status {"live" if live else "done"}">{html.escape(status)}</p>'
+    top = f'<body><h1>{html.escape(title)}</h1><p class="status {"live" if live else "done"}">{html.escape(line)}</p>'
     if not history:
         return f"{head}{top}<p>The run has not finished a step yet.</p></body></html>"
 
     warnings = _warnings(history)
-    forecast = _forecast(history)
+    forecast = _forecast(history, seed)
     last_step = max(int(r["step"]) for r in history)
     reward_png = _reward_png(history, warnings, last_step)
     validation = _validation_png(history, warnings, forecast, last_step)
     health_png = _health_png(history, warnings, last_step)
 
-    curves = f'<figure>{_img(reward_png, "reward per step")}<figcaption>training rollouts: mean reward (band: ± std across rollouts) and success rate</figcaption></figure>'
+    curves = f'<figure>{img_tag(reward_png, "reward per step")}<figcaption>training rollouts: mean reward (band: ± std across rollouts) and success rate</figcaption></figure>'
     if validation is not None:
-        curves += f'<figure>{_img(validation, "validation success")}<figcaption>{_forecast_caption(forecast)}</figcaption></figure>'
-    health = f"<h2>Health</h2>{_img(health_png, 'health panels')}" if health_png is not None else ""
+        curves += f'<figure>{img_tag(validation, "validation success")}<figcaption>{_forecast_caption(forecast)}</figcaption></figure>'
+    health = f"<h2>Health</h2>{img_tag(health_png, 'health panels')}" if health_png is not None else ""
     return (
         f"{head}{top}{_summary_html(history, warnings, forecast, last_step)}"
         f'<h2>Curves</h2><div class="pair">{curves}</div>{health}'
@@ -128,7 +149,7 @@ def run_report_html(history: list[dict[str, Any]], *, title: str, live: bool, re
 # ---------------------------------------------------------------- reading the history
 
 
-def _number(value: Any) -> float | None:
+def _as_float_or_none(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
@@ -136,7 +157,7 @@ def _number(value: Any) -> float | None:
 
 def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     """The steps where `key` holds a finite number, and those numbers."""
-    points = [(int(r["step"]), _number(r.get(key))) for r in history]
+    points = [(int(r["step"]), _as_float_or_none(r.get(key))) for r in history]
     kept = [(s, v) for s, v in points if v is not None]
     return [s for s, _ in kept], [v for _, v in kept]
 
@@ -154,25 +175,32 @@ def _validation_points(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One dict per validation: step, success, ci_low, ci_high, n (the last three may be None)."""
     points = []
     for r in history:
-        success = _number(r.get(VALIDATION_KEY))
+        success = _as_float_or_none(r.get(VALIDATION_KEY))
         if success is not None:
             points.append(
                 {
                     "step": int(r["step"]),
                     "success": success,
-                    "ci_low": _number(r.get("validation/ci_low")),
-                    "ci_high": _number(r.get("validation/ci_high")),
-                    "n": _number(r.get("validation/n")),
+                    "ci_low": _as_float_or_none(r.get("validation/ci_low")),
+                    "ci_high": _as_float_or_none(r.get("validation/ci_high")),
+                    "n": _as_float_or_none(r.get("validation/n")),
                 }
             )
     return points
 
 
-def _forecast(history: list[dict[str, Any]]) -> Forecast:
+def _forecast(history: list[dict[str, Any]], seed: int) -> Forecast:
+    """The forecast as the training loop fits it (same seed; n: the smallest validation set known,
+    the noisiest point). A fit that raises is shown as a refusal with the error's message: the page
+    is rewritten inside the training loop, and a bad point must not end the run."""
     points = _validation_points(history)
     sizes = [p["n"] for p in points if p["n"] is not None]
-    n = int(min(sizes)) if sizes else None  # the smallest set known: the noisiest point
-    return fit_forecast([p["step"] for p in points], [p["success"] for p in points], n)
+    n = int(min(sizes)) if sizes else None
+    try:
+        return fit_forecast([p["step"] for p in points], [p["success"] for p in points], n, seed=seed)
+    except Exception as error:  # only the fit: a failure anywhere else on the page still raises
+        reason = f"the fit failed: {error}" if str(error) else f"the fit failed ({type(error).__name__})"
+        return Forecast(False, reason, len(points), None, None, None, None, None, None, None)
 
 
 # ---------------------------------------------------------------- summary and tables
@@ -188,11 +216,14 @@ def _summary_html(history: list[dict[str, Any]], warnings: list[RunWarning], for
     points = _validation_points(history)
     if points:
         latest = points[-1]
-        best = max(points, key=lambda p: (p["success"], -p["step"]))  # the first step that reached the best
+        best = max(points, key=lambda p: (p["success"], -p["step"]))  # ties: the first step, as checkpoint retention on validation
         if points[0]["step"] == 0 and len(points) > 1:
             rows.append(("validation success, before training", _success_text(points[0])))
         rows.append(("validation success, latest", _success_text(latest)))
-        rows.append(("validation success, best", _success_text(best)))
+        best_text = _success_text(best)
+        if best["step"] == 0 and len(points) > 1:  # validated after training began, never above the baseline
+            best_text = f"{BASELINE_IS_BEST} — {best_text}"
+        rows.append(("validation success, best", best_text))
         rows.append(("forecast", forecast.describe()))
     else:
         rows.append(("validation success", "no validation yet"))
@@ -246,7 +277,7 @@ def _reward_png(history: list[dict[str, Any]], warnings: list[RunWarning], last_
     _mark_warnings(ax, warnings)  # every warning: the reward curve is the run's timeline
     _finish(ax, "training rollouts", last_step)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _validation_png(history: list[dict[str, Any]], warnings: list[RunWarning], forecast: Forecast, last_step: int) -> bytes | None:
@@ -275,21 +306,21 @@ def _validation_png(history: list[dict[str, Any]], warnings: list[RunWarning], f
     ax.set_ylim(0, 1.05)
     _finish(ax, "validation success", right)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _forecast_reach(forecast: Forecast, last_step: int) -> float:
     """Far enough to see the curve bend: 1.5 × the last step, or to where 90% of the gain is expected."""
     reach = 1.5 * max(last_step, 1)
     interval = forecast.step_90_interval
-    upper = _number(interval[1]) if interval is not None else None
+    upper = _as_float_or_none(interval[1]) if interval is not None else None
     if upper is not None:
         reach = max(reach, upper * 1.05)
     return min(reach, FORECAST_REACH * max(last_step, 1))
 
 
 def _health_png(history: list[dict[str, Any]], warnings: list[RunWarning], last_step: int) -> bytes | None:
-    present = {k for r in history for k, v in r.items() if _number(v) is not None}
+    present = {k for r in history for k, v in r.items() if _as_float_or_none(v) is not None}
     panels = [p for p in HEALTH_PANELS if any(k in present for k, _ in p.left + p.right)]
     if not panels:
         return None
@@ -303,7 +334,7 @@ def _health_png(history: list[dict[str, Any]], warnings: list[RunWarning], last_
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 _COLORS = ("#2f80ed", "#eb5757", "#27ae60", "#9b51e0")

@@ -67,7 +67,10 @@ class CheckpointDir:
             return None
         scored = [(c.loop_state().get("metrics", {}).get(self.best_metric), c) for c in self.all()]
         scored = [(v, c) for v, c in scored if isinstance(v, (int, float))]
-        return max(scored, key=lambda vc: (vc[0], vc[1].step))[1] if scored else None
+        # ties: by training reward the latest; by validation the earliest, the least trained of equals
+        # (a validation split gives equal scores often, and a gamed reward keeps climbing through them)
+        later_wins = 1 if not self.best_metric.startswith("validation/") else -1
+        return max(scored, key=lambda vc: (vc[0], later_wins * vc[1].step))[1] if scored else None
 
     def _retain(self) -> None:
         found = self.all()

@@ -108,7 +108,7 @@ async def run_training(
     checkpoints = CheckpointDir(out / "checkpoints", keep_last=config.keep_last, best_metric=best_metric)
     log = MetricsLog(out / "metrics.jsonl", sinks=config.log_sinks)
     printer = printer or StepPrinter()
-    report = _ReportWriter(out, env, config.report_every_s)
+    report = _ReportWriter(out, env, config.report_every_s, config.seed, printer.console)
 
     # 1) resume
     start_step = 0
@@ -124,12 +124,16 @@ async def run_training(
         logged = log.read()
     monitor = HealthMonitor()
     monitor.replay(logged)  # warnings already printed stay printed; their state carries on
+    if monitor.active:
+        printer.console.print(f"resuming at step {start_step} with warnings still active: {', '.join(sorted(monitor.active))}", style="yellow")
 
-    # 0) the baseline: validation before any training
-    if validation_tasks and not any(r["step"] == 0 for r in logged):
+    # 0) the baseline: validation before any training (a run resumed past step 0 has trained weights loaded)
+    if validation_tasks and start_step == 0 and not any(r["step"] == 0 for r in logged):
         metrics = await _validation_metrics(env, model, validation_tasks, config, logged, step=0)
         log.append(0, metrics)
+        monitor.check(0, metrics)  # the reference the hacking check compares against
         printer.console.print(_validation_line(0, metrics))
+    history = log.read()
 
     tasks = list(env.train_tasks())
     gather_config = GatherConfig(
@@ -143,69 +147,77 @@ async def run_training(
 
     warned_of_broken_turns = False
     stopped_by = None
-    for step in range(start_step, config.steps):
-        # 2) sample and score
-        started = time.perf_counter()
-        batch = tasks_for_step(tasks, step, config.groups_per_step, config.seed)
+    status = "run ended with an error"  # until the loop finishes or stops on a warning
+    try:
+        for step in range(start_step, config.steps):
+            # 2) sample and score
+            started = time.perf_counter()
+            batch = tasks_for_step(tasks, step, config.groups_per_step, config.seed)
 
-        async def rollout(task_and_index: tuple[int, Any], attempt: int, step: int = step):
-            task_index, task = task_and_index
-            seed = rollout_seed(config.seed, step, task_index, attempt)
-            return await play(env, model.backend, client, model.name, task, seed=seed, temperature=config.temperature)
+            async def rollout(task_and_index: tuple[int, Any], attempt: int, step: int = step):
+                task_index, task = task_and_index
+                seed = rollout_seed(config.seed, step, task_index, attempt)
+                return await play(env, model.backend, client, model.name, task, seed=seed, temperature=config.temperature)
 
-        groups = await gather_groups(list(enumerate(batch)), rollout, gather_config)
-        score_metrics = await score(groups, gather_config) if score is not None else {}
-        metrics = {**rollout_metrics(groups), **score_metrics}
-        health_started = time.perf_counter()
-        metrics.update(rollout_health(groups))
-        metrics["time/health"] = time.perf_counter() - health_started
-        metrics["time/sample"] = time.perf_counter() - started
+            groups = await gather_groups(list(enumerate(batch)), rollout, gather_config)
+            score_metrics = await score(groups, gather_config) if score is not None else {}
+            metrics = {**rollout_metrics(groups), **score_metrics}
+            health_started = time.perf_counter()
+            metrics.update(rollout_health(groups))
+            metrics["time/health"] = time.perf_counter() - health_started
+            metrics["time/sample"] = time.perf_counter() - started
 
-        # 3) train
-        metrics.update(await model.train(groups, train_config))
-        metrics["time/step"] = time.perf_counter() - started  # validation has its own time
+            # 3) train
+            metrics.update(await model.train(groups, train_config))
 
-        # 4) validate when due, then read the run's health
-        history = log.read()
-        if validation_tasks and validation_due(step + 1, config.steps, validation_interval(config.validate_every, [*history, {"step": step + 1, **metrics}])):
-            metrics.update(await _validation_metrics(env, model, validation_tasks, config, history, step=step + 1))
-        warnings = monitor.check(step + 1, metrics)
-        if warnings:
-            metrics["warnings"] = [w.as_dict() for w in warnings]
+            # 4) validate when due, then read the run's health
+            interval = validation_interval(config.validate_every, config.steps, [*history, {"step": step + 1, **metrics}])
+            if validation_tasks and validation_due(step + 1, config.steps, interval):
+                metrics.update(await _validation_metrics(env, model, validation_tasks, config, history, step=step + 1))
+            warnings = monitor.check(step + 1, metrics)
+            if warnings:
+                metrics["warnings"] = [w.as_dict() for w in warnings]
 
-        # 5) checkpoint, then log: a step is done once its checkpoint exists
-        loop_state = {
-            "data_cursor": (step + 1) * config.groups_per_step,
-            "metrics": metrics,
-            "config": _jsonable(config),
-            "best_metric": best_metric,
-        }
-        await checkpoints.save(step + 1, model.save_state, loop_state)
-        log.append(step + 1, metrics)
-        printer.print(step + 1, metrics)
-        if "validation/success" in metrics:
-            printer.console.print(_validation_line(step + 1, metrics))
-        for warning in warnings:
-            printer.console.print(warning.line(step + 1), style="yellow", highlight=False)
-        if metrics.get("turns/broken", 0) > 0 and not warned_of_broken_turns:
-            warned_of_broken_turns = True
-            printer.console.print(
-                f"note: {metrics['turns/broken']:.0f} captured turns could not continue their conversation verbatim (the agent "
-                "edited its history or changed its tools; tool_choice='none' hides them); each trains as a sequence of its own"
-            )
-        report.maybe_write(log.read(), live=True)
-        if on_step is not None:
-            on_step(step + 1, metrics)
-        stopped_by = next((w.code for w in warnings if w.code in stop), None)
-        if stopped_by is not None:
-            printer.console.print(f"stopping at step {step + 1}: '{stopped_by}' is in stop_on", style="bold yellow")
-            break
+            # 5) checkpoint, then log: a step is done once its checkpoint exists
+            loop_state = {
+                "data_cursor": (step + 1) * config.groups_per_step,
+                "metrics": metrics,
+                "config": _jsonable(config),
+                "best_metric": best_metric,
+            }
+            await checkpoints.save(step + 1, model.save_state, loop_state)
+            metrics["time/step"] = time.perf_counter() - started - metrics.get("time/validation", 0.0)  # validation has its own time
+            log.append(step + 1, metrics)
+            history.append({"step": step + 1, **metrics})
+            printer.print(step + 1, metrics)
+            if "validation/success" in metrics:
+                printer.console.print(_validation_line(step + 1, metrics))
+            for warning in warnings:
+                printer.console.print(warning.line(step + 1), style="yellow", highlight=False)
+            if metrics.get("turns/broken", 0) > 0 and not warned_of_broken_turns:
+                warned_of_broken_turns = True
+                printer.console.print(
+                    f"note: {metrics['turns/broken']:.0f} captured turns could not continue their conversation verbatim (the agent "
+                    "edited its history or changed its tools; tool_choice='none' hides them); each trains as a sequence of its own"
+                )
+            report.maybe_write(history, live=True)
+            if on_step is not None:
+                on_step(step + 1, metrics)
+            stopped_by = next((w.code for w in warnings if w.code in stop), None)
+            if stopped_by is not None:
+                printer.console.print(
+                    f"stopping at step {step + 1}: the '{stopped_by}' warning is in stop_on. Re-running resumes from this step and "
+                    "does not stop on it again while it stays active",
+                    style="bold yellow",
+                )
+                break
+        status = f"run stopped: the {stopped_by} warning (stop_on)" if stopped_by else None
+    finally:
+        report.write(history, live=False, status=status)  # never leave a page refreshing after the run has ended
 
-    history = log.read()
-    report.write(history, live=False)
     best = checkpoints.best()
     return RunResult(
-        model=model, history=history, resumed_from=start_step, best_checkpoint=best.path if best else None, stopped_by=stopped_by
+        model=model, history=log.read(), resumed_from=start_step, best_checkpoint=best.path if best else None, stopped_by=stopped_by
     )
 
 
@@ -218,7 +230,11 @@ async def _validation_metrics(
     metrics["time/validation"] = time.perf_counter() - started
     points = [(r["step"], r["validation/success"]) for r in history if r.get("validation/success") is not None and r["step"] < step]
     points.append((step, metrics["validation/success"]))
-    forecast = fit_forecast([p[0] for p in points], [p[1] for p in points], n=len(tasks), seed=config.seed)
+    try:
+        forecast = fit_forecast([p[0] for p in points], [p[1] for p in points], n=len(tasks), seed=config.seed)
+    except ValueError as exc:  # a forecast is advice: it never stops a run
+        metrics.update({"forecast/ok": 0.0, "forecast/text": f"no forecast: {exc}"})
+        return metrics
     metrics.update(forecast.as_metrics())
     metrics["forecast/text"] = forecast.describe()
     return metrics
@@ -233,20 +249,27 @@ def _validation_line(step: int, metrics: dict[str, Any]) -> str:
 
 
 class _ReportWriter:
-    """report.html in the run directory: rewritten during the run at most every `every_s` seconds, and at the end."""
+    """report.html in the run directory: rewritten during the run at most every `every_s` seconds, and at
+    the end. A page that cannot be drawn is reported once and never stops the run."""
 
-    def __init__(self, out: Path, env: Any, every_s: float):
-        self.out, self.every_s = out, every_s
+    def __init__(self, out: Path, env: Any, every_s: float, seed: int, console: Any):
+        self.out, self.every_s, self.seed, self.console = out, every_s, seed, console
         self.title = f"hone run: {getattr(env, 'name', type(env).__name__)} ({out.name})"
         self.last = time.perf_counter()  # the first live write waits one interval: short runs write once, at the end
+        self.failed = False
 
     def maybe_write(self, history: list[dict[str, Any]], live: bool) -> None:
         if self.every_s > 0 and time.perf_counter() - self.last >= self.every_s:
             self.write(history, live)
 
-    def write(self, history: list[dict[str, Any]], live: bool) -> None:
-        write_run_report(self.out, history, title=self.title, live=live)
+    def write(self, history: list[dict[str, Any]], live: bool, status: str | None = None) -> None:
         self.last = time.perf_counter()
+        try:
+            write_run_report(self.out, history, title=self.title, live=live, seed=self.seed, status=status)
+        except Exception as exc:  # a report is a view of metrics.jsonl, which is already safe on disk
+            if not self.failed:
+                self.failed = True
+                self.console.print(f"note: report.html could not be written ({type(exc).__name__}: {exc}); metrics.jsonl has every figure")
 
 
 def check_run_config(config: RunConfig) -> None:
@@ -264,6 +287,8 @@ def check_run_config(config: RunConfig) -> None:
         raise HoneError(f"lora_rank must be 0 (full fine-tuning) or more, got {config.lora_rank}")
     if not config.learning_rate > 0:
         raise HoneError(f"learning_rate must be more than 0, got {config.learning_rate}")
+    if config.best_metric is not None and config.best_metric.startswith("validation/") and config.validate_every == 0:
+        raise HoneError(f"best_metric='{config.best_metric}' needs validation; drop validate_every=0 or choose another best_metric")
     if config.validate_every is not None and config.validate_every < 0:
         raise HoneError(f"validate_every must be 0 (never), a number of steps, or None (automatic), got {config.validate_every}")
     try:

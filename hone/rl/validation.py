@@ -3,9 +3,11 @@
 1. The split is the environment's `validation_tasks()`; tasks the run never trains on, so that the
    best checkpoint, and any choice of steps or learning rate, is made on data the test never sees.
 2. The run validates once before training (step 0, the baseline), every K steps, and at its last step.
-3. K is the user's (`validate_every`) or chosen so validation costs at most VALIDATION_SHARE of the
-   run: from the baseline's time and the first training step's. Both are in metrics.jsonl, so a
-   resumed run chooses the same K.
+3. K is the user's (`validate_every`) or the smallest that keeps all validations, the baseline and
+   the last included, within VALIDATION_SHARE of the run's time, estimated from the baseline's time
+   and the first step's sampling and training time (both logged, so a resumed run chooses the same
+   K). Where even the baseline and the last validation exceed it, the run validates only those two.
+   The estimate is made once: replies that grow during training make later validations slower.
 """
 
 from __future__ import annotations
@@ -32,24 +34,26 @@ def validation_tasks_of(env: Any, validate_every: int | None) -> list[Any] | Non
             f"validate_every={validate_every} needs a validation split, and the environment '{getattr(env, 'name', env)}' "
             "has no validation_tasks() method; add one (tasks the run does not train on) or set validate_every=0"
         )
-    tasks = list(offer())
+    tasks = list(offer() if callable(offer) else offer)  # a method, or a plain sequence
     if not tasks:
         raise HoneError(f"the environment '{getattr(env, 'name', env)}' returned no validation tasks; return some, or set validate_every=0")
     return tasks
 
 
-def validation_interval(validate_every: int | None, history: Sequence[dict[str, Any]]) -> int | None:
+def validation_interval(validate_every: int | None, steps: int, history: Sequence[dict[str, Any]]) -> int | None:
     """K, or None while the automatic choice still lacks the baseline's or the first step's time."""
     if validate_every:
         return validate_every
     baseline = next((r.get("time/validation") for r in history if r["step"] == 0), None)
-    first_step = next((r.get("time/step") for r in history if r["step"] >= 1 and r.get("time/step")), None)
-    if not baseline or not first_step:
+    first = next((r for r in history if r["step"] >= 1 and r.get("time/train") is not None), None)
+    if not baseline or first is None:
         return None
-    # validation share = v / (K·s + v) ≤ VALIDATION_SHARE  ⇔  K ≥ v·(1 − share) / (share·s)
-    return max(1, math.ceil(baseline * (1 - VALIDATION_SHARE) / (VALIDATION_SHARE * first_step)))
-
-
+    step_time = (first.get("time/sample") or 0.0) + first["time/train"]
+    budget = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * steps * step_time  # validation time allowed beside training
+    for interval in range(1, steps + 1):
+        if (1 + math.ceil(steps / interval)) * baseline <= budget:
+            return interval
+    return steps  # the baseline and the last step only
 def validation_due(step: int, last_step: int, interval: int | None) -> bool:
     return step == last_step or (interval is not None and step % interval == 0)
 
@@ -59,6 +63,7 @@ async def validate(env: Any, model: Any, tasks: Sequence[Any], concurrency: int)
     result = await evaluate(
         env, model.openai_client(), model.name, tasks, temperature=0.0, seed=0, concurrency=concurrency, backend=model.backend
     )
+    check_success_values(env, result.trajectories)
     low, high = result.ci95
     return {
         "validation/success": result.success,
@@ -68,3 +73,14 @@ async def validate(env: Any, model: Any, tasks: Sequence[Any], concurrency: int)
         "validation/reward": result.reward,
         "validation/failures": float(result.failures),
     }
+
+
+def check_success_values(env: Any, trajectories: Sequence[Any]) -> None:
+    """Success is a share: one sentence for an environment that reports something else."""
+    for t in trajectories:
+        value = t.metrics.get("success")
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise HoneError(
+                f"the environment '{getattr(env, 'name', env)}' reported success={value!r}; success must be between 0 and 1 "
+                "(1 for a solved task), since validation and its forecast read it as a share"
+            )

@@ -62,15 +62,19 @@ def test_a_healthy_run_raises_no_warning():
 
 
 def test_entropy_collapse_warns_once_when_it_starts_and_again_after_it_clears():
-    entropies = [0.8, 0.7, 0.75, 0.3, 0.04, 0.02, 0.01, 0.5, 0.01]
+    # one clear step (8) is hovering, not recovery: no second warning at 9; three clear steps (10-12) are
+    entropies = [0.8, 0.7, 0.75, 0.3, 0.04, 0.02, 0.01, 0.5, 0.01, 0.6, 0.6, 0.6, 0.01]
     started = feed_from(HealthMonitor(), [{"train/entropy": e} for e in entropies], first_step=1)
-    assert started == {5: ["entropy_collapse"], 9: ["entropy_collapse"]}
+    assert started == {5: ["entropy_collapse"], 13: ["entropy_collapse"]}
+    # a confident policy whose groups still disagree has not collapsed
+    assert feed_from(HealthMonitor(), [{"train/entropy": e, "health/zero_variance_groups": 0.25} for e in entropies], first_step=1) == {}
 
 
 def test_diversity_truncation_mismatch_and_judge_drift_each_warn_with_figures_and_advice():
     monitor = HealthMonitor()
-    rows = [{"health/stalled_groups": 0.75, "health/truncated": 0.0, "judge/agreement": 0.85} for _ in range(3)]
-    rows += [{"health/stalled_groups": 0.0, "health/truncated": 0.3, "health/reply_tokens": 128, "judge/agreement": 0.6, "train/kl_sampler_trainer_k3": 0.2} for _ in range(3)]
+    rows = [{"health/stalled_groups": 0.75, "health/truncated": 0.0, "judge/agreement": 0.85, "judge/pairs": 60} for _ in range(3)]
+    rows += [{"health/stalled_groups": 0.0, "health/truncated": 0.3, "health/reply_tokens": 128, "judge/agreement": 0.6, "judge/pairs": 60,
+              "train/kl_sampler_trainer_k3": 0.2} for _ in range(3)]
     warnings = {}
     for step, row in enumerate(rows, start=1):
         for w in monitor.check(step, row):
@@ -78,16 +82,20 @@ def test_diversity_truncation_mismatch_and_judge_drift_each_warn_with_figures_an
     assert {code: step for code, (step, _) in warnings.items()} == {"diversity_collapse": 2, "truncation": 4, "mismatch": 4, "judge_drift": 6}
     assert "30% of replies hit the length limit" in warnings["truncation"][1].message and "early in the run (0%)" in warnings["truncation"][1].message
     assert "max_tokens" in warnings["truncation"][1].advice
-    assert "60%" in warnings["judge_drift"][1].message and "85%" in warnings["judge_drift"][1].message
+    assert "60% of 180 pairs" in warnings["judge_drift"][1].message and "85% of 180" in warnings["judge_drift"][1].message
+    # the same drop over a handful of pairs is noise: 0.85 → 0.6 over 6 pairs each is z ≈ 1
+    few = [{"judge/agreement": a, "judge/pairs": 2} for a in (0.85, 0.85, 0.85, 0.6, 0.6, 0.6)]
+    assert feed_from(HealthMonitor(), few, first_step=1) == {}
 
 
 def test_reward_hacking_warns_when_reward_rises_and_validation_does_not():
     monitor = HealthMonitor()
     monitor.check(0, {"validation/success": 0.30})
     rows = [{"reward/mean": 0.1 + 0.08 * i, "reward/std": 0.2, "rollouts/ok": 32, **({"validation/success": 0.28} if i % 2 == 0 else {})} for i in range(1, 9)]
-    # judged at validation points only, and the first one ≥ 3 steps after the baseline is step 4:
-    # reward over steps 1-2 is 0.22, over 3-4 0.38; its standard error ≈ 0.2/√64 per window, so the rise is ≈ 7 σ
-    assert feed_from(monitor, rows, first_step=1) == {4: ["reward_hacking"]}
+    # judged at validation points ≥ 4 steps after the window's first: step 4 (reward over steps 1-2 is 0.22,
+    # over 3-4 0.38, a standard error of 0.2/√32/√2 per window, so a 4.5 σ rise; validation's slope ≤ 0), then
+    # confirmed at the next validation point, step 6
+    assert feed_from(monitor, rows, first_step=1) == {6: ["reward_hacking"]}
 
 
 def test_rising_validation_is_not_hacking():
@@ -124,6 +132,8 @@ def test_truncation_that_falls_as_the_policy_learns_to_stop_is_not_a_warning():
     # the toolcall task's untrained replies ramble into max_tokens; training teaches them to call and stop
     falling = [0.47, 0.38, 0.25, 0.12, 0.12, 0.16]
     assert feed_from(HealthMonitor(), [{"health/truncated": v} for v in falling], first_step=1) == {}
+    # falling but stuck high is still a problem
+    assert feed_from(HealthMonitor(), [{"health/truncated": v} for v in [1.0, 0.9, 0.7, 0.6, 0.5]], first_step=1) == {3: ["truncation"]}
     assert feed_from(HealthMonitor(), [{"health/truncated": v} for v in [0.05, 0.08, 0.2, 0.4]], first_step=1) == {3: ["truncation"]}
 
 
@@ -132,3 +142,8 @@ def test_a_worked_example_in_the_prompt_is_not_counted_as_a_call_the_policy_made
     t = attempt([1, 2, 3], content="plain words", tool_calls=[])
     t.messages.insert(1, example)
     assert "health/tool_call_validity" not in rollout_health([TrajectoryGroup(trajectories=[t, t])])
+
+
+def test_a_figure_hovering_at_its_threshold_warns_once():
+    hovering = [0.12, 0.09, 0.12, 0.09, 0.12, 0.09, 0.12]
+    assert feed_from(HealthMonitor(), [{"health/truncated": v} for v in hovering], first_step=1) == {3: ["truncation"]}

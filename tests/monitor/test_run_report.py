@@ -172,3 +172,73 @@ def test_a_200_step_run_renders_quickly_enough_to_rewrite_every_step(tmp_path):
     # ~0.6 s on a busy 2-core machine; 3 s leaves room for a loaded CI box and still catches a
     # figure per point or per warning
     assert elapsed < 3.0, f"200 steps took {elapsed:.2f} s to render"
+
+
+def summary_row(text: str, name: str) -> str:
+    """The value of one summary row, as the browser shows the page's text."""
+    rows = [line for line in text.splitlines() if line.startswith(name + "\t")]
+    assert len(rows) == 1, f"no single '{name}' row in:\n{text}"
+    return rows[0].split("\t", 1)[1]
+
+
+def test_the_run_seed_reaches_the_forecast_and_the_page_renders(browser, tmp_path):
+    history = realistic_history()
+    seen = open_report(browser, write_run_report(tmp_path, history, title="seeded", live=False, seed=7))
+    assert seen["errors"] == []
+    assert_every_image_drawn(seen)
+    forecast = fit_forecast(list(VALIDATION_STEPS), [saturating(s) for s in VALIDATION_STEPS], VALIDATION_N, seed=7)
+    assert forecast.ok, forecast.reason
+    assert forecast.describe() in seen["text"]
+
+
+def test_a_forecast_that_raises_becomes_a_refusal_with_its_reason_and_the_page_still_renders(browser, tmp_path):
+    history = realistic_history()
+    history[6]["validation/success"] = 1.5  # step 6: not a success rate, so fit_forecast raises ValueError
+    with pytest.raises(ValueError) as raised:
+        fit_forecast(list(VALIDATION_STEPS), [1.5 if s == 6 else saturating(s) for s in VALIDATION_STEPS], VALIDATION_N)
+    seen = open_report(browser, write_run_report(tmp_path, history, title="bad point", live=True))
+    assert seen["errors"] == []
+    assert_every_image_drawn(seen)
+    assert summary_row(seen["text"], "forecast") == f"no forecast yet: the fit failed: {raised.value}"
+
+
+def test_best_validation_is_the_first_step_to_reach_it_and_a_baseline_best_is_named(browser, tmp_path):
+    def with_validation(values: dict[int, float]) -> list[dict]:
+        history = realistic_history()
+        for record in history:
+            if record["step"] in values:
+                record["validation/success"] = values[record["step"]]
+                record["validation/ci_low"] = record["validation/ci_high"] = None
+        return history
+
+    # a tie after training began: the earlier step is the best
+    seen = open_report(browser, write_run_report(tmp_path / "tie", with_validation({0: 0.2, 3: 0.5, 6: 0.5, 9: 0.3, 12: 0.4}), title="tie", live=False))
+    assert seen["errors"] == []
+    assert summary_row(seen["text"], "validation success, best") == "50.0%, n=256 at step 3"
+    assert "before training (step 0)" not in seen["text"]
+
+    # nothing after training beats the baseline (step 6 ties it): the page says the base model is still best
+    seen = open_report(browser, write_run_report(tmp_path / "base", with_validation({0: 0.3, 3: 0.2, 6: 0.3, 9: 0.25, 12: 0.1}), title="base", live=False))
+    assert seen["errors"] == []
+    best = summary_row(seen["text"], "validation success, best")
+    assert best == "best validation before training (step 0): training has not beaten the base model yet — 30.0%, n=256 at step 0"
+
+    # a baseline alone is not "training has not beaten it": no training has been validated yet
+    seen = open_report(browser, write_run_report(tmp_path / "alone", [{"step": 0, **validation(0)}], title="alone", live=False))
+    assert "has not beaten" not in seen["text"]
+
+
+def test_a_final_page_shows_the_status_it_is_given_and_a_live_one_ignores_it(browser, tmp_path):
+    history = realistic_history()
+    stopped = "run stopped: the reward_hacking warning (stop_on)"
+    seen = open_report(browser, write_run_report(tmp_path / "stopped", history, title="stopped", live=False, status=stopped))
+    assert seen["errors"] == [] and seen["refresh"] is None
+    status_line = [line for line in seen["text"].splitlines() if line.strip()][1]  # under the title
+    assert status_line.startswith(stopped + " — written ")
+    assert "run finished" not in seen["text"]
+
+    seen = open_report(browser, write_run_report(tmp_path / "error", [], title="error", live=False, status="run ended with an error"))
+    assert seen["refresh"] is None and "run ended with an error — written " in seen["text"]
+
+    seen = open_report(browser, write_run_report(tmp_path / "live", history, title="live", live=True, status=stopped))
+    assert seen["refresh"] == "15" and "run in progress" in seen["text"] and stopped not in seen["text"]

@@ -11,7 +11,7 @@ from .toy_env import ToyEnv
 
 def hackable_config(tmp_path, **overrides):
     settings = dict(
-        out_dir=str(tmp_path), base_model="tiny", steps=14, group_size=8, groups_per_step=4, learning_rate=5e-2,
+        out_dir=str(tmp_path), base_model="tiny", steps=16, group_size=8, groups_per_step=4, learning_rate=5e-2,
         lora_rank=0, validate_every=2, show_progress=False,
     )
     return RunConfig(**{**settings, **overrides})
@@ -25,23 +25,26 @@ def test_a_gamed_reward_warns_of_reward_hacking_within_a_few_validations(tmp_pat
     result = asyncio.run(run_training(HackableEnv(), hackable_config(tmp_path)))
     history = result.history
     validation = {r["step"]: r["validation/success"] for r in history if "validation/success" in r}
-    assert sorted(validation) == [0, 2, 4, 6, 8, 10, 12, 14]  # the baseline, every 2 steps, the last
+    assert sorted(validation) == [0, 2, 4, 6, 8, 10, 12, 14, 16]  # the baseline, every 2 steps, the last
     assert set(validation.values()) == {0.0}  # the reward never teaches the answer
     rewards = [r["reward/mean"] for r in history if "reward/mean" in r]
     assert rewards[-1] > rewards[0] + 0.3, rewards  # ... but it does climb
     hacking = [step for step, codes in warnings_by_step(history).items() if "reward_hacking" in codes]
-    # it fires at the first validation point after the reward has clearly left its start
+    # it fires within two validation points (every 2 steps) of the reward clearly leaving its start
     rose_at = next(r["step"] for r in history if r.get("reward/mean", 0) >= rewards[0] + 0.1)
-    assert hacking and hacking[0] <= rose_at + 2, (warnings_by_step(history), rewards)
+    assert hacking and hacking[0] <= rose_at + 4, (warnings_by_step(history), rewards)
     assert len(hacking) == 1  # printed once, when it starts
     warning = next(w for r in history for w in r.get("warnings", []) if w["code"] == "reward_hacking")
     assert "validation success went 0% → 0%" in warning["message"] and warning["advice"]
+    assert validation[0] == 0.0 and history[0]["step"] == 0  # the baseline, before any training
     # every health figure is logged on every training step
     for row in history[1:]:
-        assert {"health/reply_tokens", "health/truncated", "health/diversity", "health/zero_variance_groups", "train/entropy",
-                "train/kl_sampler_trainer_k3", "train/logprob_abs_diff"} <= row.keys()
-    # validation ties everywhere: the best checkpoint is the latest of the best, and retention kept it
-    assert result.best_checkpoint is not None and result.best_checkpoint.exists()
+        assert {"health/reply_tokens", "health/truncated", "health/diversity", "health/zero_variance_groups", "health/reward_se"} <= row.keys()
+        if not row["train/skipped"]:  # a step whose groups all tied trains nothing and has no trainer figures
+            assert {"train/entropy", "train/kl_sampler_trainer_k3", "train/logprob_abs_diff"} <= row.keys()
+    # validation ties everywhere: the best checkpoint is the earliest of the best (the least trained on the gamed
+    # reward), and retention kept it
+    assert result.best_checkpoint is not None and result.best_checkpoint.name == "step_000002" and result.best_checkpoint.exists()
     page = (tmp_path / "report.html").read_text()
     assert "reward_hacking" in page and 'http-equiv="refresh"' not in page
 
@@ -50,7 +53,7 @@ def test_stop_on_hacking_ends_the_run_at_the_warning_and_a_rerun_resumes_without
     result = asyncio.run(run_training(HackableEnv(), hackable_config(tmp_path, stop_on=("hacking",))))
     assert result.stopped_by == "reward_hacking"
     stopped_at = result.history[-1]["step"]
-    assert stopped_at < 14 and "reward_hacking" in warnings_by_step(result.history)[stopped_at]
+    assert stopped_at < 16 and "reward_hacking" in warnings_by_step(result.history)[stopped_at]
     # the run resumes from its last checkpoint; the warning is still active, so it is not raised (or stopped on) again
     resumed = asyncio.run(run_training(HackableEnv(), hackable_config(tmp_path, stop_on=("hacking",), steps=stopped_at + 2)))
     assert resumed.resumed_from == stopped_at and resumed.stopped_by is None
