@@ -14,6 +14,9 @@ C counts steps from it, and `midpoint` and `step_90` are reported back in absolu
     print(forecast.describe())            # "validation success heading to 0.82 (80% interval ...)"
     metrics.update(forecast.as_metrics())
 
+A value that is NaN or None (a validation that produced no number) is dropped with its step; a value
+outside [0, 1], or a step that is not finite, raises ValueError: the caller validates its inputs.
+
 How, in numbered points:
 1. Noise: each value is a success rate on `n` tasks, so its variance is p(1−p)/n, with p smoothed
    as (k+1)/(n+2) so that 0/n and n/n keep some noise. The fit weights each point by the inverse of
@@ -27,10 +30,27 @@ How, in numbered points:
    the fitted curve, the curve is refitted, and the 10th and 90th percentiles of each figure give an
    80% interval (`INTERVAL`). If the residuals exceed the binomial noise (reduced chi-square > 1),
    the noise is scaled up to match, as curve_fit does without absolute sigma.
-4. Refusals: too few points; a poor fit; no rise above R0 beyond noise; a curve that has not bent
-   (the end of the run not in sight); a ceiling too uncertain to use. `ok=False` with `reason`, one
-   sentence. The fitted figures are kept on a refused forecast when a fit was made (for plotting and
-   debugging); trust them only when `ok`.
+   What the intervals cover: the binomial sampling noise of each point, independently, and nothing
+   else. Not the error in the curve's form: a run that does not follow this curve (an exponential
+   rise, say) gets intervals around the wrong curve, which narrow as n grows; the chi-square scale
+   widens them only as far as the residuals stray, which a smooth misfit barely does (a reviewer
+   measured 35% coverage of the nominal 80% for an exponential rise on 256 tasks). Not the correlation from
+   re-measuring the same validation tasks at every point: the same tasks are re-solved as the curve
+   passes their difficulty, so the points' errors move together rather than cancel (measured: 67%
+   coverage of the nominal 80%). Read them as a lower bound on the uncertainty.
+4. Refusals: too few points; a decline (the last third of the points jointly below the rising curve,
+   `DECLINE_Z`); a poor fit; no rise above R0 beyond noise; a curve that has not bent (the end of the
+   run not in sight); a ceiling too uncertain to use. `ok=False` with `reason`, one sentence. The
+   fitted figures are kept on a refused forecast when a fit was made (for plotting and debugging);
+   trust them only when `ok`.
+5. Levelled off: when the fit's own step_90 is at or before the last point, the run has levelled off
+   and describe() says so, with `levelled_by` the first logged step at or after it. Its step_90
+   interval is then kept only while its upper end is within `MAX_STEP_90_RATIO` × the steps run, and
+   None beyond: a jump to a plateau between two logged steps leaves the steepness and midpoint
+   unidentified below the spacing of the points, and the bootstrap's upper end then measures the
+   grid's bounds, not the run (the ceiling interval, still required to be narrow, says how much gain
+   could remain). A curve whose step_90 is past the last point is still refused as not bent while
+   its interval reaches beyond `MAX_STEP_90_RATIO` × the steps run.
 
 Knows lists of (step, value) and numpy; knows nothing about runs, models or metric files.
 """
@@ -52,6 +72,18 @@ MAX_REDUCED_CHI2 = 4.0  # residuals twice the binomial noise on average: the cur
 POOR_FIT_P = 0.01  # ... and pure noise would give that chi-square less than 1% of the time (guards few points)
 MAX_CEILING_WIDTH = 0.5  # an 80% interval over half the [0, 1] scale says nothing a user can act on
 MAX_STEP_90_RATIO = 10.0  # 90% of the gain possibly beyond 10× the steps run: the curve has not bent yet
+# A decline: E = Σ (value − curve) / sd over the last third of the points after R0 (DECLINE_SHARE, at
+# least 1). A rising curve cannot follow a run that rose and is now falling, so those points lie below
+# it jointly. E's spread for a run that does follow the curve is taken from the bootstrap (the same
+# statistic on each resample around its own refit, so the part of the residuals the fit absorbs is
+# accounted for), without the overdispersion scale (the fall itself inflates the chi-square).
+# Refused when E < −DECLINE_Z × that spread. 2.5, not 2: measured over 100 runs each, 2 refused
+# 4–8% of runs sitting on a flat plateau (the curve's form is only one of many that fit, the ceiling is
+# clipped to [0, 1]: the statistic is not quite normal), 2.5 refuses 1–2% of them and 95% of a run
+# that peaks at 0.7 by step 8 and falls to 0.46 by step 20, validated every step on 64 tasks.
+DECLINE_Z = 2.5
+DECLINE_SHARE = 1 / 3
+MIN_END_SD = 0.1  # a floor on E's spread: guards the division when the refits absorb the tested points
 # the grid of the fit: B from gentle to a near step; C_mid from well before the first point to far after
 # the last (the far end is where a still-straight curve lands, and is then refused as not bent)
 STEEPNESS_RANGE = (0.2, 10.0)
@@ -65,8 +97,9 @@ NINETY = 9.0  # 1 / (1 + (C_mid / C)^B) = 0.9  ⇔  C = C_mid · 9^(1/B)
 class Forecast:
     """A fit of the saturating curve to validation success, or a refusal that says why.
 
-    Intervals are 80% (`INTERVAL`) percentile intervals from a parametric bootstrap. `midpoint` and
-    `step_90` are absolute steps. On a refusal after a fit, the figures are the fit's (so `predict`
+    Intervals are 80% (`INTERVAL`) percentile intervals from a parametric bootstrap, covering the
+    binomial noise of each point only (see the module's point 3). `midpoint` and `step_90` are
+    absolute steps. On a refusal after a fit, the figures are the fit's (so `predict`
     works), but only `ok` says they are worth reading; a refusal before any fit has them all None.
     """
 
@@ -76,12 +109,15 @@ class Forecast:
     r0: float | None
     ceiling: float | None  # A
     ceiling_interval: tuple[float, float] | None
-    step_90: float | None  # step where 90% of the gain R0 → A is reached
-    step_90_interval: tuple[float, float] | None
+    step_90: float | None  # step where 90% of the gain R0 → A is reached (the fit's point estimate)
+    step_90_interval: tuple[float, float] | None  # None when levelled off with an uninformative interval
     steepness: float | None  # B
     midpoint: float | None  # step of half the gain
     origin: float = 0.0  # the first point's step: C = step − origin
     draws: np.ndarray | None = field(default=None, repr=False, compare=False)  # (RESAMPLES, 4): R0, A, B, C_mid
+    # levelled off: `step_90` lies at or before the last point, and this is the first logged step at or
+    # after it (the points cannot place it more finely); None while 90% of the gain is still ahead
+    levelled_by: float | None = None
 
     def predict(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
         """The fitted curve at `steps` (R0 at and before the first point). Raises if no fit was made."""
@@ -99,25 +135,38 @@ class Forecast:
         return low, high
 
     def as_metrics(self) -> dict[str, float]:
-        """Flat numbers for metrics.jsonl, namespaced `forecast/`; only `forecast/ok` when refused."""
+        """Flat numbers for metrics.jsonl, namespaced `forecast/`; only `forecast/ok` when refused.
+        `forecast/levelled_off` is 1 or 0; `forecast/levelled_by` only when 1, and `step_90_low` and
+        `step_90_high` only when there is a step_90 interval."""
         if not self.ok:
             return {"forecast/ok": 0.0}
-        return {
+        metrics = {
             "forecast/ok": 1.0,
             "forecast/interval_level": INTERVAL,
             "forecast/ceiling": self.ceiling,
             "forecast/ceiling_low": self.ceiling_interval[0],
             "forecast/ceiling_high": self.ceiling_interval[1],
             "forecast/step_90": self.step_90,
-            "forecast/step_90_low": self.step_90_interval[0],
-            "forecast/step_90_high": self.step_90_interval[1],
+            "forecast/levelled_off": float(self.levelled_by is not None),
         }
+        if self.levelled_by is not None:
+            metrics["forecast/levelled_by"] = self.levelled_by
+        if self.step_90_interval is not None:
+            metrics["forecast/step_90_low"], metrics["forecast/step_90_high"] = self.step_90_interval
+        return metrics
 
     def describe(self) -> str:
         """One console line."""
         if not self.ok:
             return f"no forecast yet: {self.reason}"
-        (a_low, a_high), (s_low, s_high) = self.ceiling_interval, self.step_90_interval
+        a_low, a_high = self.ceiling_interval
+        if self.levelled_by is not None:
+            s_interval = "" if self.step_90_interval is None else " ({:.0f}–{:.0f})".format(*self.step_90_interval)
+            return (
+                f"validation success has levelled off at {self.ceiling:.2f} ({INTERVAL:.0%} interval {a_low:.2f}–{a_high:.2f}), "
+                f"90% of the gain reached by step {self.levelled_by:g}{s_interval}"
+            )
+        s_low, s_high = self.step_90_interval
         return (
             f"validation success heading to {self.ceiling:.2f} ({INTERVAL:.0%} interval {a_low:.2f}–{a_high:.2f}); "
             f"90% of the gain by step {self.step_90:.0f} ({s_low:.0f}–{s_high:.0f})"
@@ -132,7 +181,9 @@ def fit_forecast(
 ) -> Forecast:
     """Fit the curve to validation `values` (fractions in [0, 1]) logged at `steps`, each measured on
     `n` tasks (None: unknown, the noise is then estimated from the residuals and needs one more
-    point). Deterministic for a given `seed`."""
+    point). Deterministic for a given `seed`. A NaN or None value drops its point (and is not counted
+    in `points`); a value outside [0, 1], a step that is not finite, or lists of unequal length raise
+    ValueError, as do bad `n` and `min_points`; no other input raises."""
     if min_points < 4:
         raise ValueError(f"min_points={min_points}: the curve has three free parameters besides R0, so it needs at least 4 points")
     if n is not None and n < 1:
@@ -183,10 +234,22 @@ def fit_forecast(
         steepness=b, midpoint=origin + c_mid, origin=origin, draws=draws,
     )  # fmt: skip
 
-    # 4) the refusals, most basic first
+    # 4) the refusals, most basic first (a decline before a poor fit: it says what the misfit is)
     last = float(c.max())
+    levelled = c_mid * NINETY ** (1 / b) <= last  # 90% of the gain reached within the run, by the fit
+    tested = max(1, math.ceil(DECLINE_SHARE * len(y)))
+    end = _end_sum(y, fitted, sd, tested)
+    end_draws = _end_sum(y_draws, _curve(c, r0_draws[:, None], a_draws[:, None], b_draws[:, None], c_mid_draws[:, None]), sd, tested)
+    null_sd = max(float(np.std(end_draws)) / scale, MIN_END_SD)
+    decline_z = float(end) / null_sd
     reason = ""
-    if chi2 is not None and dof > 0 and chi2 / dof > MAX_REDUCED_CHI2 and _chi2_sf(chi2, dof) < POOR_FIT_P:
+    if decline_z < -DECLINE_Z:
+        below = float(np.mean((fitted - y)[-tested:]))
+        reason = (
+            f"validation success is falling: its last {tested} {'points lie' if tested != 1 else 'point lies'} {below:.2f} below "
+            f"the rising curve fitted to the run, on average (jointly {decline_z:.1f} sd)"
+        )
+    elif chi2 is not None and dof > 0 and chi2 / dof > MAX_REDUCED_CHI2 and _chi2_sf(chi2, dof) < POOR_FIT_P:
         reason = (
             f"the curve does not fit: the points stray from it {math.sqrt(chi2 / dof):.1f}× as far as "
             f"validation noise on {n} tasks explains"
@@ -196,13 +259,17 @@ def fit_forecast(
         gain_draws = _curve(last, r0_draws, a_draws, b_draws, c_mid_draws) - r0_draws
         if gain < MIN_GAIN_Z * float(np.std(gain_draws)) or a - r0 < MIN_CEILING_GAIN:
             reason = f"validation success has not risen above its step-{origin:g} value by more than its noise"
-        elif forecast.step_90_interval[1] - origin > MAX_STEP_90_RATIO * last:
+        elif not levelled and forecast.step_90_interval[1] - origin > MAX_STEP_90_RATIO * last:
             reason = f"the curve has not bent yet; 90% of the gain may lie beyond {MAX_STEP_90_RATIO:g}× the {last:g} steps run so far"
         elif forecast.ceiling_interval[1] - forecast.ceiling_interval[0] > MAX_CEILING_WIDTH:
             low, high = forecast.ceiling_interval
             reason = f"the ceiling is too uncertain to use: its {INTERVAL:.0%} interval {low:.2f}–{high:.2f} is wider than {MAX_CEILING_WIDTH:g}"
     if reason:
         return replace(forecast, ok=False, reason=reason)
+    if levelled:
+        reached = float(steps_arr[steps_arr >= forecast.step_90 - 1e-9 * max(1.0, abs(forecast.step_90))][0])
+        informative = forecast.step_90_interval[1] - origin <= MAX_STEP_90_RATIO * last
+        return replace(forecast, step_90_interval=forecast.step_90_interval if informative else None, levelled_by=reached)
     return forecast
 
 
@@ -261,6 +328,11 @@ def _best_in(shapes: np.ndarray, gain: np.ndarray, r0: np.ndarray, w: np.ndarray
 
 
 # ----------------------------------------------------------------------------- noise and statistics
+def _end_sum(y: np.ndarray, fitted: np.ndarray, sd: np.ndarray, tested: int) -> np.ndarray:
+    """Σ (y − fitted) / sd over the last `tested` points, along the last axis."""
+    return np.sum(((y - fitted) / sd)[..., -tested:], axis=-1)
+
+
 def _binomial_sd(p: np.ndarray, n: int) -> np.ndarray:
     """sd of a success rate on n tasks, p smoothed to (k+1)/(n+2) so 0/n and n/n keep some noise."""
     smoothed = (np.asarray(p, dtype=float) * n + 1) / (n + 2)
@@ -295,13 +367,16 @@ def _interval(draws: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _points(steps: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """The points as float arrays sorted by step; a user's mistake raises with one sentence."""
-    steps_arr, values_arr = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+def _points(steps: Sequence[float], values: Sequence[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """The points as float arrays sorted by step, those whose value is NaN or None dropped (a
+    validation that produced no number); a user's mistake raises with one sentence."""
+    steps_arr, values_arr = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)  # None → NaN
     if steps_arr.shape != values_arr.shape or steps_arr.ndim != 1:
         raise ValueError(f"steps and values must be two flat lists of one length; got shapes {steps_arr.shape} and {values_arr.shape}")
+    kept = ~np.isnan(values_arr)
+    steps_arr, values_arr = steps_arr[kept], values_arr[kept]
     if not (np.all(np.isfinite(steps_arr)) and np.all((values_arr >= 0) & (values_arr <= 1))):
-        raise ValueError("steps must be finite and values success rates in [0, 1]")
+        raise ValueError("steps must be finite and values success rates in [0, 1] (or NaN or None, dropped)")
     order = np.argsort(steps_arr, kind="stable")
     return steps_arr[order], values_arr[order]
 
