@@ -44,7 +44,7 @@ from hone.rl.gather import GatherConfig, gather_groups
 from hone.rl.model import TrainableModel
 from hone.rl.step import TrainConfig
 from hone.rl.trajectory import TrajectoryGroup
-from hone.rl.validation import validate, validation_due, validation_interval, validation_tasks_of
+from hone.rl.validation import validate, validation_due, validation_tasks_of
 from hone.training.losses import get_loss
 
 # Rescores a step's groups in place (rewards, metrics) and returns namespaced step metrics; its
@@ -171,8 +171,7 @@ async def run_training(
             metrics.update(await model.train(groups, train_config))
 
             # 4) validate when due, then read the run's health
-            interval = validation_interval(config.validate_every, config.steps, [*history, {"step": step + 1, **metrics}])
-            if validation_tasks and validation_due(step + 1, config.steps, interval):
+            if validation_tasks and validation_due(step + 1, config.steps, config.validate_every, history):
                 metrics.update(await _validation_metrics(env, model, validation_tasks, config, history, step=step + 1))
             warnings = monitor.check(step + 1, metrics)
             if warnings:

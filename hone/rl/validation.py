@@ -2,17 +2,17 @@
 
 1. The split is the environment's `validation_tasks()`; tasks the run never trains on, so that the
    best checkpoint, and any choice of steps or learning rate, is made on data the test never sees.
-2. The run validates once before training (step 0, the baseline), every K steps, and at its last step.
-3. K is the user's (`validate_every`) or the smallest that keeps all validations, the baseline and
-   the last included, within VALIDATION_SHARE of the run's time, estimated from the baseline's time
-   and the first step's sampling and training time (both logged, so a resumed run chooses the same
-   K). Where even the baseline and the last validation exceed it, the run validates only those two.
-   The estimate is made once: replies that grow during training make later validations slower.
+2. The run validates once before training (step 0, the baseline), at its last step, and between:
+   every K steps where the user sets K (`validate_every`); by default whenever the validation time
+   spent so far, this validation and one held back for the last step still fit in VALIDATION_SHARE
+   of the run's time so far. So validations spread evenly in time, the whole run's share stays
+   under VALIDATION_SHARE (where the baseline and the last one alone fit in it), and the rule reads
+   only steps already logged: a resumed run validates at the same steps.
 """
 
 from __future__ import annotations
 
-import math
+from statistics import fmean
 from typing import Any, Sequence
 
 from hone.errors import HoneError
@@ -40,22 +40,19 @@ def validation_tasks_of(env: Any, validate_every: int | None) -> list[Any] | Non
     return tasks
 
 
-def validation_interval(validate_every: int | None, steps: int, history: Sequence[dict[str, Any]]) -> int | None:
-    """K, or None while the automatic choice still lacks the baseline's or the first step's time."""
+def validation_due(step: int, last_step: int, validate_every: int | None, history: Sequence[dict[str, Any]]) -> bool:
+    """Whether to validate after training step `step`, from the steps logged before it."""
+    if step == last_step:
+        return True
     if validate_every:
-        return validate_every
-    baseline = next((r.get("time/validation") for r in history if r["step"] == 0), None)
-    first = next((r for r in history if r["step"] >= 1 and r.get("time/train") is not None), None)
-    if not baseline or first is None:
-        return None
-    step_time = (first.get("time/sample") or 0.0) + first["time/train"]
-    budget = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * steps * step_time  # validation time allowed beside training
-    for interval in range(1, steps + 1):
-        if (1 + math.ceil(steps / interval)) * baseline <= budget:
-            return interval
-    return steps  # the baseline and the last step only
-def validation_due(step: int, last_step: int, interval: int | None) -> bool:
-    return step == last_step or (interval is not None and step % interval == 0)
+        return step % validate_every == 0
+    step_times = [r["time/step"] for r in history if 1 <= r["step"] < step and r.get("time/step")]
+    validation_times = [r["time/validation"] for r in history if r["step"] < step and r.get("time/validation")]
+    if not step_times or not validation_times:
+        return False
+    # training time up to this step (this one estimated as the mean so far) bounds the validation time
+    allowed = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * (sum(step_times) + fmean(step_times))
+    return sum(validation_times) + 2 * fmean(validation_times) <= allowed  # this one, and the last step's in reserve
 
 
 async def validate(env: Any, model: Any, tasks: Sequence[Any], concurrency: int) -> dict[str, float]:
