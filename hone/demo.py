@@ -133,6 +133,7 @@ async def _run_demo(env: InboxEnv, config: DemoConfig, backend: Backend | None, 
         time_sampling_s=sum(r.get("time/sample") or 0 for r in result.history),
         time_training_s=sum(r.get("time/train") or 0 for r in result.history),
         judge_agreement=_mean_metric(result.history, "judge/agreement"),
+        warnings=[{"step": row["step"], **w} for row in result.history for w in row.get("warnings", [])],  # the RL run's health
         sft_wall_s=json.loads((sft_state / "done").read_text() or "{}").get("wall_s") if (sft_state / "done").exists() else None,
     )
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -289,6 +290,8 @@ def _print_summary(console: Console, results: dict[str, Any], out: Path) -> None
     )
     if results["judge_agreement"] is not None:
         console.print(f"the judge ranked pairs like the ground truth {results['judge_agreement']:.0%} of the time")
+    codes = ", ".join(f"{w['code']} (step {w['step']})" for w in results["warnings"]) or "none"
+    console.print(f"RL run health warnings: {codes}; curves and health in {out / 'run' / 'report.html'}")
     console.print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
 
 

@@ -52,10 +52,11 @@ def rollout_health(groups: Sequence[Any]) -> dict[str, float]:
     attempted = valid = 0
     for t in (t for g in groups for t in g.trajectories if t.tools):
         replies = [m for m in t.messages if m.get("role") == "assistant"]
-        for message in replies[len(replies) - len(t.turns) :]:  # the sampled ones, not a prompt's worked example
+        sampled = replies[len(replies) - len(t.turns) :]  # not a prompt's worked example
+        for message, turn in zip(sampled, t.turns[len(t.turns) - len(sampled) :]):
             if message.get("tool_calls"):
                 attempted, valid = attempted + 1, valid + 1
-            elif _looks_like_a_call(message.get("content") or ""):  # the parser's rejection leaves the text in content
+            elif turn.tool_call_error or _looks_like_a_call(message.get("content") or ""):  # the server's verdict, else the text
                 attempted += 1
     if attempted:
         metrics["health/tool_call_validity"] = valid / attempted

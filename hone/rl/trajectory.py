@@ -24,6 +24,7 @@ class SampledTurn(BaseModel):
     completion_logprobs: list[float]
     completion_forced: list[bool] | None = None  # per token: the only one a grammar allowed (not trained by default)
     finish_reason: str | None = None  # "length": cut by max_tokens (health metrics count these)
+    tool_call_error: str | None = None  # why the server rejected a tool-call attempt in this reply, if it did
 
 
 class Trajectory(BaseModel):
@@ -61,6 +62,7 @@ class Trajectory(BaseModel):
                 completion_logprobs=logprobs,
                 completion_forced=forced,
                 finish_reason=choice.get("finish_reason"),
+                tool_call_error=choice.get("tool_call_error"),
             )
         )
         message = {k: v for k, v in choice["message"].items() if v is not None}

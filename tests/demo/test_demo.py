@@ -12,7 +12,7 @@ import sys
 import pytest
 
 REQUIRED = {"untrained_success", "final_success", "untrained", "final", "rules", "best_rule", "best_rule_success",
-            "vs_untrained", "vs_best_rule", "validation", "chosen_on_validation", "task", "steps", "wall_s"}
+            "vs_untrained", "vs_best_rule", "validation", "chosen_on_validation", "task", "steps", "wall_s", "warnings"}
 
 
 def run_demo_cli(out, *extra):
@@ -52,6 +52,9 @@ def test_results_json_has_the_promised_fields_with_sane_values(demo_out):
     assert results["chosen_on_validation"] in ("sft", "rl")
     assert results["wall_s"] > 0 and math.isfinite(results["time_training_s"])
     assert results["time_sampling_s"] + results["time_training_s"] <= results["wall_s"]
+    # the RL run's health: its warnings (each with a step and advice) and its own report page
+    assert all({"step", "code", "message", "advice"} <= w.keys() for w in results["warnings"])
+    assert (out / "run" / "report.html").exists()
 
 
 def test_the_report_shows_curves_bars_rules_and_trajectories(demo_out):

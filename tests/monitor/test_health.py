@@ -137,6 +137,12 @@ def test_truncation_that_falls_as_the_policy_learns_to_stop_is_not_a_warning():
     assert feed_from(HealthMonitor(), [{"health/truncated": v} for v in [0.05, 0.08, 0.2, 0.4]], first_step=1) == {3: ["truncation"]}
 
 
+def test_a_call_the_server_rejected_counts_against_validity_whatever_its_text():
+    t = attempt([1, 2, 3], content="get_weather(Paris)", tool_calls=[])
+    t.turns[-1].tool_call_error = "arguments are not a JSON object"
+    assert rollout_health([TrajectoryGroup(trajectories=[t, t])])["health/tool_call_validity"] == 0.0
+
+
 def test_a_worked_example_in_the_prompt_is_not_counted_as_a_call_the_policy_made():
     example = {"role": "assistant", "content": '<tool_call>{"name": "f", "arguments": {}}</tool_call>'}
     t = attempt([1, 2, 3], content="plain words", tool_calls=[])
