@@ -23,7 +23,7 @@ class SampledTurn(BaseModel):
     completion_tokens: list[int]
     completion_logprobs: list[float]
     completion_forced: list[bool] | None = None  # per token: the only one a grammar allowed (not trained by default)
-    finish_reason: str | None = None  # "length": cut by max_tokens (health metrics count these)
+    finish_reason: str | None = None  # the sampler's "stop" or "length" (cut by max_tokens; health metrics count these)
     tool_call_error: str | None = None  # why the server rejected a tool-call attempt in this reply, if it did
 
 
@@ -61,7 +61,7 @@ class Trajectory(BaseModel):
                 completion_tokens=list(token_ids),
                 completion_logprobs=logprobs,
                 completion_forced=forced,
-                finish_reason=choice.get("finish_reason"),
+                finish_reason="length" if choice.get("finish_reason") == "length" else "stop",  # the sampler's: a parsed call ended too
                 tool_call_error=choice.get("tool_call_error"),
             )
         )

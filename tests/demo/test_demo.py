@@ -98,7 +98,7 @@ def test_rerunning_with_the_same_out_resumes_rather_than_repeating(demo_out):
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2]  # each step once
     # the step table is printed only for steps trained in this process: the first run printed two
     # rows, the resumed one none
-    assert "t.samp" in first_stdout and "t.samp" not in again.stdout, again.stdout
+    assert "t.step" in first_stdout and "t.step" not in again.stdout, again.stdout
     after = json.loads((out / "results.json").read_text())
     assert after["untrained_success"] == results_before["untrained_success"]
     # the training time comes from the two logged steps, which are the first run's

@@ -3,6 +3,8 @@
 import asyncio
 import json
 
+import pytest
+
 from hone.rl.loop import RunConfig, run_training
 
 from .hackable_env import HackableEnv
@@ -21,22 +23,28 @@ def warnings_by_step(history):
     return {row["step"]: [w["code"] for w in row["warnings"]] for row in history if row.get("warnings")}
 
 
-def test_a_gamed_reward_warns_of_reward_hacking_within_a_few_validations(tmp_path):
-    result = asyncio.run(run_training(HackableEnv(), hackable_config(tmp_path)))
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """One run on the gamed reward with `stop_on=("hacking",)`: it climbs the reward until the warning stops it."""
+    out = tmp_path_factory.mktemp("hackable")
+    return out, asyncio.run(run_training(HackableEnv(), hackable_config(out, stop_on=("hacking",))))
+
+
+def test_a_gamed_reward_warns_of_reward_hacking_within_two_validations_and_stops_there(stopped_run):
+    out, result = stopped_run
     history = result.history
+    assert result.stopped_by == "reward_hacking"
+    stopped_at = history[-1]["step"]
+    assert stopped_at < 16 and "reward_hacking" in warnings_by_step(history)[stopped_at]
     validation = {r["step"]: r["validation/success"] for r in history if "validation/success" in r}
-    assert sorted(validation) == [0, 2, 4, 6, 8, 10, 12, 14, 16]  # the baseline, every 2 steps, the last
+    assert sorted(validation) == list(range(0, stopped_at + 1, 2))  # the baseline, then every 2 steps
     assert set(validation.values()) == {0.0}  # the reward never teaches the answer
     rewards = [r["reward/mean"] for r in history if "reward/mean" in r]
-    assert rewards[-1] > rewards[0] + 0.3, rewards  # ... but it does climb
-    hacking = [step for step, codes in warnings_by_step(history).items() if "reward_hacking" in codes]
-    # it fires within two validation points (every 2 steps) of the reward clearly leaving its start
+    # ... but it climbs, and the warning comes within two validation points (every 2 steps) of the climb
     rose_at = next(r["step"] for r in history if r.get("reward/mean", 0) >= rewards[0] + 0.1)
-    assert hacking and hacking[0] <= rose_at + 4, (warnings_by_step(history), rewards)
-    assert len(hacking) == 1  # printed once, when it starts
+    assert stopped_at <= rose_at + 4, (warnings_by_step(history), rewards)
     warning = next(w for r in history for w in r.get("warnings", []) if w["code"] == "reward_hacking")
     assert "validation success went 0% → 0%" in warning["message"] and warning["advice"]
-    assert validation[0] == 0.0 and history[0]["step"] == 0  # the baseline, before any training
     # every health figure is logged on every training step
     for row in history[1:]:
         assert {"health/reply_tokens", "health/truncated", "health/diversity", "health/zero_variance_groups", "health/reward_se"} <= row.keys()
@@ -45,17 +53,14 @@ def test_a_gamed_reward_warns_of_reward_hacking_within_a_few_validations(tmp_pat
     # validation ties everywhere: the best checkpoint is the earliest of the best (the least trained on the gamed
     # reward), and retention kept it
     assert result.best_checkpoint is not None and result.best_checkpoint.name == "step_000002" and result.best_checkpoint.exists()
-    page = (tmp_path / "report.html").read_text()
-    assert "reward_hacking" in page and 'http-equiv="refresh"' not in page
+    page = (out / "report.html").read_text()
+    assert "reward_hacking" in page and 'http-equiv="refresh"' not in page and "run stopped" in page
 
 
-def test_stop_on_hacking_ends_the_run_at_the_warning_and_a_rerun_resumes_without_repeating_it(tmp_path):
-    result = asyncio.run(run_training(HackableEnv(), hackable_config(tmp_path, stop_on=("hacking",))))
-    assert result.stopped_by == "reward_hacking"
+def test_a_rerun_after_the_stop_resumes_without_stopping_again_or_repeating_the_warning(stopped_run):
+    out, result = stopped_run
     stopped_at = result.history[-1]["step"]
-    assert stopped_at < 16 and "reward_hacking" in warnings_by_step(result.history)[stopped_at]
-    # the run resumes from its last checkpoint; the warning is still active, so it is not raised (or stopped on) again
-    resumed = asyncio.run(run_training(HackableEnv(), hackable_config(tmp_path, stop_on=("hacking",), steps=stopped_at + 2)))
+    resumed = asyncio.run(run_training(HackableEnv(), hackable_config(out, stop_on=("hacking",), steps=stopped_at + 2)))
     assert resumed.resumed_from == stopped_at and resumed.stopped_by is None
     steps = [r["step"] for r in resumed.history]
     assert steps == sorted(set(steps)) and steps[-1] == stopped_at + 2
