@@ -236,7 +236,8 @@ class HealthMonitor:
         return HealthWarning(
             "truncation",
             f"{now:.0%} of replies hit the length limit (mean {self._latest('health/reply_tokens') or 0:.0f} tokens), "
-            f"no fewer than early in the run ({early:.0%}); cut replies train on broken text",
+            + (f"no fewer than early in the run ({early:.0%})" if now >= early - 0.02 else f"over {t.truncated_persistent:.0%} for {t.persistent_steps} steps")
+            + "; cut replies train on broken text",
             "raise max_tokens, or reward shorter replies",
         )
 

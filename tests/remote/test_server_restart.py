@@ -133,6 +133,9 @@ class HoldFirstOptimStep(httpx.AsyncBaseTransport):
             await self.release.wait()
         response = await self._network.handle_async_request(request)
         if request.url.path.endswith("/forward_backward") and response.status_code == 200:
+            # the whole answer, not just its headers: a kill between the two made the client retry the
+            # forward_backward on the restarted server, which then had gradients (seen once under load)
+            await response.aread()
             self.forward_backward_answered.set()
         return response
 

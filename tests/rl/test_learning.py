@@ -28,7 +28,7 @@ def test_grpo_drives_the_toy_reward_from_chance_to_near_perfect(tmp_path):
 def test_grpo_raises_the_embedded_models_valid_tool_call_rate(tmp_path):
     config = RunConfig(
         out_dir=str(tmp_path), steps=6, group_size=8, groups_per_step=4, learning_rate=2e-4, lora_rank=16,
-        validate_every=3, show_progress=False,
+        validate_every=6, show_progress=False,  # before and after: 20 validation prompts cost ~5 s each
     )
     history = asyncio.run(run_training(ToolCallEnv(), config)).history
     rewards = [h["reward/mean"] for h in history if "reward/mean" in h]
@@ -37,5 +37,5 @@ def test_grpo_raises_the_embedded_models_valid_tool_call_rate(tmp_path):
     assert fmean(rewards[-3:]) >= fmean(rewards[:3]) + 0.25, rewards
     # ... on prompts it never trained on too, and a healthy run raises no warning
     validation = [h["validation/success"] for h in history if "validation/success" in h]
-    assert len(validation) == 3 and validation[-1] > validation[0], validation
+    assert len(validation) == 2 and validation[-1] > validation[0], validation
     assert not [h["warnings"] for h in history if h.get("warnings")]
