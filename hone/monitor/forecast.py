@@ -210,11 +210,11 @@ def fit_forecast(
         sigma = max(math.sqrt(np.sum((y - _curve(c, r0, a[0], b[0], c_mid[0])) ** 2) / dof), 1e-6)
         sd, sd0, scale, chi2 = np.full_like(y, sigma), sigma, 1.0, None
     else:
-        a, b, c_mid = _fit(c, y[None], np.array([r0]), 1 / _binomial_sd(y, n) ** 2, ranges)
-        sd = _binomial_sd(_curve(c, r0, a[0], b[0], c_mid[0]), n)  # weights from the curve, not the noisy values
+        a, b, c_mid = _fit(c, y[None], np.array([r0]), 1 / binomial_sd(y, n) ** 2, ranges)
+        sd = binomial_sd(_curve(c, r0, a[0], b[0], c_mid[0]), n)  # weights from the curve, not the noisy values
         a, b, c_mid = _fit(c, y[None], np.array([r0]), 1 / sd**2, ranges)
         fitted = _curve(c, r0, a[0], b[0], c_mid[0])
-        sd, sd0 = _binomial_sd(fitted, n), float(_binomial_sd(np.array(r0), n))
+        sd, sd0 = binomial_sd(fitted, n), float(binomial_sd(np.array(r0), n))
         chi2 = float(np.sum(((y - fitted) / sd) ** 2))
         scale = math.sqrt(max(1.0, chi2 / dof)) if dof > 0 else 1.0  # overdispersion widens the intervals
     a, b, c_mid = float(a[0]), float(b[0]), float(c_mid[0])
@@ -333,7 +333,7 @@ def _end_sum(y: np.ndarray, fitted: np.ndarray, sd: np.ndarray, tested: int) -> 
     return np.sum(((y - fitted) / sd)[..., -tested:], axis=-1)
 
 
-def _binomial_sd(p: np.ndarray, n: int) -> np.ndarray:
+def binomial_sd(p: np.ndarray, n: int) -> np.ndarray:
     """sd of a success rate on n tasks, p smoothed to (k+1)/(n+2) so 0/n and n/n keep some noise."""
     smoothed = (np.asarray(p, dtype=float) * n + 1) / (n + 2)
     return np.sqrt(smoothed * (1 - smoothed) / n)

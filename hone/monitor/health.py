@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from statistics import fmean, pstdev
 from typing import Any, Sequence
 
+from hone.monitor.forecast import binomial_sd
+
 # ----------------------------------------------------------------------------- per-step metrics
 NGRAM = 3  # diversity counts token trigrams: long enough to tell replies apart, short enough for a short call
 IDENTICAL_BELOW = 0.1  # a group whose diversity is below this has (almost) one reply, repeated
@@ -273,8 +275,11 @@ class HealthMonitor:
         rows = [r for r in self.history if first_step < r["step"] <= step and _number(r.get("reward/mean"))]
         if len(rows) < 3:
             return None
-        slope, se = _weighted_slope([(r["step"], r["reward/mean"], _reward_se(r)) for r in rows])
-        if slope > t.hacking_sigmas * se and _slope(window) <= t.hacking_validation_slack * self._validation_slope_se(window):
+        slope, stated, scatter = _trend([(r["step"], r["reward/mean"], _reward_se(r)) for r in rows])
+        se = max(stated, scatter, 1e-9)  # group means understate the noise when tasks differ: the scatter says so
+        sizes = {r["step"]: r.get("validation/n") for r in self.history if "validation/success" in r}
+        validation_slope, validation_se, _ = _trend([(s, v, float(binomial_sd(v, sizes.get(s) or 100))) for s, v in window])
+        if slope > t.hacking_sigmas * se and validation_slope <= t.hacking_validation_slack * validation_se:
             rise = slope * (step - first_step)
             return HealthWarning(
                 "reward_hacking",
@@ -284,14 +289,6 @@ class HealthMonitor:
                 "the best checkpoint by validation (the earliest, on ties) is kept",
             )
         return None
-
-    def _validation_slope_se(self, window: list[tuple[int, float]]) -> float:
-        """The standard error of validation success's slope over `window`, from each point's binomial noise."""
-        sizes = {r["step"]: r.get("validation/n") for r in self.history if "validation/success" in r}
-        points = [(s, v, _binomial_se(v, sizes.get(s) or 100)) for s, v in window]
-        mean_x = fmean(s for s, _, _ in points)
-        spread = sum((s - mean_x) ** 2 for s, _, _ in points)
-        return math.sqrt(sum((s - mean_x) ** 2 * e**2 for s, _, e in points)) / spread if spread else 0.0
 
     def _drift(self) -> HealthWarning | None:
         """Agreement pooled over the pairs judged in the first and the latest steps, compared as two proportions."""
@@ -317,11 +314,6 @@ def _pooled(rows: list[dict[str, Any]]) -> tuple[float, float]:
     return sum(r["judge/agreement"] * r["judge/pairs"] for r in rows) / pairs, pairs
 
 
-def _binomial_se(success: float, n: float) -> float:
-    p = (success * n + 1) / (n + 2)  # smoothed: 0/n and n/n still carry noise
-    return math.sqrt(p * (1 - p) / n)
-
-
 def _reward_se(row: dict[str, Any]) -> float:
     """The step mean's standard error: from the spread of group means, else from the rollouts' spread."""
     if _number(row.get("health/reward_se")):
@@ -329,26 +321,19 @@ def _reward_se(row: dict[str, Any]) -> float:
     return (row.get("reward/std") or 0.0) / math.sqrt(row.get("rollouts/ok") or 1)
 
 
-def _weighted_slope(points: list[tuple[int, float, float]]) -> tuple[float, float]:
-    """Least-squares slope of (step, mean, its standard error) points and the slope's standard error,
-    the larger of what the stated errors and the scatter about the line give."""
-    xs = [x for x, _, _ in points]
-    mean_x = fmean(xs)
-    spread = sum((x - mean_x) ** 2 for x in xs)
+def _trend(points: list[tuple[int, float, float]]) -> tuple[float, float, float]:
+    """Least-squares slope of (step, value, its standard error) points, and two standard errors of
+    the slope: from the stated errors, and from the scatter about the line. (0, 0, 0) for one step."""
+    mean_x = fmean(x for x, _, _ in points)
+    spread = sum((x - mean_x) ** 2 for x, _, _ in points)
+    if not spread:
+        return 0.0, 0.0, 0.0
     mean_y = fmean(y for _, y, _ in points)
     slope = sum((x - mean_x) * (y - mean_y) for x, y, _ in points) / spread
     stated = math.sqrt(sum((x - mean_x) ** 2 * e**2 for x, _, e in points)) / spread
     residual = [y - mean_y - slope * (x - mean_x) for x, y, _ in points]
     scatter = math.sqrt(sum(r * r for r in residual) / max(len(points) - 2, 1) / spread)
-    return slope, max(stated, scatter, 1e-9)
-
-
-def _slope(points: list[tuple[int, float]]) -> float:
-    """Least-squares slope of validation success over steps."""
-    mean_x = fmean(x for x, _ in points)
-    mean_y = fmean(y for _, y in points)
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
-    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+    return slope, stated, scatter
 
 
 def _number(value: Any) -> bool:
