@@ -47,6 +47,7 @@ from transformers import PreTrainedModel
 
 from hone.engine.grammar import GrammarMatchers, describe_grammar_error
 from hone.engine.fallback import TransformersRunner
+from hone.engine.prefix_cache import PrefixCache, PrefixEntry
 from hone.engine.llama import LlamaRunner, LoraAdapter, check_supported
 from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
@@ -133,6 +134,7 @@ class Engine:
         lm_head_dtype: torch.dtype = torch.float32,
         num_threads: int | None = None,  # torch intra-op threads of the worker; None = the creating thread's
         grammars: GrammarMatchers | None = None,  # grammar support; requests with a grammar need it
+        prefix_cache_bytes: int = 1 << 30,  # finished sequences' keys and values kept for reuse; 0 = none
     ):
         self.dtype = dtype if dtype is not None else preferred_dtype(model.config.hidden_size, model.config.intermediate_size)
         self.lm_head_dtype = lm_head_dtype
@@ -145,6 +147,8 @@ class Engine:
         self.vocab_size = model.config.vocab_size
         self._runner = _make_runner(model, dtype=self.dtype, head_dtype=lm_head_dtype, max_slots=max_batch_size, max_seq_len=max_seq_len)
         self.attention_impl = self._runner.attention_impl  # "cpp" or "torch" (native), "transformers" (the fallback)
+        reusable = prefix_cache_bytes > 0 and getattr(self._runner, "reuses_prefixes", False)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if reusable else None
         if isinstance(self._runner, TransformersRunner):
             self.dtype = torch.float32  # the fallback computes in fp32 (see hone.engine.fallback)
         self.stats: dict[str, int] = {
@@ -153,6 +157,8 @@ class Engine:
             "batches": 0,  # admission rounds: requests that joined the decode together
             "prefill_forwards": 0,
             "prefill_tokens": 0,  # rows x positions run through prefill, padding included
+            "prefix_hits": 0,  # prompts that continued a cached prefix
+            "prefix_tokens_reused": 0,  # positions copied from the prefix cache instead of computed
             "decode_steps": 0,
             "tokens_sampled": 0,
             "tokens_constrained": 0,  # drawn under a grammar's mask
@@ -203,13 +209,18 @@ class Engine:
         is sampled from two sets of weights); requests admitted from now on get the new ones."""
         lora = self._runner.make_adapter(state_dict, scale)  # copies: the caller may go on training
         with self._cv:
+            old = self._adapters.get(name)
             self._adapters[name] = lora
             self.stats["weight_loads"] += 1
+        if old is not None and self.prefix_cache is not None:
+            self.prefix_cache.drop(old)
 
     def remove_adapter(self, name: str) -> None:
         """Stop serving adapter `name`; its queued requests fail at admission, rows in flight finish."""
         with self._cv:
-            self._adapters.pop(name, None)
+            old = self._adapters.pop(name, None)
+        if old is not None and self.prefix_cache is not None:
+            self.prefix_cache.drop(old)
 
     def has_adapter(self, name: str) -> bool:
         return name in self._adapters
@@ -236,6 +247,8 @@ class Engine:
                     self._cv.wait()
             try:
                 self._runner.load_state_dict(state_dict, repack=False)
+                if self.prefix_cache is not None:
+                    self.prefix_cache.clear()  # computed with the old weights
                 self._repack_needed = True  # the worker repacks, in its own thread, before computing
                 self.stats["weight_loads"] += 1
             finally:
@@ -427,32 +440,53 @@ class Engine:
         self._compact()
 
     def _admit_prompts(self, distinct: dict[tuple[int, ...], list[_Request]], lora: LoraAdapter | None) -> None:
-        for group in _prefill_groups(list(distinct)):
-            # 1) slots: the samples of the requests sharing a prompt take consecutive slots
-            first_slot, sources, copies, new_rows = [], [], [], []
-            for prompt in group:
-                first_slot.append(len(self._rows) + len(new_rows))
-                for request in distinct[prompt]:
-                    for i in range(request.n):
-                        slot = len(self._rows) + len(new_rows)
-                        if slot != first_slot[-1]:
-                            sources.append(first_slot[-1])
-                            copies.append(slot)
-                        new_rows.append(self._new_row(request, i))
-            # room for every slot's prompt and (up to a limit) its completion: fewer regrowths later
-            room = max(len(r.request.prompt) + min(r.request.params.max_tokens, _RESERVE_AHEAD) for r in new_rows)
-            self._runner.reserve(len(self._rows) + len(new_rows), room)
-            # 2) prefill the distinct prompts once, right-padded into one batch
+        fresh = []
+        for prompt in distinct:
+            found = self.prefix_cache.lookup(list(prompt), lora) if self.prefix_cache is not None else None
+            if found is None:
+                fresh.append(prompt)
+            else:
+                self._admit_group([prompt], distinct, lora, found)
+        for group in _prefill_groups(fresh):
+            self._admit_group(group, distinct, lora)
+
+    def _admit_group(
+        self, group: list[tuple[int, ...]], distinct: dict[tuple[int, ...], list[_Request]], lora: LoraAdapter | None,
+        cached: tuple[PrefixEntry, int] | None = None,
+    ) -> None:
+        """Prefill `group`'s prompts (one prompt continuing `cached`, the entry and its shared length) and admit their rows."""
+        # 1) slots: the samples of the requests sharing a prompt take consecutive slots
+        first_slot, sources, copies, new_rows = [], [], [], []
+        for prompt in group:
+            first_slot.append(len(self._rows) + len(new_rows))
+            for request in distinct[prompt]:
+                for i in range(request.n):
+                    slot = len(self._rows) + len(new_rows)
+                    if slot != first_slot[-1]:
+                        sources.append(first_slot[-1])
+                        copies.append(slot)
+                    new_rows.append(self._new_row(request, i))
+        # room for every slot's prompt and (up to a limit) its completion: fewer regrowths later
+        room = max(len(r.request.prompt) + min(r.request.params.max_tokens, _RESERVE_AHEAD) for r in new_rows)
+        self._runner.reserve(len(self._rows) + len(new_rows), room)
+        # 2) prefill the distinct prompts once, right-padded into one batch, or the rest of one after its cached prefix
+        if cached is None:
             logits = self._runner.prefill([list(p) for p in group], first_slot, lora)  # (P, V) fp32
-            self.stats["prefill_forwards"] += 1
-            self.stats["prefill_tokens"] = self._runner.prefill_tokens
-            # 3) replicate each prompt's cache into the slots of its other samples
-            self._runner.copy_slots(sources, copies, max(len(p) for p in group))
-            # 4) first tokens, drawn from the shared prefill logits
-            which = [j for j, prompt in enumerate(group) for request in distinct[prompt] for _ in range(request.n)]
-            logits_rows = logits[torch.tensor(which)]  # (R, V)
-            self._rows.extend(new_rows)
-            self._record(new_rows, self._draw(logits_rows, new_rows))
+        else:
+            entry, shared = cached
+            self._runner.write_slot(first_slot[0], entry.keys, entry.values, shared)
+            logits = self._runner.prefill_after(first_slot[0], list(group[0][shared:]), shared, lora)
+            self.stats["prefix_hits"] += 1
+            self.stats["prefix_tokens_reused"] += shared
+        self.stats["prefill_forwards"] += 1
+        self.stats["prefill_tokens"] = self._runner.prefill_tokens
+        # 3) replicate each prompt's cache into the slots of its other samples
+        self._runner.copy_slots(sources, copies, max(len(p) for p in group))
+        # 4) first tokens, drawn from the shared prefill logits
+        which = [j for j, prompt in enumerate(group) for request in distinct[prompt] for _ in range(request.n)]
+        logits_rows = logits[torch.tensor(which)]  # (R, V)
+        self._rows.extend(new_rows)
+        self._record(new_rows, self._draw(logits_rows, new_rows))
 
     def _step(self) -> None:
         """One decode step for every active row."""
@@ -626,7 +660,11 @@ class Engine:
         self._compact()
 
     def _compact(self) -> None:
-        """Move live rows from the end of the batch into the slots of finished ones."""
+        """Keep finished rows' caches for reuse, then move live rows from the end of the batch into their slots."""
+        if self.prefix_cache is not None:
+            for slot, row in enumerate(self._rows):
+                if row.done and not row.request.failed:
+                    self._keep_prefix(slot, row)
         live = [b for b, row in enumerate(self._rows) if not row.done]
         n_live = len(live)
         holes = [b for b in range(n_live) if self._rows[b].done]
@@ -637,6 +675,12 @@ class Engine:
             for hole, mover in zip(holes, movers):
                 self._rows[hole] = self._rows[mover]
         self._rows = self._rows[:n_live]
+
+    def _keep_prefix(self, slot: int, row: _Row) -> None:
+        # the newest token was never fed, so its position holds nothing yet
+        tokens = (row.request.prompt + row.tokens)[: row.position]
+        keys, values = self._runner.read_slot(slot, len(tokens))
+        self.prefix_cache.insert(tokens, row.request.lora, keys, values)
 
     def _shutdown(self) -> None:
         closed = HoneError("the engine was closed before this request finished")

@@ -277,6 +277,51 @@ class LlamaRunner:
             self.k_groups[g][:, dst_t, :, :, :n] = self.k_groups[g][:, src_t, :, :, :n]
             self.v_groups[g][:, dst_t, :, :n] = self.v_groups[g][:, src_t, :, :n]
 
+    @property
+    def reuses_prefixes(self) -> bool:
+        """Whether cached prefixes can be read back and continued (not through a sliding window's ring)."""
+        return all(w is None for w in self.window)
+
+    def read_slot(self, slot: int, length: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Copies of the first `length` cached positions of `slot`: per cache group, keys (L, K, E, n) and values (L, K, n, E)."""
+        keys = [k[:, slot, :, :, :length].clone() for k in self.k_groups]
+        values = [v[:, slot, :, :length].clone() for v in self.v_groups]
+        return keys, values
+
+    def write_slot(self, slot: int, keys: list[torch.Tensor], values: list[torch.Tensor], length: int) -> None:
+        """Put the first `length` positions of `read_slot`'s copies into `slot` (reserved by the caller)."""
+        for g, (k, v) in enumerate(zip(keys, values)):
+            self.k_groups[g][:, slot, :, :, :length] = k[..., :length]
+            self.v_groups[g][:, slot, :, :length] = v[:, :, :length]
+
+    def prefill_after(self, slot: int, tokens: list[int], start: int, lora: LoraAdapter | None = None) -> torch.Tensor:
+        """Continue `slot`, whose first `start` positions are cached, with `tokens`; return the last
+        token's logits (1, V) fp32. The computation of `prefill` with the prefix read from the cache."""
+        if not self.reuses_prefixes:
+            raise HoneError("this model's sliding-window layers cannot continue a cached prefix")
+        self._set_lora([(lora, None)] if lora is not None else [], n_rows=1)
+        T, end = len(tokens), start + len(tokens)
+        H, K, E = self.n_heads, self.n_kv_heads, self.head_dim
+        token_t = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        self.prefill_tokens += T
+        rope = {kind: (cos[start:end].view(1, T, 1, E), sin[start:end].view(1, T, 1, E)) for kind, (cos, sin) in self.rope.items()}
+        # query t sits at start + t and sees every key up to there
+        mask = torch.arange(end, device=self.device).view(1, end) <= (start + torch.arange(T, device=self.device)).view(T, 1)
+        x = self._embed(token_t)  # (1, T, D)
+        for i in range(self.n_layers):
+            h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
+            qkv = self._lora_add(self.qkv[i](h), h, "qkv", i)
+            q, k = self._rope_qk(qkv, (1, T), *rope[self.layer_types[i]], i)  # (1, T, H, E), (1, T, K, E)
+            v = qkv[..., self.q_dim + self.kv_dim :].view(1, T, K, E)
+            k_cache, v_cache = self._cache(i)
+            k_cache[slot, :, :, start:end] = k[0].permute(1, 2, 0)  # (K, E, T)
+            v_cache[slot, :, start:end] = v[0].transpose(0, 1)  # (K, T, E)
+            keys = k_cache[slot, :, :, :end].transpose(-1, -2).unsqueeze(0)  # (1, K, end, E)
+            values = v_cache[slot, :, :end].unsqueeze(0)
+            a = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask, scale=self.scale, enable_gqa=K != H)
+            x = self._block_outputs(x, a.transpose(1, 2).reshape(1, T, self.q_dim), i)
+        return self._logits(x[:, -1])
+
     def release(self) -> None:
         """Free the cache; it is regrown by the next batch."""
         self.k_groups, self.v_groups = [], []

@@ -1,0 +1,98 @@
+"""The prefix cache: a prompt that continues an earlier sequence reuses its keys and values, and
+samples exactly what an engine without the cache samples, with the same logprobs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hone.engine import Engine
+from hone.engine.prefix_cache import MIN_REUSE
+from hone.types import SamplingParams
+
+from tests.engine.test_adapters import random_adapter
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def engines(lively, tokenizer):
+    cached = Engine(lively, eos_token_ids=[], decode=tokenizer.decode, dtype=torch.float32)
+    plain = Engine(lively, eos_token_ids=[], decode=tokenizer.decode, dtype=torch.float32, prefix_cache_bytes=0)
+    yield cached, plain
+    cached.close()
+    plain.close()
+
+
+def conversation(tokenizer, engine, turns: int = 3, adapter: str | None = None) -> list[tuple[list[int], list[float]]]:
+    """An agent-like exchange: each prompt is the previous prompt, its completion and a new 'tool result'."""
+    prompt = tokenizer.encode("You are a careful assistant. " * 8 + "Question: when does the train to Bergen leave?")
+    out = []
+    for turn in range(turns):
+        [seq] = engine.sample_sync(prompt, 1, GREEDY, adapter)
+        out.append((seq.tokens, seq.logprobs))
+        prompt = prompt + seq.tokens + tokenizer.encode(f" Result {turn}: the 7:45 am train, platform {turn + 2}.")
+    return out
+
+
+def assert_same(a, b):
+    for (tokens_a, logprobs_a), (tokens_b, logprobs_b) in zip(a, b, strict=True):
+        assert tokens_a == tokens_b
+        assert torch.allclose(torch.tensor(logprobs_a), torch.tensor(logprobs_b), atol=1e-4)
+
+
+def test_a_continued_conversation_reuses_its_prefix_and_samples_what_a_full_prefill_samples(engines, tokenizer):
+    cached, plain = engines
+    before = dict(cached.stats)
+    assert_same(conversation(tokenizer, cached), conversation(tokenizer, plain))
+    hits = cached.stats["prefix_hits"] - before["prefix_hits"]
+    reused = cached.stats["prefix_tokens_reused"] - before["prefix_tokens_reused"]
+    assert hits >= 2 and reused >= 2 * MIN_REUSE
+    assert plain.stats["prefix_hits"] == 0
+    # the cached engine ran fewer prompt positions for the same three turns
+    assert cached.stats["prefill_tokens"] - before["prefill_tokens"] < plain.stats["prefill_tokens"] - reused // 2
+
+
+def test_many_samples_of_a_cached_prefix_and_concurrent_requests_match_the_plain_engine(engines, tokenizer):
+    cached, plain = engines
+    base = tokenizer.encode("Shared system prompt for every request. " * 6)
+    cached.sample_sync(base + tokenizer.encode(" warm"), 1, GREEDY)  # leaves the shared part cached
+    prompts = [base + tokenizer.encode(f" Case {i}: what happens next?") for i in range(4)]
+    params = SamplingParams(max_tokens=8, temperature=1.0, seed=3)
+    for prompt in prompts:
+        a = cached.sample_sync(prompt, 3, params)
+        b = plain.sample_sync(prompt, 3, params)
+        assert [s.tokens for s in a] == [s.tokens for s in b]
+        assert torch.allclose(torch.tensor([s.logprobs for s in a]), torch.tensor([s.logprobs for s in b]), atol=1e-4)
+
+
+def test_an_adapter_never_reuses_what_the_base_or_its_previous_weights_computed(lively, tokenizer):
+    cached = Engine(lively, eos_token_ids=[], decode=tokenizer.decode, dtype=torch.float32)
+    plain = Engine(lively, eos_token_ids=[], decode=tokenizer.decode, dtype=torch.float32, prefix_cache_bytes=0)
+    try:
+        conversation(tokenizer, cached)  # the base's entries
+        for engine in (cached, plain):
+            engine.set_adapter("a", random_adapter(lively, 4, seed=1), scale=1.0)
+        assert_same(conversation(tokenizer, cached, adapter="a"), conversation(tokenizer, plain, adapter="a"))
+        for engine in (cached, plain):  # new weights under the same name
+            engine.set_adapter("a", random_adapter(lively, 4, seed=2), scale=1.0)
+        assert_same(conversation(tokenizer, cached, adapter="a"), conversation(tokenizer, plain, adapter="a"))
+        # new base weights: nothing computed before may be reused
+        state = {k: v * 1.1 for k, v in lively.state_dict().items() if k.endswith("mlp.down_proj.weight")}
+        for engine in (cached, plain):
+            engine.load_weights(state)
+        assert len(cached.prefix_cache) == 0
+        assert_same(conversation(tokenizer, cached), conversation(tokenizer, plain))
+    finally:
+        cached.close()
+        plain.close()
+
+
+def test_the_cache_stays_within_its_memory_bound(lively, tokenizer):
+    engine = Engine(lively, eos_token_ids=[], decode=tokenizer.decode, dtype=torch.float32, prefix_cache_bytes=200_000)
+    try:
+        for i in range(6):
+            engine.sample_sync(tokenizer.encode(f"Document {i}: " + "words and more words " * 10), 1, GREEDY)
+        assert 0 < engine.prefix_cache.nbytes <= 200_000
+    finally:
+        engine.close()
