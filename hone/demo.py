@@ -153,7 +153,7 @@ def _demonstrations(env: InboxEnv, n: int, seed: int) -> list[Demonstration]:
     random.Random(seed).shuffle(questions)
     demos = []
     for question in questions:
-        worked = demonstration(question, env.max_turns)
+        worked = demonstration(question, env.max_turns, careful=True)
         if worked is not None:
             demos.append(Demonstration(**worked, stop=STOP))
         if len(demos) == n:

@@ -46,7 +46,7 @@ def test_results_json_has_the_promised_fields_with_sane_values(demo_out):
         assert 0.0 <= low <= success <= high <= 1.0
         assert success * 6 == pytest.approx(round(success * 6))  # a count out of the 6 questions
     assert results["best_rule_success"] == max(results["rules"].values())
-    assert set(results["rules"]) >= {"snippet_echo", "snippet_value", "read_top_value", "newest_value", "common_answer", "candidate_list"}
+    assert set(results["rules"]) >= {"snippet_echo", "snippet_value", "read_top_value", "newest_value", "careful_value", "common_answer", "candidate_list"}
     for key in ("vs_untrained", "vs_best_rule"):
         assert 0.0 <= results[key]["mcnemar"]["p_value"] <= 1.0 and results[key]["mcnemar"]["n"] == 6
     assert results["chosen_on_validation"] in ("sft", "rl")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -9,7 +10,8 @@ import time
 from hone.envs.inbox.answers import candidates, gold_value
 from hone.envs.inbox.data import generate_inbox, inbox_of, make_splits
 from hone.envs.inbox.db import inbox_db
-from hone.envs.inbox.demonstrations import demonstration, search_keywords
+from hone.envs.inbox.answers import first_value
+from hone.envs.inbox.demonstrations import demonstration, reading_order, search_keywords
 from hone.envs.inbox.facts import HELD_OUT_KINDS, KIND_BY_NAME, KINDS
 from hone.envs.inbox.rules import rule_scores
 from hone.envs.inbox.tools import search_inbox
@@ -144,8 +146,38 @@ def test_a_demonstration_searches_reads_the_answer_email_and_replies_with_the_an
     assert len(worked["tool_choice"]) == len(calls) + 1
 
 
-def test_no_cheap_rule_reaches_75_percent_and_a_list_of_guesses_scores_nothing():
-    scores = rule_scores(SPLITS.test, SPLITS.train)
-    assert max(s["success"] for s in scores.values()) < 0.75, {k: s["success"] for k, s in scores.items()}
-    assert scores["candidate_list"]["success"] == 0.0
-    assert scores["snippet_value"]["success"] > scores["common_answer"]["success"]  # the inbox matters
+def test_a_careful_demonstration_reads_only_what_it_saw_newest_first_and_skips_forwarded_mail():
+    worked = [(q, demonstration(q, careful=True)) for q in SPLITS.train[:80]]
+    assert sum(w is not None for _, w in worked) >= 75  # nearly every question has one
+    several_reads = 0
+    for q, w in worked:
+        if w is None:
+            continue
+        messages = w["messages"]
+        reads = [json.loads(m["tool_calls"][0]["function"]["arguments"])["message_id"]
+                 for m in messages if m.get("tool_calls") and m["tool_calls"][0]["function"]["name"] == "read_email"]
+        last_hits = [m["content"] for m in messages if m["role"] == "tool" and m["content"].startswith("[")
+                     and "\nFrom: " not in m["content"]][-1]
+        assert reads == reading_order(last_hits)[: len(reads)] and reads[-1] == q.answer_message_id
+        inbox = inbox_of(q)
+        assert not any(inbox.email(r).subject.startswith("Fwd:") for r in reads)
+        assert not any(first_value(inbox.email(r).body, q.answer_kind) for r in reads[:-1])  # it stops at the first value
+        several_reads += len(reads) > 1
+    assert several_reads >= 10  # it shows reading on past an email that does not answer
+
+
+def test_reading_order_is_newest_first_without_forwarded_mail():
+    hits = ("[m1-010] 2024-03-01, from Ann: Flight to Oslo\n  snippet\n"
+            "[m1-020] 2024-03-09, from Bo: Fwd: Flight to Oslo\n  snippet\n"
+            "[m1-015] 2024-03-05, from Ann: Update: Flight to Oslo\n  snippet")
+    assert reading_order(hits) == ["m1-015", "m1-010"]
+
+
+def test_each_trap_costs_the_rules_that_ignore_it_and_a_list_of_guesses_scores_nothing():
+    scores = {name: s["success"] for name, s in rule_scores(SPLITS.test, SPLITS.train).items()}
+    # reading beats the snippets (long emails), and only the rule that skips forwarded mail and takes
+    # the newest value (updates) clears the others
+    assert scores["read_top_value"] > scores["snippet_value"] > scores["snippet_echo"], scores
+    assert scores["careful_value"] > max(v for k, v in scores.items() if k != "careful_value") + 0.1, scores
+    assert scores["candidate_list"] == 0.0
+    assert scores["snippet_value"] > scores["common_answer"]  # the inbox matters

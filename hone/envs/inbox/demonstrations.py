@@ -17,6 +17,7 @@ import json
 import re
 from typing import Any
 
+from hone.envs.inbox.answers import first_value
 from hone.envs.inbox.agent import AGENT_TOOLS, EpisodeState, initial_messages, take_turn
 from hone.envs.inbox.data import Question, inbox_of
 from hone.envs.inbox.db import inbox_db
@@ -40,8 +41,21 @@ def _call(turn: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def demonstration(question: Question, max_turns: int = 6) -> dict[str, Any] | None:
-    """{"messages", "tools", "tool_choice" (one per reply)} ending in the answer, or None when search cannot find it."""
+def reading_order(hits_text: str) -> list[str]:
+    """The ids a careful reader opens, from search results as the agent sees them: newest first,
+    forwarded mail ("Fwd:" subjects, someone else's) never."""
+    hits = re.findall(r"^\[([^\]]+)\] (\d{4}-\d{2}-\d{2}), from [^:]*: (.*)$", hits_text, flags=re.M)
+    kept = [(date, message_id) for message_id, date, subject in hits if not subject.lower().startswith("fwd:")]
+    return [message_id for _, message_id in sorted(kept, key=lambda hit: hit[0], reverse=True)]
+
+
+def demonstration(question: Question, max_turns: int = 6, careful: bool = False) -> dict[str, Any] | None:
+    """{"messages", "tools", "tool_choice" (one per reply)} ending in the answer, or None when search cannot find it.
+
+    `careful=False` reads the answer email straight away, an id chosen with knowledge the agent lacks.
+    `careful=True` reads what the last search showed in `reading_order` until it reaches the answer
+    email, so every read is one the agent could have chosen from what it saw; a question where that
+    order opens another email stating a value first (the update was not among the hits) is skipped."""
     inbox = inbox_of(question)
     db = inbox_db(inbox)
     messages = initial_messages(inbox, question)
@@ -54,8 +68,17 @@ def demonstration(question: Question, max_turns: int = 6) -> dict[str, Any] | No
             break
     else:
         return None
-    message = _call(state.turns, "read_email", {"message_id": gold})
-    messages += [message, *take_turn(db, state, message)]
+    to_read = [gold]
+    if careful:
+        order = reading_order(messages[-1]["content"])
+        if gold not in order:
+            return None
+        to_read = order[: order.index(gold) + 1]
+        if any(first_value(inbox.email(m).body, question.answer_kind) for m in to_read[:-1]):
+            return None  # an earlier read states a value: a careful reader would have answered with it
+    for message_id in to_read:
+        message = _call(state.turns, "read_email", {"message_id": message_id})
+        messages += [message, *take_turn(db, state, message)]
     messages.append({"role": "assistant", "content": question.answer})
     replies = sum(m["role"] == "assistant" for m in messages)
     if replies > max_turns:  # the agent could not have done it in its turn budget

@@ -10,6 +10,9 @@ beating them means more.
     read_top_value      search; read the top hit; reply with the first value of the type in it
     newest_value        search (5 hits); read them; reply with the first value of the type in the
                         newest email that has one (the rule that knows updates supersede)
+    careful_value       search (3 hits); drop forwarded mail (a subject starting "Fwd:"); read the
+                        rest; the first value in the newest one that has one: the rule that knows
+                        every trap of the generator, and the strongest found
     common_answer       no inbox: the answer seen most often in training for this kind of fact
     candidate_list      no inbox: every training answer of the type, listed (the strict checker
                         rejects lists; here to show it does)
@@ -65,6 +68,17 @@ def newest_value(question: Question) -> str:
     return max(dated)[1] if dated else ""
 
 
+def careful_value(question: Question) -> str:
+    newest = None
+    for hit in _hits(question):
+        if hit["subject"].lower().startswith("fwd:"):
+            continue
+        value = first_value(_body(question, hit["message_id"]), question.answer_kind)
+        if value and (newest is None or hit["date"] > newest[0]):
+            newest = (hit["date"], value)
+    return newest[1] if newest else ""
+
+
 def no_inbox_rules(train: Sequence[Question]) -> dict[str, Rule]:
     """The rules that look only at training answers, never at the question's inbox."""
     by_fact: dict[str, Counter] = {}
@@ -92,6 +106,7 @@ def all_rules(train: Sequence[Question]) -> dict[str, Rule]:
         "snippet_value": snippet_value,
         "read_top_value": read_top_value,
         "newest_value": newest_value,
+        "careful_value": careful_value,
         **no_inbox_rules(train),
     }
 
