@@ -60,6 +60,7 @@ MAX_LOGIT_BIAS = 100.0  # OpenAI's bounds on logit_bias values and on the two pe
 MAX_PENALTY = 2.0
 _RESERVE_AHEAD = 512  # cache positions reserved past a prompt at admission; later growth is geometric
 _PREFILL_TOKEN_BUDGET = 8192  # padded prompt tokens per prefill forward; bounds activation memory
+_CONTINUE_SCORE_BUDGET = 1 << 22  # rows x new tokens x positions per batch continuing cached prefixes
 
 
 @dataclass
@@ -440,21 +441,24 @@ class Engine:
         self._compact()
 
     def _admit_prompts(self, distinct: dict[tuple[int, ...], list[_Request]], lora: LoraAdapter | None) -> None:
-        fresh = []
+        fresh, continued = [], {}
         for prompt in distinct:
             found = self.prefix_cache.lookup(list(prompt), lora) if self.prefix_cache is not None else None
             if found is None:
                 fresh.append(prompt)
             else:
-                self._admit_group([prompt], distinct, lora, found)
+                continued[prompt] = found
+        for group in _continue_groups(list(continued), {p: shared for p, (_, shared) in continued.items()}):
+            self._admit_group(group, distinct, lora, continued)
         for group in _prefill_groups(fresh):
             self._admit_group(group, distinct, lora)
 
     def _admit_group(
         self, group: list[tuple[int, ...]], distinct: dict[tuple[int, ...], list[_Request]], lora: LoraAdapter | None,
-        cached: tuple[PrefixEntry, int] | None = None,
+        continued: dict[tuple[int, ...], tuple[PrefixEntry, int]] | None = None,
     ) -> None:
-        """Prefill `group`'s prompts (one prompt continuing `cached`, the entry and its shared length) and admit their rows."""
+        """Prefill `group`'s prompts (or, given `continued`, each prompt's rest after its cached prefix:
+        the entry and the shared length) and admit their rows."""
         # 1) slots: the samples of the requests sharing a prompt take consecutive slots
         first_slot, sources, copies, new_rows = [], [], [], []
         for prompt in group:
@@ -469,15 +473,16 @@ class Engine:
         # room for every slot's prompt and (up to a limit) its completion: fewer regrowths later
         room = max(len(r.request.prompt) + min(r.request.params.max_tokens, _RESERVE_AHEAD) for r in new_rows)
         self._runner.reserve(len(self._rows) + len(new_rows), room)
-        # 2) prefill the distinct prompts once, right-padded into one batch, or the rest of one after its cached prefix
-        if cached is None:
+        # 2) prefill the distinct prompts once, right-padded into one batch (or their rests after their cached prefixes)
+        if continued is None:
             logits = self._runner.prefill([list(p) for p in group], first_slot, lora)  # (P, V) fp32
         else:
-            entry, shared = cached
-            self._runner.write_slot(first_slot[0], entry.keys, entry.values, shared)
-            logits = self._runner.prefill_after(first_slot[0], list(group[0][shared:]), shared, lora)
-            self.stats["prefix_hits"] += 1
-            self.stats["prefix_tokens_reused"] += shared
+            starts = [continued[p][1] for p in group]
+            for slot, prompt, start in zip(first_slot, group, starts):
+                self._runner.write_slot(slot, continued[prompt][0].keys, continued[prompt][0].values, start)
+            logits = self._runner.prefill_after(first_slot, [list(p[start:]) for p, start in zip(group, starts)], starts, lora)
+            self.stats["prefix_hits"] += len(group)
+            self.stats["prefix_tokens_reused"] += sum(starts)
         self.stats["prefill_forwards"] += 1
         self.stats["prefill_tokens"] = self._runner.prefill_tokens
         # 3) replicate each prompt's cache into the slots of its other samples
@@ -710,6 +715,23 @@ def _prefill_groups(prompts: list[tuple[int, ...]]) -> list[list[tuple[int, ...]
             current, real = [], 0
         current.append(prompt)
         real += len(prompt)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _continue_groups(prompts: list[tuple[int, ...]], shared: dict[tuple[int, ...], int]) -> list[list[tuple[int, ...]]]:
+    """Split prompts that continue cached prefixes into batches whose attention scores
+    (rows x padded new tokens x cache positions) stay within a bound."""
+    groups: list[list[tuple[int, ...]]] = []
+    current: list[tuple[int, ...]] = []
+    for prompt in sorted(prompts, key=lambda p: len(p) - shared[p]):
+        trial = current + [prompt]
+        rows, new, positions = len(trial), max(len(p) - shared[p] for p in trial), max(len(p) for p in trial)
+        if current and (rows * new * positions > _CONTINUE_SCORE_BUDGET or rows * new > _PREFILL_TOKEN_BUDGET):
+            groups.append(current)
+            trial = [prompt]
+        current = trial
     if current:
         groups.append(current)
     return groups

@@ -294,33 +294,43 @@ class LlamaRunner:
             self.k_groups[g][:, slot, :, :, :length] = k[..., :length]
             self.v_groups[g][:, slot, :, :length] = v[:, :, :length]
 
-    def prefill_after(self, slot: int, tokens: list[int], start: int, lora: LoraAdapter | None = None) -> torch.Tensor:
-        """Continue `slot`, whose first `start` positions are cached, with `tokens`; return the last
-        token's logits (1, V) fp32. The computation of `prefill` with the prefix read from the cache."""
+    def prefill_after(self, slots: list[int], suffixes: list[list[int]], starts: list[int], lora: LoraAdapter | None = None) -> torch.Tensor:
+        """Continue each slot, whose first `starts[r]` positions are cached, with `suffixes[r]`; return
+        each row's last-token logits (R, V) fp32. `prefill`'s computation with the prefixes read from the
+        cache; rows are right-padded into one batch (a padded query's output is never used)."""
         if not self.reuses_prefixes:
             raise HoneError("this model's sliding-window layers cannot continue a cached prefix")
-        self._set_lora([(lora, None)] if lora is not None else [], n_rows=1)
-        T, end = len(tokens), start + len(tokens)
+        n_rows, T = len(suffixes), max(len(x) for x in suffixes)
+        self._set_lora([(lora, None)] if lora is not None else [], n_rows=n_rows)
         H, K, E = self.n_heads, self.n_kv_heads, self.head_dim
-        token_t = torch.tensor([tokens], dtype=torch.long, device=self.device)
-        self.prefill_tokens += T
-        rope = {kind: (cos[start:end].view(1, T, 1, E), sin[start:end].view(1, T, 1, E)) for kind, (cos, sin) in self.rope.items()}
-        # query t sits at start + t and sees every key up to there
-        mask = torch.arange(end, device=self.device).view(1, end) <= (start + torch.arange(T, device=self.device)).view(T, 1)
-        x = self._embed(token_t)  # (1, T, D)
+        lengths = [len(x) for x in suffixes]
+        ends = [a + n for a, n in zip(starts, lengths)]
+        S = max(ends)
+        tokens = torch.zeros(n_rows, T, dtype=torch.long)
+        for r, suffix in enumerate(suffixes):
+            tokens[r, : len(suffix)] = torch.tensor(suffix)
+        positions = (torch.tensor(starts).view(-1, 1) + torch.arange(T).view(1, -1)).clamp(max=self.max_seq_len - 1).to(self.device)
+        self.prefill_tokens += n_rows * T
+        rope = {kind: (cos[positions].unsqueeze(2), sin[positions].unsqueeze(2)) for kind, (cos, sin) in self.rope.items()}  # (R, T, 1, E)
+        # query t of row r sits at starts[r] + t and sees every key of its slot up to there
+        mask = (torch.arange(S, device=self.device).view(1, 1, 1, S) <= positions.view(n_rows, 1, T, 1))
+        slot_t = torch.tensor(slots, device=self.device)
+        x = self._embed(tokens.to(self.device))  # (R, T, D)
         for i in range(self.n_layers):
             h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
             qkv = self._lora_add(self.qkv[i](h), h, "qkv", i)
-            q, k = self._rope_qk(qkv, (1, T), *rope[self.layer_types[i]], i)  # (1, T, H, E), (1, T, K, E)
-            v = qkv[..., self.q_dim + self.kv_dim :].view(1, T, K, E)
+            q, k = self._rope_qk(qkv, (n_rows, T), *rope[self.layer_types[i]], i)  # (R, T, H, E), (R, T, K, E)
+            v = qkv[..., self.q_dim + self.kv_dim :].view(n_rows, T, K, E)
             k_cache, v_cache = self._cache(i)
-            k_cache[slot, :, :, start:end] = k[0].permute(1, 2, 0)  # (K, E, T)
-            v_cache[slot, :, start:end] = v[0].transpose(0, 1)  # (K, T, E)
-            keys = k_cache[slot, :, :, :end].transpose(-1, -2).unsqueeze(0)  # (1, K, end, E)
-            values = v_cache[slot, :, :end].unsqueeze(0)
+            for r, (slot, start, end) in enumerate(zip(slots, starts, ends)):  # real positions only: padding could run past the slot
+                k_cache[slot, :, :, start:end] = k[r, : end - start].permute(1, 2, 0)  # (K, E, T_r)
+                v_cache[slot, :, start:end] = v[r, : end - start].transpose(0, 1)  # (K, T_r, E)
+            keys = k_cache[slot_t, :, :, :S].transpose(-1, -2)  # (R, K, S, E)
+            values = v_cache[slot_t, :, :S]
             a = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask, scale=self.scale, enable_gqa=K != H)
-            x = self._block_outputs(x, a.transpose(1, 2).reshape(1, T, self.q_dim), i)
-        return self._logits(x[:, -1])
+            x = self._block_outputs(x, a.transpose(1, 2).reshape(n_rows, T, self.q_dim), i)
+        x = x[torch.arange(n_rows, device=self.device), torch.tensor(lengths, device=self.device) - 1]
+        return self._logits(x)
 
     def release(self) -> None:
         """Free the cache; it is regrown by the next batch."""

@@ -3,6 +3,8 @@ samples exactly what an engine without the cache samples, with the same logprobs
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import torch
 
@@ -59,11 +61,16 @@ def test_many_samples_of_a_cached_prefix_and_concurrent_requests_match_the_plain
     cached.sample_sync(base + tokenizer.encode(" warm"), 1, GREEDY)  # leaves the shared part cached
     prompts = [base + tokenizer.encode(f" Case {i}: what happens next?") for i in range(4)]
     params = SamplingParams(max_tokens=8, temperature=1.0, seed=3)
-    for prompt in prompts:
-        a = cached.sample_sync(prompt, 3, params)
-        b = plain.sample_sync(prompt, 3, params)
+    prompts.append(base + tokenizer.encode(" A much longer case, so the batch continuing the prefix is padded: " * 3))
+
+    async def together(engine):  # admitted in one batch: their rests are prefilled side by side
+        return await asyncio.gather(*(engine.sample(p, 3, params) for p in prompts))
+
+    hits = cached.stats["prefix_hits"]
+    for a, b in zip(asyncio.run(together(cached)), [plain.sample_sync(p, 3, params) for p in prompts], strict=True):
         assert [s.tokens for s in a] == [s.tokens for s in b]
         assert torch.allclose(torch.tensor([s.logprobs for s in a]), torch.tensor([s.logprobs for s in b]), atol=1e-4)
+    assert cached.stats["prefix_hits"] - hits == len(prompts)
 
 
 def test_an_adapter_never_reuses_what_the_base_or_its_previous_weights_computed(lively, tokenizer):
