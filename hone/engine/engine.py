@@ -60,7 +60,9 @@ MAX_LOGIT_BIAS = 100.0  # OpenAI's bounds on logit_bias values and on the two pe
 MAX_PENALTY = 2.0
 _RESERVE_AHEAD = 512  # cache positions reserved past a prompt at admission; later growth is geometric
 _PREFILL_TOKEN_BUDGET = 8192  # padded prompt tokens per prefill forward; bounds activation memory
-_CONTINUE_SCORE_BUDGET = 1 << 22  # rows x new tokens x positions per batch continuing cached prefixes
+# rows x new tokens x positions per batch continuing cached prefixes; x heads x 4 bytes of attention
+# scores (150 MB for the 135M model's 9 heads)
+_CONTINUE_SCORE_BUDGET = 1 << 22
 
 
 @dataclass
@@ -684,7 +686,10 @@ class Engine:
     def _keep_prefix(self, slot: int, row: _Row) -> None:
         # the newest token was never fed, so its position holds nothing yet
         tokens = (row.request.prompt + row.tokens)[: row.position]
-        keys, values = self._runner.read_slot(slot, len(tokens))
+        try:
+            keys, values = self._runner.read_slot(slot, len(tokens))
+        except MemoryError:  # a cache entry is worth less than the batch in flight
+            return
         self.prefix_cache.insert(tokens, row.request.lora, keys, values)
 
     def _shutdown(self) -> None:

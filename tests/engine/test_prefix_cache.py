@@ -4,6 +4,8 @@ samples exactly what an engine without the cache samples, with the same logprobs
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 import torch
@@ -26,12 +28,12 @@ def engines(lively, tokenizer):
     plain.close()
 
 
-def conversation(tokenizer, engine, turns: int = 3, adapter: str | None = None) -> list[tuple[list[int], list[float]]]:
+def conversation(tokenizer, engine, turns: int = 3, adapter: str | None = None, params: SamplingParams = GREEDY) -> list[tuple[list[int], list[float]]]:
     """An agent-like exchange: each prompt is the previous prompt, its completion and a new 'tool result'."""
     prompt = tokenizer.encode("You are a careful assistant. " * 8 + "Question: when does the train to Bergen leave?")
     out = []
     for turn in range(turns):
-        [seq] = engine.sample_sync(prompt, 1, GREEDY, adapter)
+        [seq] = engine.sample_sync(prompt, 1, params, adapter)
         out.append((seq.tokens, seq.logprobs))
         prompt = prompt + seq.tokens + tokenizer.encode(f" Result {turn}: the 7:45 am train, platform {turn + 2}.")
     return out
@@ -53,6 +55,17 @@ def test_a_continued_conversation_reuses_its_prefix_and_samples_what_a_full_pref
     assert plain.stats["prefix_hits"] == 0
     # the cached engine ran fewer prompt positions for the same three turns
     assert cached.stats["prefill_tokens"] - before["prefill_tokens"] < plain.stats["prefill_tokens"] - reused // 2
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(max_tokens=1, temperature=0.0),  # rows that finish as they are admitted
+    SamplingParams(max_tokens=16, temperature=0.0, stop=[" the", "a"]),  # rows cut back by a stop string
+], ids=["one-token", "stop-string"])
+def test_rows_that_finish_at_admission_or_are_cut_by_a_stop_string_leave_a_reusable_prefix(engines, tokenizer, params):
+    cached, plain = engines
+    hits = cached.stats["prefix_hits"]
+    assert_same(conversation(tokenizer, cached, params=params), conversation(tokenizer, plain, params=params))
+    assert cached.stats["prefix_hits"] > hits
 
 
 def test_many_samples_of_a_cached_prefix_and_concurrent_requests_match_the_plain_engine(engines, tokenizer):
@@ -96,10 +109,32 @@ def test_an_adapter_never_reuses_what_the_base_or_its_previous_weights_computed(
 
 
 def test_the_cache_stays_within_its_memory_bound(lively, tokenizer):
-    engine = Engine(lively, eos_token_ids=[], decode=tokenizer.decode, dtype=torch.float32, prefix_cache_bytes=200_000)
+    config = lively.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_position = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 4  # keys and values, fp32
+    bound = 150 * per_position  # two or three of these sequences
+    engine = Engine(lively, eos_token_ids=[], decode=tokenizer.decode, dtype=torch.float32, prefix_cache_bytes=bound)
     try:
         for i in range(6):
             engine.sample_sync(tokenizer.encode(f"Document {i}: " + "words and more words " * 10), 1, GREEDY)
-        assert 0 < engine.prefix_cache.nbytes <= 200_000
+        assert 0 < engine.prefix_cache.nbytes <= bound
+        assert 0 < len(engine.prefix_cache) < 6  # the oldest went
+    finally:
+        engine.close()
+
+
+def test_rows_still_running_on_a_replaced_adapter_store_nothing(lively, tokenizer):
+    engine = Engine(lively, eos_token_ids=[], decode=tokenizer.decode, dtype=torch.float32)
+    try:
+        engine.set_adapter("a", random_adapter(lively, 4, seed=1), scale=1.0)
+        old = engine._adapters["a"]
+        running = threading.Thread(target=engine.sample_sync, args=(tokenizer.encode("A long answer " * 10), 1,
+                                                                     SamplingParams(max_tokens=300, temperature=0.0), "a"))
+        running.start()
+        while engine.active_rows == 0:
+            time.sleep(0.001)
+        engine.set_adapter("a", random_adapter(lively, 4, seed=2), scale=1.0)
+        running.join()
+        assert not any(entry.lora is old for entry in engine.prefix_cache._entries.values())
     finally:
         engine.close()

@@ -158,7 +158,11 @@ def test_the_capture_holds_every_sampled_completion_verbatim_and_as_many_tokens_
     assert len(recorded.turns) == len(captured.turns) == 3
     assert [len(t.completion_tokens) for t in recorded.turns] == [len(t.completion_tokens) for t in captured.turns]
     assert sum(len(t.completion_tokens) for t in recorded.turns) == sum(len(t.completion_tokens) for t in captured.turns)
-    assert recorded.turns[0] == captured.turns[0]  # same prompt, same seed: the same forced call
+    # same prompt, same seed: the same forced call. The second run continues the first's cached prompt,
+    # whose bf16 rounding differs a little from a whole prefill's (hone.engine.prefix_cache)
+    first, again = captured.turns[0], recorded.turns[0]
+    assert first.model_dump(exclude={"completion_logprobs"}) == again.model_dump(exclude={"completion_logprobs"})
+    assert torch.allclose(torch.tensor(first.completion_logprobs), torch.tensor(again.completion_logprobs), atol=0.1)
 
     # the capture's single sequence: every turn's prompt is a prefix of it, its completion follows verbatim
     datum = datums_from_trajectory(captured, 1.0)[0]
