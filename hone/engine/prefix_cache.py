@@ -51,8 +51,6 @@ class PrefixCache:
         self._lock = threading.Lock()
         # adapters replaced or removed: rows still running on one must not store entries nobody can use
         self._retired: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
-        self.hits = 0
-        self.tokens_reused = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -89,8 +87,6 @@ class PrefixCache:
             if shared < MIN_REUSE:
                 return None
             self._entries.move_to_end(key)
-            self.hits += 1
-            self.tokens_reused += shared
             return self._entries[key], shared
 
     def insert(self, tokens: list[int], lora: Any, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
