@@ -38,6 +38,9 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # let the engine guess tokens from the sequence's own n-grams and verify them in its decode
+    # step (hone.engine.speculation); outputs are the same either way, only the speed differs
+    speculate: bool = True
 
     @property
     def shapes_logits(self) -> bool:

@@ -15,8 +15,11 @@ copy of the model's weights, which a trainer replaces with `load_weights` after 
 - sampling.py: temperature, top-k, top-p, seeds, stop strings, for a batch of rows at once.
 - kernels.py: an optional C++ decode-attention kernel (built on first use), with the same
   computation in torch ops as the fallback and the tests' reference.
+- prefix_cache.py: finished sequences' keys and values, reused by prompts that continue them.
+- speculation.py: drafts copied from a sequence's own n-grams, verified in the decode step.
 """
 
 from hone.engine.engine import Engine, preferred_dtype
+from hone.engine.speculation import SpeculationConfig
 
-__all__ = ["Engine", "preferred_dtype"]
+__all__ = ["Engine", "SpeculationConfig", "preferred_dtype"]

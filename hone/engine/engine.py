@@ -22,6 +22,10 @@ How a request travels:
 8. A caller that passes `on_tokens` hears each row's tokens as they are decoded (from the worker
    thread; it must only hand them on). With stop strings, the newest tokens are held back until no
    stop string can still cut them, so nothing heard is ever taken back.
+9. With speculation on (hone.engine.speculation), a step may feed a row its newest token and a
+   guess at the next few, copied from where the sequence's newest n-gram occurred before; the row
+   keeps the guessed tokens its own draws agree with. Every token is drawn as in a plain step, so
+   outputs and logprobs are unchanged; rows of one step advance by different numbers of tokens.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from hone.engine.fallback import TransformersRunner
 from hone.engine.prefix_cache import PrefixCache, PrefixEntry
 from hone.engine.llama import LlamaRunner, LoraAdapter, check_supported
 from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
+from hone.engine.speculation import DraftPolicy, NgramIndex, SpeculationConfig
 from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
 from hone.types import OnTokens, SampledSequence, SamplingParams, TokenDelta
 
@@ -80,6 +85,7 @@ class _Request:
     failed: bool = False
     matcher: Any = None  # the compiled grammar (an llguidance matcher); each row matches on a copy
     on_tokens: OnTokens | None = None
+    ngrams: NgramIndex | None = None  # the prompt's n-grams, copied into each row that drafts
 
 
 @dataclass
@@ -97,6 +103,9 @@ class _Row:
     forced: list[bool] | None = None  # per token, under a grammar: whether it was the only one allowed
     counts: dict[int, int] | None = None  # sampled token -> times, when a penalty needs them
     heard: int = 0  # tokens already passed to the request's on_tokens
+    ngrams: NgramIndex | None = None  # prompt and tokens so far, indexed for drafting; None = no drafts
+    drafted: int = 0  # draft tokens verified for this row, and how many of them were kept
+    accepted: int = 0
 
     @property
     def position(self) -> int:
@@ -138,6 +147,7 @@ class Engine:
         num_threads: int | None = None,  # torch intra-op threads of the worker; None = the creating thread's
         grammars: GrammarMatchers | None = None,  # grammar support; requests with a grammar need it
         prefix_cache_bytes: int = 1 << 30,  # finished sequences' keys and values kept for reuse; 0 = none
+        speculation: SpeculationConfig | None = SpeculationConfig(),  # n-gram drafts verified in the decode step; None = off
     ):
         self.dtype = dtype if dtype is not None else preferred_dtype(model.config.hidden_size, model.config.intermediate_size)
         self.lm_head_dtype = lm_head_dtype
@@ -152,6 +162,8 @@ class Engine:
         self.attention_impl = self._runner.attention_impl  # "cpp" or "torch" (native), "transformers" (the fallback)
         reusable = prefix_cache_bytes > 0 and getattr(self._runner, "reuses_prefixes", False)
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if reusable else None
+        drafts = speculation is not None and getattr(self._runner, "verifies_drafts", False)
+        self.drafting = DraftPolicy(speculation) if drafts else None
         if isinstance(self._runner, TransformersRunner):
             self.dtype = torch.float32  # the fallback computes in fp32 (see hone.engine.fallback)
         self.stats: dict[str, int] = {
@@ -166,6 +178,9 @@ class Engine:
             "tokens_sampled": 0,
             "tokens_constrained": 0,  # drawn under a grammar's mask
             "tokens_forced": 0,  # of those, the only token the grammar allowed
+            "spec_steps": 0,  # decode steps that verified draft tokens
+            "draft_tokens": 0,  # draft tokens verified, and those kept
+            "draft_tokens_accepted": 0,
             "failed_batches": 0,
             "failed_requests": 0,
             "cancelled_requests": 0,  # cancelled by their caller before they finished
@@ -500,13 +515,80 @@ class Engine:
         self._drop_cancelled()
         if not self._rows:
             return
-        tokens = torch.tensor([row.tokens[-1] for row in self._rows])
-        positions = torch.tensor([row.position for row in self._rows])
-        self._runner.reserve(len(self._rows), int(positions.max()) + 1)
-        logits = self._runner.decode(tokens, positions, self._lora_rows())  # (B, V) fp32
+        start = time.perf_counter()
+        drafts = self._drafts() if self.drafting is not None else None
+        if drafts is not None and any(drafts):
+            fed = self._verify(drafts)
+        else:
+            tokens = torch.tensor([row.tokens[-1] for row in self._rows])
+            positions = torch.tensor([row.position for row in self._rows])
+            self._runner.reserve(len(self._rows), int(positions.max()) + 1)
+            logits = self._runner.decode(tokens, positions, self._lora_rows(self._rows))  # (B, V) fp32
+            self._record(self._rows, self._draw(logits, self._rows))
+            fed = len(self._rows)
         self.stats["decode_steps"] += 1
-        self._record(self._rows, self._draw(logits, self._rows))
+        if self.drafting is not None:
+            self.drafting.record_step(fed, time.perf_counter() - start)
         self._compact()
+
+    def _drafts(self) -> list[list[int]]:
+        """Each row's guess at its next tokens (often none), as long as the policy finds worth verifying."""
+        policy, batch = self.drafting, len(self._rows)
+        drafts = []
+        for row in self._rows:
+            if row.ngrams is None or row.done:
+                drafts.append([])
+                continue
+            room = min(self.max_seq_len - 1 - row.position, row.request.params.max_tokens - len(row.tokens) - 1)
+            limit = min(room, policy.draft_length(policy.row_rate(row.drafted, row.accepted), batch))
+            draft = row.ngrams.draft(limit) if limit > 0 else []
+            if row.matcher is not None and limit > 0:
+                # under a grammar, tokens it forces are a draft that is always right; either is cut
+                # where the grammar would refuse it (the draw could never equal it)
+                draft = draft or row.matcher.compute_ff_tokens()[:limit]
+                draft = draft[: row.matcher.validate_tokens(draft)] if draft else draft
+            drafts.append(draft)
+        return drafts
+
+    def _verify(self, drafts: list[list[int]]) -> int:
+        """One decode step that feeds each row its newest token and its draft; each row keeps the
+        draft tokens its draws agree with, and the first draw that differs. Returns the rows fed."""
+        rows = self._rows
+        tokens, positions, slots, starts = [], [], [], [0]
+        for b, (row, draft) in enumerate(zip(rows, drafts)):
+            fed = [row.tokens[-1], *draft]
+            tokens += fed
+            positions += range(row.position, row.position + len(fed))
+            slots += [b] * len(fed)
+            starts.append(len(tokens))
+        self._runner.reserve(len(rows), max(positions) + 1)
+        fed_rows = [rows[b] for b in slots]
+        logits = self._runner.decode(
+            torch.tensor(tokens), torch.tensor(positions), self._lora_rows(fed_rows), runs=(torch.tensor(slots), torch.tensor(starts))
+        )  # (N, V) fp32
+        # draw position by position: a row's draw at its j-th fed token is its token j + 1, drawn
+        # exactly as in a plain step (grammar, penalties and random stream advanced by the ones before)
+        active, j, accepted = list(range(len(rows))), 0, 0
+        while active:
+            step_rows = [rows[b] for b in active]
+            draw = self._draw(logits[torch.tensor([starts[b] + j for b in active])], step_rows)
+            self._record(step_rows, draw)
+            kept = []  # rows whose draw equals their draft token: their next fed token was right
+            for token, b in zip(draw.tokens, active):
+                if j < len(drafts[b]) and token == drafts[b][j]:
+                    rows[b].accepted += 1
+                    accepted += 1
+                    if not rows[b].done:
+                        kept.append(b)
+            active, j = kept, j + 1
+        drafted = sum(len(d) for d in drafts)
+        for row, draft in zip(rows, drafts):
+            row.drafted += len(draft)
+        self.stats["spec_steps"] += 1
+        self.stats["draft_tokens"] += drafted
+        self.stats["draft_tokens_accepted"] += accepted
+        self.drafting.record_drafts(drafted, accepted)
+        return len(tokens)
 
     def _draw(self, logits_R_V: torch.Tensor, rows: list[_Row]) -> Draw:
         """Sample one token per row. Rows with a grammar, biases or penalties draw from a shaped
@@ -531,15 +613,15 @@ class Engine:
                     self._fail_request(rows[b].request, InvalidRequestError(f"the grammar cannot be followed: {reason}", param="grammar"))
         return sample_rows(drawn_from, settings, raw_B_V=logits_R_V, shaped=shaped)
 
-    def _lora_rows(self) -> list[tuple[LoraAdapter, torch.Tensor | None]]:
-        """(adapter, its rows) for each adapter in the batch; rows None when it holds every row."""
+    def _lora_rows(self, fed: list[_Row]) -> list[tuple[LoraAdapter, torch.Tensor | None]]:
+        """(adapter, its rows) for each adapter among the rows fed; rows None when it holds every row."""
         rows: dict[int, tuple[LoraAdapter, list[int]]] = {}
-        for b, row in enumerate(self._rows):
+        for b, row in enumerate(fed):
             lora = row.request.lora
             if lora is not None and not lora.empty:
                 rows.setdefault(id(lora), (lora, []))[1].append(b)
         return [
-            (lora, None if len(index) == len(self._rows) else torch.tensor(index, device=self._runner.device))
+            (lora, None if len(index) == len(fed) else torch.tensor(index, device=self._runner.device))
             for lora, index in rows.values()
         ]
 
@@ -558,6 +640,10 @@ class Engine:
             row.matcher, row.forced = request.matcher.deep_copy(), []
         if p.presence_penalty or p.frequency_penalty:
             row.counts = {}
+        if self.drafting is not None and p.speculate:
+            if request.ngrams is None:  # the prompt is indexed once per request, copied per sample
+                request.ngrams = NgramIndex(self.drafting.config, request.prompt)
+            row.ngrams = request.ngrams.copy()
         return row
 
     def _record(self, rows: list[_Row], draw) -> None:
@@ -573,6 +659,8 @@ class Engine:
                 row.top.append(draw.top_logprobs[b])
             if row.counts is not None:
                 row.counts[token] = row.counts.get(token, 0) + 1
+            if row.ngrams is not None:
+                row.ngrams.extend((token,))
             params = row.request.params
             try:
                 if row.matcher is not None:

@@ -6,9 +6,10 @@ batch 32. One fused loop per (slot, kv head) instead rotates q and k (RoPE), wri
 the cache at the slot's position, and attends over exactly the slot's own positions with an fp32
 softmax, reading each cached key and value once.
 
-`decode_attention` is that kernel; `decode_attention_reference` is the same computation in torch
-ops, used when the kernel cannot be built (no C++ compiler, another platform) and by the tests
-as the slow obvious version. Set HONE_ENGINE_KERNELS=0 to never build or use the kernel.
+`decode_attention` is that kernel; `verify_attention` feeds several new tokens per slot (speculative
+decoding's verification step: each attends causally over its slot). The `*_reference` functions
+are the same computations in torch ops, used when the kernel cannot be built (no C++ compiler,
+another platform) and by the tests as the slow obvious version. Set HONE_ENGINE_KERNELS=0 to never build or use the kernel.
 """
 
 from __future__ import annotations
@@ -152,6 +153,37 @@ static inline void prefetch_next(const T* k_cache, const T* v_cache, const int64
   for (int64_t o = 0; o < n * E * (int64_t)sizeof(T); o += 64) __builtin_prefetch(vc + o, 0, 2);
 }
 
+// Rotate one kv head's new key and write it and the new value at `pos` of its cache (E, S) / (S, E).
+template <typename T>
+static inline void write_kv(const T* src, const T* c, const T* s, T* kc, T* vc, int64_t pos, int64_t H, int64_t K,
+                            int64_t k, int64_t E, int64_t S) {
+  const int64_t half = E / 2;
+  const T* kin = src + H * E + k * E;
+  const T* vin = src + H * E + K * E + k * E;
+  for (int64_t e = 0; e < E; ++e) {
+    float v = to_float(kin[e]);
+    if (c) v = v * to_float(c[e]) + (e < half ? -to_float(kin[e + half]) : to_float(kin[e - half])) * to_float(s[e]);
+    kc[e * S + pos] = static_cast<T>(v);
+    vc[pos * E + e] = vin[e];
+  }
+}
+
+// Rotate and scale kv head k's G queries into q (G, E) fp32.
+template <typename T>
+static inline void rotate_queries(const T* src, const T* c, const T* s, float* q, int64_t G, int64_t k, int64_t E,
+                                  double scale) {
+  const int64_t half = E / 2;
+  for (int64_t g = 0; g < G; ++g) {
+    const T* qin = src + (k * G + g) * E;
+    for (int64_t e = 0; e < E; ++e) {
+      float v = to_float(qin[e]);
+      if (c) v = v * to_float(c[e]) + (e < half ? -to_float(qin[e + half]) : to_float(qin[e - half])) * to_float(s[e]);
+      // rounded as the cached keys are, so an fp32 engine matches a full forward exactly
+      q[g * E + e] = to_float(static_cast<T>(v)) * static_cast<float>(scale);
+    }
+  }
+}
+
 // One decode step of attention for B slots. qkv: (B, (H + 2K) * E) straight from the fused
 // projection; cos, sin: (B, E) rows of the rotary tables at each slot's position, or empty for no
 // rotation; k_cache: (slots, K, E, S) (keys transposed), v_cache: (slots, K, S, E), this layer's;
@@ -163,7 +195,7 @@ static inline void prefetch_next(const T* k_cache, const T* v_cache, const int64
 template <typename T>
 static void attend(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_cache, const int64_t* positions,
                    T* out, int64_t B, int64_t H, int64_t K, int64_t E, int64_t S, double scale, bool rope) {
-  const int64_t G = H / K, half = E / 2, row = (H + 2 * K) * E;
+  const int64_t G = H / K, row = (H + 2 * K) * E;
   at::parallel_for(0, B * K, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> q(G * E), scores;
     for (int64_t task = begin; task < end; ++task) {
@@ -173,25 +205,8 @@ static void attend(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_ca
       T* vc = v_cache + (b * K + k) * S * E;  // (S, E)
       const T* c = rope ? cos + b * E : nullptr;
       const T* s = rope ? sin + b * E : nullptr;
-      // 1) rotate the new key, write it and the new value at this slot's position
-      const T* kin = src + H * E + k * E;
-      const T* vin = src + H * E + K * E + k * E;
-      for (int64_t e = 0; e < E; ++e) {
-        float v = to_float(kin[e]);
-        if (rope) v = v * to_float(c[e]) + (e < half ? -to_float(kin[e + half]) : to_float(kin[e - half])) * to_float(s[e]);
-        kc[e * S + pos] = static_cast<T>(v);
-        vc[pos * E + e] = vin[e];
-      }
-      // 2) rotate and scale this kv head's G queries
-      for (int64_t g = 0; g < G; ++g) {
-        const T* qin = src + (k * G + g) * E;
-        for (int64_t e = 0; e < E; ++e) {
-          float v = to_float(qin[e]);
-          if (rope) v = v * to_float(c[e]) + (e < half ? -to_float(qin[e + half]) : to_float(qin[e - half])) * to_float(s[e]);
-          // rounded as the cached keys are, so an fp32 engine matches a full forward exactly
-          q[g * E + e] = to_float(static_cast<T>(v)) * static_cast<float>(scale);
-        }
-      }
+      write_kv<T>(src, c, s, kc, vc, pos, H, K, k, E, S);  // 1) the new key and value
+      rotate_queries<T>(src, c, s, q.data(), G, k, E, scale);  // 2) this kv head's queries
       // 3) ask for the next task's keys and values now, so they arrive while this one computes
       if (task + 1 < end) prefetch_next(k_cache, v_cache, positions, task + 1, K, E, S);
       // 4) attend over this slot's cached positions
@@ -199,6 +214,71 @@ static void attend(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_ca
       attend_dispatch<T>(G, E, q.data(), kc, vc, n, S, scores.data(), out + b * H * E + k * G * E);
     }
   });
+}
+
+// Several new tokens per slot (speculative verification): row i of qkv is a token of slot
+// slots[i] at positions[i]; each slot's rows are consecutive, at consecutive positions, and
+// starts (R + 1,) marks where each slot's run begins. Every new key and value is written first,
+// then each row attends over its slot's positions up to its own (causal within the run). A slot's
+// rows run one after another in one task, so its keys and values are read from the CPU's cache
+// after the first. Not for rings: a later row's write could overwrite what an earlier one sees.
+template <typename T>
+static void attend_runs(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_cache, const int64_t* slots,
+                        const int64_t* positions, const int64_t* starts, T* out, int64_t N, int64_t R, int64_t H,
+                        int64_t K, int64_t E, int64_t S, double scale, bool rope) {
+  const int64_t G = H / K, row = (H + 2 * K) * E;
+  at::parallel_for(0, N * K, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t i = task / K, k = task % K, b = slots[i];
+      write_kv<T>(qkv + i * row, rope ? cos + i * E : nullptr, rope ? sin + i * E : nullptr,
+                  k_cache + (b * K + k) * E * S, v_cache + (b * K + k) * S * E, positions[i], H, K, k, E, S);
+    }
+  });
+  at::parallel_for(0, R * K, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> q(G * E), scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t r = task / K, k = task % K;
+      for (int64_t i = starts[r]; i < starts[r + 1]; ++i) {
+        const int64_t b = slots[i], n = positions[i] + 1;
+        rotate_queries<T>(qkv + i * row, rope ? cos + i * E : nullptr, rope ? sin + i * E : nullptr, q.data(), G, k, E, scale);
+        scores.resize(G * n);
+        attend_dispatch<T>(G, E, q.data(), k_cache + (b * K + k) * E * S, v_cache + (b * K + k) * S * E, n, S,
+                           scores.data(), out + i * H * E + k * G * E);
+      }
+    }
+  });
+}
+
+// RMSNorm of each row of x (rows, D) times w (D,), as torch's fused CPU rms_norm computes it:
+// everything in fp32, rounded to T once. One pass per row instead of the several ops and
+// temporaries torch runs for a 576-wide row.
+template <typename T>
+static void rms_norm_rows(const T* x, const T* w, T* out, int64_t rows, int64_t D, float eps) {
+  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * D;
+      T* o = out + r * D;
+      float squares = 0.f;
+#pragma omp simd reduction(+ : squares)
+      for (int64_t d = 0; d < D; ++d) squares += to_float(xr[d]) * to_float(xr[d]);
+      const float rstd = 1.f / std::sqrt(squares / static_cast<float>(D) + eps);
+      for (int64_t d = 0; d < D; ++d) o[d] = static_cast<T>(to_float(xr[d]) * rstd * to_float(w[d]));
+    }
+  });
+}
+
+torch::Tensor rms_norm(torch::Tensor x, torch::Tensor w, double eps) {
+  TORCH_CHECK(x.is_contiguous() && w.is_contiguous() && x.scalar_type() == w.scalar_type(), "contiguous x and w of one dtype");
+  const int64_t D = x.size(-1), rows = x.numel() / D;
+  auto out = torch::empty_like(x);
+  if (x.scalar_type() == at::kBFloat16) {
+    using T = c10::BFloat16;
+    rms_norm_rows<T>(x.data_ptr<T>(), w.data_ptr<T>(), out.data_ptr<T>(), rows, D, static_cast<float>(eps));
+  } else {
+    TORCH_CHECK(x.scalar_type() == at::kFloat, "float32 or bfloat16");
+    rms_norm_rows<float>(x.data_ptr<float>(), w.data_ptr<float>(), out.data_ptr<float>(), rows, D, static_cast<float>(eps));
+  }
+  return out;
 }
 
 torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
@@ -219,6 +299,34 @@ torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tens
     attend<float>(qkv.data_ptr<float>(), rope ? cos_c.data_ptr<float>() : nullptr,
                   rope ? sin_c.data_ptr<float>() : nullptr, k_cache.data_ptr<float>(), v_cache.data_ptr<float>(),
                   pos_c.data_ptr<int64_t>(), out.data_ptr<float>(), B, H, K, E, S, scale, rope);
+  }
+  return out;
+}
+
+torch::Tensor verify_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
+                               torch::Tensor v_cache, torch::Tensor slots, torch::Tensor positions,
+                               torch::Tensor starts, int64_t H, int64_t K, double scale) {
+  TORCH_CHECK(qkv.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(), "contiguous inputs");
+  TORCH_CHECK(positions.scalar_type() == at::kLong && slots.scalar_type() == at::kLong &&
+              starts.scalar_type() == at::kLong, "int64 slots, positions and starts");
+  const int64_t N = qkv.size(0), R = starts.size(0) - 1, E = k_cache.size(2), S = k_cache.size(3);
+  TORCH_CHECK(positions.max().item<int64_t>() < S, "positions must fit the cache (no rings)");
+  const bool rope = cos.numel() > 0;
+  auto cos_c = cos.contiguous(), sin_c = sin.contiguous(), pos_c = positions.contiguous();
+  auto slots_c = slots.contiguous(), starts_c = starts.contiguous();
+  auto out = torch::empty({N, H * E}, qkv.options());
+  if (qkv.scalar_type() == at::kBFloat16) {
+    using T = c10::BFloat16;
+    attend_runs<T>(qkv.data_ptr<T>(), rope ? cos_c.data_ptr<T>() : nullptr, rope ? sin_c.data_ptr<T>() : nullptr,
+                   k_cache.data_ptr<T>(), v_cache.data_ptr<T>(), slots_c.data_ptr<int64_t>(),
+                   pos_c.data_ptr<int64_t>(), starts_c.data_ptr<int64_t>(), out.data_ptr<T>(), N, R, H, K, E, S,
+                   scale, rope);
+  } else {
+    TORCH_CHECK(qkv.scalar_type() == at::kFloat, "float32 or bfloat16");
+    attend_runs<float>(qkv.data_ptr<float>(), rope ? cos_c.data_ptr<float>() : nullptr,
+                       rope ? sin_c.data_ptr<float>() : nullptr, k_cache.data_ptr<float>(),
+                       v_cache.data_ptr<float>(), slots_c.data_ptr<int64_t>(), pos_c.data_ptr<int64_t>(),
+                       starts_c.data_ptr<int64_t>(), out.data_ptr<float>(), N, R, H, K, E, S, scale, rope);
   }
   return out;
 }
@@ -251,7 +359,7 @@ def load_kernels():
             _module = load_inline(
                 name=f"hone_engine_kernels_{digest}",
                 cpp_sources=_SOURCE,
-                functions=["decode_attention"],
+                functions=["decode_attention", "verify_attention", "rms_norm"],
                 extra_cflags=_cflags(),
                 extra_ldflags=["-fopenmp"],
                 verbose=False,
@@ -318,3 +426,44 @@ def decode_attention_reference(
     scores = torch.baddbmm(bias, q.reshape(B * K, G, E), keys_t, alpha=scale)  # (B*K, G, S)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(qkv.dtype)
     return torch.bmm(probs, values).view(B, H * E)
+
+
+def verify_attention_reference(
+    qkv: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slots: torch.Tensor,
+    positions: torch.Tensor,
+    starts: torch.Tensor,
+    n_heads: int,
+    n_kv_heads: int,
+    scale: float,
+) -> torch.Tensor:
+    """What the kernel's `verify_attention` computes, in torch ops: several new tokens per slot.
+
+    Row i of qkv (N, (H+2K)*E) is a token of slot slots[i] at positions[i]; every new key and value
+    is written first, then row i attends over its slot's positions 0..positions[i]. `starts` (runs
+    of one slot) is not needed here; it is taken for the kernel's signature. No rings."""
+    N = qkv.shape[0]
+    H, K = n_heads, n_kv_heads
+    E, S = k_cache.shape[2], k_cache.shape[3]
+    G = H // K
+    qk = qkv[:, : (H + K) * E].view(N, H + K, E)
+    if cos.numel():
+        half = E // 2
+        rotated = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)
+        qk = qk * cos.view(N, 1, E) + rotated * sin.view(N, 1, E)
+    q, k = qk[:, :H], qk[:, H:]
+    v = qkv[:, (H + K) * E :].view(N, K, E)
+    k_cache[slots, :, :, positions] = k
+    v_cache[slots, :, positions] = v
+    visible = torch.arange(S, device=qkv.device).unsqueeze(0) <= positions.unsqueeze(1)  # (N, S)
+    bias = torch.zeros(N, S, dtype=qkv.dtype, device=qkv.device).masked_fill_(~visible, float("-inf"))
+    bias = bias.repeat_interleave(K, dim=0).unsqueeze(1)  # (N*K, 1, S)
+    keys_t = k_cache[slots].view(N * K, E, S)  # a copy per row: the slow obvious version
+    values = v_cache[slots].view(N * K, S, E)
+    scores = torch.baddbmm(bias, q.reshape(N * K, G, E), keys_t, alpha=scale)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(qkv.dtype)
+    return torch.bmm(probs, values).view(N, H * E)

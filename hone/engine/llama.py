@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from hone.engine.kernels import decode_attention_reference, load_kernels
+from hone.engine.kernels import decode_attention_reference, load_kernels, verify_attention_reference
 from hone.errors import HoneError, InvalidRequestError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
@@ -74,11 +74,14 @@ class LoraAdapter:
 
 
 class Linear:
-    """y = x @ W.T (+ b) (+ residual), with W prepacked for the CPU's GEMM library where torch can.
+    """y = x @ W.T (+ b) (+ residual), with W prepacked for oneDNN where torch can.
 
-    oneDNN (bf16) and MKL (fp32) otherwise re-lay-out the weight on every call; prepacked, a
-    decode step's matmuls take ~25-35% less time here. `weight` stays the plain (N, K) tensor that
-    `load_weights` writes into; `repack()` must follow any write.
+    oneDNN otherwise re-lays-out the weight on every call; prepacked, a decode step's matmuls take
+    ~25-35% less time here. fp32 goes through oneDNN too, not MKL: on a 2-core AMD EPYC, MKL ran
+    the fp32 LM head (576 -> 49152) 2-4x slower than oneDNN (10.5 vs 5.4 ms for 1 row, 47 vs 4.8 ms
+    for 3, 28 vs 11 ms for 32), and the layers' fp32 matmuls 1.2-3x slower; MKL is kept only where
+    oneDNN is missing. `weight` stays the plain (N, K) tensor that `load_weights` writes into;
+    `repack()` must follow any write.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, batch_hint: int = 32):
@@ -93,7 +96,7 @@ class Linear:
         if self.weight.device.type != "cpu":
             return
         try:
-            if self.weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
+            if self.weight.dtype in (torch.bfloat16, torch.float32) and torch.backends.mkldnn.is_available():
                 self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, self.batch_hint)
                 self.mode = "onednn"
             elif self.weight.dtype == torch.float32 and torch.backends.mkl.is_available():
@@ -216,6 +219,8 @@ class LlamaRunner:
         self._names = self._parameter_map()
         module = load_kernels() if self.device.type == "cpu" else None
         self._attend = module.decode_attention if module is not None else decode_attention_reference
+        self._verify = module.verify_attention if module is not None else verify_attention_reference
+        self._rms_kernel = module.rms_norm if module is not None else None
         self.attention_impl = "cpp" if module is not None else "torch"
 
         # ---------------------------------------------------------------- slot KV cache, grown on demand
@@ -282,6 +287,12 @@ class LlamaRunner:
         """Whether cached prefixes can be read back and continued (not through a sliding window's ring)."""
         return all(w is None for w in self.window)
 
+    @property
+    def verifies_drafts(self) -> bool:
+        """Whether `decode` can feed several tokens per slot (not through a sliding window's ring,
+        where a later token's key would overwrite one an earlier token still sees)."""
+        return all(w is None for w in self.window)
+
     def read_slot(self, slot: int, length: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Copies of the first `length` cached positions of `slot`: per cache group, keys (L, K, E, n) and values (L, K, n, E)."""
         keys = [k[:, slot, :, :, :length].clone() for k in self.k_groups]
@@ -317,7 +328,7 @@ class LlamaRunner:
         slot_t = torch.tensor(slots, device=self.device)
         x = self._embed(tokens.to(self.device))  # (R, T, D)
         for i in range(self.n_layers):
-            h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
+            h = self._norm(x, self.ln1[i])
             qkv = self._lora_add(self.qkv[i](h), h, "qkv", i)
             q, k = self._rope_qk(qkv, (n_rows, T), *rope[self.layer_types[i]], i)  # (R, T, H, E), (R, T, K, E)
             v = qkv[..., self.q_dim + self.kv_dim :].view(n_rows, T, K, E)
@@ -361,7 +372,7 @@ class LlamaRunner:
 
         x = self._embed(tokens)  # (R, T, D)
         for i in range(self.n_layers):
-            h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
+            h = self._norm(x, self.ln1[i])
             qkv = self._lora_add(self.qkv[i](h), h, "qkv", i)  # (R, T, H*E + 2*K*E)
             q, k = self._rope_qk(qkv, (n_rows, T), *rope[self.layer_types[i]], i)  # (R, T, H, E), (R, T, K, E)
             v = qkv[..., self.q_dim + self.kv_dim :].view(n_rows, T, K, E)
@@ -397,12 +408,12 @@ class LlamaRunner:
         """The rest of layer i after attention `a`: output projection, residual, MLP, residual."""
         if not self.gemma:
             x = self._lora_add(self.o[i](a, residual=x), a, "o", i)  # the residual add fused into the matmul
-            return self._mlp(F.rms_norm(x, (self.hidden,), self.ln2[i], self.eps), i, residual=x)
+            return self._mlp(self._norm(x, self.ln2[i]), i, residual=x)
         # Gemma normalises each block's output before adding it to the residual stream
         y = self._lora_add(self.o[i](a), a, "o", i)
-        x = x + F.rms_norm(y, (self.hidden,), self.attn_out_norm[i], self.eps)
-        y = self._mlp(F.rms_norm(x, (self.hidden,), self.ln2[i], self.eps), i, residual=None)
-        return x + F.rms_norm(y, (self.hidden,), self.mlp_out_norm[i], self.eps)
+        x = x + self._norm(y, self.attn_out_norm[i])
+        y = self._mlp(self._norm(x, self.ln2[i]), i, residual=None)
+        return x + self._norm(y, self.mlp_out_norm[i])
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         x = F.embedding(tokens, self.embed)
@@ -411,7 +422,11 @@ class LlamaRunner:
         return x
 
     def decode(
-        self, tokens: torch.Tensor, positions: torch.Tensor, lora: list[tuple[LoraAdapter, torch.Tensor | None]] | None = None
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        lora: list[tuple[LoraAdapter, torch.Tensor | None]] | None = None,
+        runs: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """One step for slots 0..B-1: token b sits at position positions[b]. Returns logits (B, V) fp32.
 
@@ -419,24 +434,41 @@ class LlamaRunner:
         of `kernels.py` where it could be built, else the same computation in torch ops. `lora`:
         (adapter, row indices) per adapter present, indices None = every row. The base matmuls run
         over all rows (same weights); each adapter's delta runs over its own rows only.
+
+        `runs` = (slots (B,), starts (R+1,)) feeds several tokens per slot (speculative verification,
+        `verifies_drafts` models only): row b is a token of slot slots[b], each slot's rows are
+        consecutive at consecutive positions, and each row attends causally over its own slot.
         """
         B = tokens.shape[0]
         self._set_lora(lora or [], n_rows=B)
         tokens, positions = tokens.to(self.device), positions.to(self.device)
+        if runs is not None and not self.verifies_drafts:
+            raise HoneError("this model's sliding-window layers cannot verify several tokens per slot")
+        slots, starts = (runs[0].to(self.device), runs[1].to(self.device)) if runs is not None else (None, None)
         H, K = self.n_heads, self.n_kv_heads
         rope = {kind: (cos[positions], sin[positions]) for kind, (cos, sin) in self.rope.items()}  # (B, E) each
         x = self._embed(tokens)  # (B, D)
         for i in range(self.n_layers):
-            h = F.rms_norm(x, (self.hidden,), self.ln1[i], self.eps)
+            h = self._norm(x, self.ln1[i])
             qkv = self._lora_add(self.qkv[i](h), h, "qkv", i)  # (B, H*E + 2*K*E)
             if self.has_qk_norm:
                 qkv = self._norm_qk(qkv, i)
             # rotate q and k, write k and v at each slot's position, attend over the slot's positions
-            a = self._attend(qkv, *rope[self.layer_types[i]], *self._cache(i), positions, H, K, self.scale)  # (B, H*E)
+            if runs is None:
+                a = self._attend(qkv, *rope[self.layer_types[i]], *self._cache(i), positions, H, K, self.scale)  # (B, H*E)
+            else:
+                a = self._verify(qkv, *rope[self.layer_types[i]], *self._cache(i), slots, positions, starts, H, K, self.scale)
             x = self._block_outputs(x, a, i)
         return self._logits(x)
 
     # ------------------------------------------------------------------------ pieces
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """RMSNorm over the hidden size: the C++ kernel where built (one pass per row; torch runs six
+        ops, ~45 us per call at batch 1, 2.8 ms of a 26 ms step), torch's own otherwise."""
+        if self._rms_kernel is not None and x.dtype == weight.dtype and x.is_contiguous():
+            return self._rms_kernel(x, weight, self.eps)
+        return F.rms_norm(x, (self.hidden,), weight, self.eps)
+
     def _norm_qk(self, qkv: torch.Tensor, i: int) -> torch.Tensor:
         """Qwen3 normalises each query and key head before the rotation: (B, H*E + 2*K*E) -> same."""
         H, K, E = self.n_heads, self.n_kv_heads, self.head_dim
@@ -547,7 +579,7 @@ class LlamaRunner:
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm, then the LM head in the head's dtype (fp32 by default); always returns fp32."""
-        x = F.rms_norm(x, (self.hidden,), self.norm, self.eps)
+        x = self._norm(x, self.norm)
         logits = self.head(x.to(self.head_dtype)).float()
         if self.softcap:  # Gemma's optional cap: cap · tanh(logits / cap)
             logits = torch.tanh(logits / self.softcap) * self.softcap

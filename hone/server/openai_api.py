@@ -84,6 +84,7 @@ class ChatCompletionRequest(ChatInput):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     top_k: int = Field(default=0, ge=0, le=MAX_TOP_K)  # extension; 0 = off
+    speculate: bool = True  # extension: false turns the engine's n-gram drafting off for this request
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOPS)] | None = None
@@ -115,6 +116,7 @@ class ChatCompletionRequest(ChatInput):
             logit_bias=tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items() if bias != 0.0),
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
+            speculate=self.speculate,
         )
 
     def _check_total_work(self, max_tokens: int) -> None:

@@ -83,6 +83,7 @@ class SamplingParamsIn(_Strict):
     logit_bias: list[tuple[int, float]] = Field(default_factory=list, max_length=1024)  # (token id, bias) pairs
     presence_penalty: float = 0.0  # the engine checks the ranges of these three, naming the parameter
     frequency_penalty: float = 0.0
+    speculate: bool = True  # n-gram drafts verified in the decode step; the same outputs, only faster
 
     def params(self) -> SamplingParams:
         if any(not s or len(s) > 256 for s in self.stop):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hone.engine import Engine
-from hone.engine.kernels import decode_attention_reference, load_kernels
+from hone.engine.kernels import decode_attention_reference, load_kernels, verify_attention_reference
 from hone.types import SamplingParams
 
 from .test_engine import GREEDY, gather, naive_greedy
@@ -71,3 +71,45 @@ def test_engine_on_the_torch_attention_path_equals_naive_full_forward(lively, pr
 def test_engine_reports_which_attention_it_uses(engine32):
     assert engine32._runner.attention_impl == ("cpp" if kernels is not None else "torch")
     assert engine32.sample_sync([1, 2, 3], 1, SamplingParams(max_tokens=2)) is not None
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.bfloat16, 0.05)])
+@pytest.mark.parametrize("H, K, E", [(9, 3, 64), (10, 2, 24)])
+def test_verify_attention_equals_one_decode_step_per_token(dtype, atol, H, K, E):
+    """Several tokens per slot in one call attend exactly as the same tokens fed one step at a time."""
+    S = 48
+    runs = [(0, [5, 6, 7]), (2, [0]), (1, [20, 21, 22, 23, 24])]  # (slot, consecutive positions)
+    slots = torch.tensor([slot for slot, ps in runs for _ in ps])
+    positions = torch.tensor([p for _, ps in runs for p in ps])
+    starts = torch.tensor([0, 3, 4, 9])
+    qkv, cos, sin, k_cache, v_cache, _ = random_step(dtype, len(slots), H, K, E, S, slots=3, positions=[0])
+    step_k, step_v = k_cache.clone(), v_cache.clone()
+    expected = torch.empty(len(slots), H * E, dtype=dtype)
+    for i in range(len(slots)):  # one token at a time: a one-slot decode step on that slot's cache
+        b = int(slots[i])
+        out = decode_attention_reference(qkv[i : i + 1], cos[i : i + 1], sin[i : i + 1], step_k[b : b + 1], step_v[b : b + 1], positions[i : i + 1], H, K, E**-0.5)
+        expected[i] = out[0]
+    implementations = [verify_attention_reference] + ([kernels.verify_attention] if kernels is not None else [])
+    for verify in implementations:
+        got_k, got_v = k_cache.clone(), v_cache.clone()
+        got = verify(qkv, cos, sin, got_k, got_v, slots, positions, starts, H, K, E**-0.5)
+        assert torch.allclose(got.float(), expected.float(), atol=atol), (verify, (got.float() - expected.float()).abs().max())
+        for slot, ps in runs:
+            assert torch.allclose(got_k[slot, ..., ps].float(), step_k[slot, ..., ps].float(), atol=atol)
+            assert torch.equal(got_v[slot, :, ps], step_v[slot, :, ps])
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_kernel_rounds_as_torch_does(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(5, 3, 576, generator=g) * 3).to(dtype)
+    w = (torch.rand(576, generator=g) + 0.5).to(dtype)
+    got = kernels.rms_norm(x, w, 1e-5)
+    expected = torch.nn.functional.rms_norm(x, (576,), w, 1e-5)
+    assert got.shape == x.shape and got.dtype == dtype
+    # fp32: summation order only; bf16: one rounding of nearly the same fp32 value, so at most one bf16 step apart
+    close = torch.isclose(got.float(), expected.float(), rtol=1e-5, atol=1e-6) if dtype == torch.float32 else (got.float() - expected.float()).abs() <= expected.float().abs() * 2**-7 + 1e-6
+    assert bool(close.all())
+    if dtype == torch.bfloat16:
+        assert (got == expected).float().mean() > 0.99
