@@ -22,7 +22,8 @@ How a request travels:
 8. A caller that passes `on_tokens` hears each row's tokens as they are decoded (from the worker
    thread; it must only hand them on). With stop strings, the newest tokens are held back until no
    stop string can still cut them, so nothing heard is ever taken back.
-9. With speculation on (hone.engine.speculation), a step may feed a row its newest token and a
+9. With speculation on (`speculation=SpeculationConfig()`; off by default until it pays in batched
+   and constrained sampling too, see hone.engine.speculation), a step may feed a row its newest token and a
    guess at the next few, copied from where the sequence's newest n-gram occurred before; the row
    keeps the guessed tokens its own draws agree with. Every token is drawn as in a plain step, so
    outputs and logprobs are unchanged; rows of one step advance by different numbers of tokens.
@@ -147,7 +148,7 @@ class Engine:
         num_threads: int | None = None,  # torch intra-op threads of the worker; None = the creating thread's
         grammars: GrammarMatchers | None = None,  # grammar support; requests with a grammar need it
         prefix_cache_bytes: int = 1 << 30,  # finished sequences' keys and values kept for reuse; 0 = none
-        speculation: SpeculationConfig | None = SpeculationConfig(),  # n-gram drafts verified in the decode step; None = off
+        speculation: SpeculationConfig | None = None,  # n-gram drafts verified in the decode step; None = off (opt-in for now)
     ):
         self.dtype = dtype if dtype is not None else preferred_dtype(model.config.hidden_size, model.config.intermediate_size)
         self.lm_head_dtype = lm_head_dtype
@@ -515,9 +516,10 @@ class Engine:
         self._drop_cancelled()
         if not self._rows:
             return
-        start = time.perf_counter()
-        drafts = self._drafts() if self.drafting is not None else None
-        if drafts is not None and any(drafts):
+        start, sampled, batch = time.perf_counter(), self.stats["tokens_sampled"], len(self._rows)
+        drafts = self._drafts() if self.drafting is not None and self.drafting.should_draft(batch) else None
+        drafted = drafts is not None and any(drafts)
+        if drafted:
             fed = self._verify(drafts)
         else:
             tokens = torch.tensor([row.tokens[-1] for row in self._rows])
@@ -528,19 +530,22 @@ class Engine:
             fed = len(self._rows)
         self.stats["decode_steps"] += 1
         if self.drafting is not None:
-            self.drafting.record_step(fed, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.drafting.record_step(fed, seconds)
+            self.drafting.record_outcome(batch, drafted, seconds, self.stats["tokens_sampled"] - sampled)
         self._compact()
 
     def _drafts(self) -> list[list[int]]:
         """Each row's guess at its next tokens (often none), as long as the policy finds worth verifying."""
         policy, batch = self.drafting, len(self._rows)
+        row_cost = policy.row_cost(batch)  # one least-squares fit per step, not per row
         drafts = []
         for row in self._rows:
             if row.ngrams is None or row.done:
                 drafts.append([])
                 continue
             room = min(self.max_seq_len - 1 - row.position, row.request.params.max_tokens - len(row.tokens) - 1)
-            limit = min(room, policy.draft_length(policy.row_rate(row.drafted, row.accepted), batch))
+            limit = min(room, policy.draft_length(policy.row_rate(row.drafted, row.accepted), row_cost))
             draft = row.ngrams.draft(limit) if limit > 0 else []
             if row.matcher is not None and limit > 0:
                 # under a grammar, tokens it forces are a draft that is always right; either is cut

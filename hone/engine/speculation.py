@@ -17,11 +17,10 @@ same tokens with it on or off wherever the logits are the same (in bf16, a step 
 several tokens computes its matmuls at another batch size, so logits may differ in the last bits).
 
 When it pays (`DraftPolicy`): a draft token costs one more row in the step's matmuls and is
-worth one token only if it is accepted. The policy keeps each row's acceptance rate (starting
-from the engine's recent rate) and the measured cost of a step as a function of its rows; it
-drafts the j-th token only when its chance of being kept (acceptance rate ** j) exceeds what one
-more row costs in tokens of a plain step. At batch 1 a step is bound by reading the weights and
-extra rows are nearly free; at batch 32 they are not, and only drafts that are usually right pay.
+worth one token only if it is accepted. At batch 1 a step is bound by reading the weights and
+extra rows are nearly free; at batch 32 on a small CPU they are not. The policy drafts where its
+own measurements say steps that draft produce tokens faster, and sizes each row's draft by that
+row's acceptance rate.
 """
 
 from __future__ import annotations
@@ -40,12 +39,16 @@ class SpeculationConfig:
     max_ngram: int = 4
     min_ngram: int = 2
     max_draft: int = 4
+    # steps with more rows never draft: on a 2-core CPU a step of 8 or more rows is bound by its
+    # matmuls, and drafting there measured 0.85-1.24x (bench/speculative.py) against ~2x at batch 1
+    max_batch: int = 4
+    adaptive: bool = True  # False: draft wherever a draft exists (DraftPolicy's measurements ignored)
 
     def __post_init__(self):
         if not 1 <= self.min_ngram <= self.max_ngram:
             raise ValueError(f"need 1 <= min_ngram <= max_ngram; got {self.min_ngram} and {self.max_ngram}")
-        if self.max_draft < 1:
-            raise ValueError(f"max_draft must be at least 1; got {self.max_draft}")
+        if self.max_draft < 1 or self.max_batch < 1:
+            raise ValueError(f"max_draft and max_batch must be at least 1; got {self.max_draft} and {self.max_batch}")
 
 
 class NgramIndex:
@@ -89,16 +92,61 @@ class NgramIndex:
 
 
 class DraftPolicy:
-    """Decides how many draft tokens each row gets, from acceptance rates and measured step costs."""
+    """Decides whether a step drafts at all, and how many draft tokens each row gets.
+
+    Two rules, both from what this engine measured:
+    1. Per batch size (buckets 1, 2, 3-4, 5-8, ... rows), the seconds per token produced of steps
+       that verified drafts against steps that did not. Drafting stays on in a bucket while its
+       steps produce tokens no slower than plain ones (2% margin); when it loses, only every
+       `EXPLORE`-th step there drafts, to notice when the workload changes. Every overhead
+       counts here (the wider forward, the draws position by position, the lookups), which a
+       model of the forward's cost alone misses: on a 2-core CPU a 32-row step is bound by its
+       matmuls, and 8 more rows cost ~7 ms of a 60 ms step.
+    2. Per row, draft tokens while their chance of being kept (the row's acceptance rate, from
+       the engine's recent rate at first, to the power j) exceeds what one more row costs in
+       tokens of a plain step, from a least-squares line through recent (rows fed, seconds) steps.
+    """
 
     PRIOR_WEIGHT = 8.0  # a row's own outcomes outweigh the engine's rate after this many draft tokens
     WINDOW = 128  # recent decode steps the cost of a row is fitted on
+    EXPLORE = 16  # in a bucket where drafting loses, one step in this many still drafts
+    MARGIN = 1.02  # drafting must not cost more than this per token
+    SMOOTHING = 0.1  # weight of the newest step in the per-token averages
 
     def __init__(self, config: SpeculationConfig):
         self.config = config
         self.drafted = 0  # engine-wide, for the prior (decayed so it follows the current workload)
         self.accepted = 0.0
         self._steps: deque[tuple[int, float]] = deque(maxlen=self.WINDOW)  # (rows fed, seconds)
+        self._per_token: dict[int, dict[bool, float]] = {}  # bucket -> {drafted?: seconds per token}
+        self._turn: dict[int, int] = {}  # bucket -> steps seen, for exploring
+
+    @staticmethod
+    def bucket(batch: int) -> int:
+        return 1 << max(0, batch - 1).bit_length()  # 1, 2, 4, 8, ...: the power of two at or above
+
+    def should_draft(self, batch: int) -> bool:
+        """Whether this step (of `batch` rows) may draft, from rule 1."""
+        if batch > self.config.max_batch:
+            return False
+        if not self.config.adaptive:
+            return True
+        b = self.bucket(batch)
+        self._turn[b] = self._turn.get(b, 0) + 1
+        seen = self._per_token.get(b, {})
+        if True not in seen or False not in seen:
+            return True  # not yet measured both ways: drafting where drafts exist measures it
+        if seen[True] <= seen[False] * self.MARGIN:
+            return True
+        return self._turn[b] % self.EXPLORE == 0
+
+    def record_outcome(self, batch: int, drafted: bool, seconds: float, tokens: int) -> None:
+        """A finished step: its rows, whether it verified drafts, its seconds and the tokens it produced."""
+        if tokens <= 0:
+            return
+        seen = self._per_token.setdefault(self.bucket(batch), {})
+        value = seconds / tokens
+        seen[drafted] = value if drafted not in seen else (1 - self.SMOOTHING) * seen[drafted] + self.SMOOTHING * value
 
     @property
     def engine_rate(self) -> float:
@@ -108,9 +156,10 @@ class DraftPolicy:
         w = self.PRIOR_WEIGHT
         return (accepted + w * self.engine_rate) / (drafted + w)
 
-    def draft_length(self, rate: float, batch: int) -> int:
-        """Draft tokens worth verifying for a row with acceptance `rate` in a step of `batch` rows."""
-        threshold = self.row_cost(batch)
+    def draft_length(self, rate: float, row_cost: float) -> int:
+        """Draft tokens worth verifying for a row with acceptance `rate` when one more row costs
+        `row_cost` tokens of a plain step (`row_cost(batch)`; rule 2)."""
+        threshold = row_cost if self.config.adaptive else 0.0
         k = 0
         chance = rate
         while k < self.config.max_draft and chance > threshold:

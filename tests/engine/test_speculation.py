@@ -140,7 +140,7 @@ def test_sampled_distribution_is_unchanged_at_temperature_one(embedded, tokenize
     rejection both happen often: the distribution of the next three tokens must not move."""
     prompt = tokenizer.encode("Pick a fruit: apple, pear, plum, fig.\nI pick: apple,")
     pairs = {}
-    for spec in (SpeculationConfig(min_ngram=1, max_draft=2), None):
+    for spec in (SpeculationConfig(min_ngram=1, max_draft=2, max_batch=64, adaptive=False), None):
         with Engine(embedded.model, eos_token_ids=[], dtype=torch.float32, speculation=spec) as engine:
             # different seeds per arm: the test compares distributions, not random streams
             calls = [(prompt, 50, SamplingParams(max_tokens=3, temperature=1.0, seed=seed + (1000 if spec else 0))) for seed in range(24)]
@@ -148,7 +148,7 @@ def test_sampled_distribution_is_unchanged_at_temperature_one(embedded, tokenize
             if spec is not None:  # both outcomes are common: accepted drafts and resampled rejections
                 drafted, kept = engine.stats["draft_tokens"], engine.stats["draft_tokens_accepted"]
                 assert drafted >= 600 and kept >= 120 and drafted - kept >= 30, engine.stats
-    on, off = pairs[SpeculationConfig(min_ngram=1, max_draft=2)], pairs[None]
+    on, off = pairs[SpeculationConfig(min_ngram=1, max_draft=2, max_batch=64, adaptive=False)], pairs[None]
     for key in (lambda t: t[:2], lambda t: t):  # first two tokens; all three
         both = [key(t) for t in on + off]
         common = sorted(set(both), key=lambda k: -both.count(k))[:8]
@@ -170,13 +170,39 @@ def test_ngram_index_drafts_what_followed_the_latest_earlier_occurrence():
 
 def test_policy_drafts_less_where_rows_cost_more():
     policy = DraftPolicy(SpeculationConfig(max_draft=6))
-    assert policy.draft_length(0.9, batch=1) == 6  # no measured cost yet: draft fully
+    assert policy.draft_length(0.9, policy.row_cost(1)) == 6  # no measured cost yet: draft fully
     for _ in range(40):  # steps cost 10 ms plus 1 ms per row fed
         for rows in (8, 16, 32, 40):
             policy.record_step(rows, 0.010 + 0.001 * rows)
     # at batch 32 one more row costs 1 ms, a token of a plain step 42/32 ms: worth it above 76%
-    assert policy.draft_length(0.9, batch=32) == 2  # 0.9, 0.81 pass; 0.73 does not
-    assert policy.draft_length(0.5, batch=32) == 0
-    assert policy.draft_length(0.5, batch=1) >= 3  # at batch 1 a row costs 1 of 11 ms
+    assert policy.draft_length(0.9, policy.row_cost(32)) == 2  # 0.9, 0.81 pass; 0.73 does not
+    assert policy.draft_length(0.5, policy.row_cost(32)) == 0
+    assert policy.draft_length(0.5, policy.row_cost(1)) >= 3  # at batch 1 a row costs 1 of 11 ms
     policy.record_drafts(100, 10)
     assert policy.row_rate(0, 0) < 0.2 and policy.row_rate(50, 50) > 0.8
+
+
+def test_policy_stops_drafting_at_batch_sizes_where_drafting_steps_produce_tokens_slower():
+    policy = DraftPolicy(SpeculationConfig(max_batch=64))
+    assert policy.should_draft(32)  # nothing measured yet
+    for _ in range(20):
+        policy.record_outcome(32, drafted=False, seconds=0.060, tokens=32)  # 1.9 ms a token
+        policy.record_outcome(32, drafted=True, seconds=0.090, tokens=40)  # 2.25 ms a token: loses
+        policy.record_outcome(1, drafted=False, seconds=0.024, tokens=1)
+        policy.record_outcome(1, drafted=True, seconds=0.026, tokens=3)  # wins
+    decisions = [policy.should_draft(30) for _ in range(64)]  # 30 rows: the bucket of 17..32
+    assert sum(decisions) == 64 // DraftPolicy.EXPLORE  # only the exploring steps draft
+    assert all(policy.should_draft(1) for _ in range(10))
+    for _ in range(40):  # the workload changes: drafting steps become cheaper per token
+        policy.record_outcome(32, drafted=True, seconds=0.070, tokens=48)
+    assert policy.should_draft(32)
+
+
+def test_steps_with_more_rows_than_max_batch_never_draft(embedded, copy_prompts):
+    config = SpeculationConfig(max_batch=2)
+    with Engine(embedded.model, eos_token_ids=[], dtype=torch.float32, speculation=config) as engine:
+        gather(engine, [(copy_prompts[1], 3, SamplingParams(max_tokens=12, temperature=0.0))])
+        assert engine.stats["draft_tokens"] == 0
+        gather(engine, [(copy_prompts[1], 1, SamplingParams(max_tokens=12, temperature=0.0))])
+        assert engine.stats["draft_tokens"] > 0
+    assert Engine.__init__.__kwdefaults__["speculation"] is None  # opt-in until it pays in batches too
