@@ -86,7 +86,6 @@ class _Request:
     failed: bool = False
     matcher: Any = None  # the compiled grammar (an llguidance matcher); each row matches on a copy
     on_tokens: OnTokens | None = None
-    ngrams: NgramIndex | None = None  # the prompt's n-grams, copied into each row that drafts
 
 
 @dataclass
@@ -104,7 +103,8 @@ class _Row:
     forced: list[bool] | None = None  # per token, under a grammar: whether it was the only one allowed
     counts: dict[int, int] | None = None  # sampled token -> times, when a penalty needs them
     heard: int = 0  # tokens already passed to the request's on_tokens
-    ngrams: NgramIndex | None = None  # prompt and tokens so far, indexed for drafting; None = no drafts
+    speculates: bool = False  # may draft (the engine speculates and the request allows it)
+    ngrams: NgramIndex | None = None  # prompt and tokens so far, indexed once the row first may draft
     drafted: int = 0  # draft tokens verified for this row, and how many of them were kept
     accepted: int = 0
 
@@ -541,9 +541,11 @@ class Engine:
         row_cost = policy.row_cost(batch)  # one least-squares fit per step, not per row
         drafts = []
         for row in self._rows:
-            if row.ngrams is None or row.done:
+            if not row.speculates or row.done:
                 drafts.append([])
                 continue
+            if row.ngrams is None:  # indexed only when first in a step that may draft: big batches never pay for it
+                row.ngrams = NgramIndex(policy.config, row.request.prompt + row.tokens)
             room = min(self.max_seq_len - 1 - row.position, row.request.params.max_tokens - len(row.tokens) - 1)
             limit = min(room, policy.draft_length(policy.row_rate(row.drafted, row.accepted), row_cost))
             draft = row.ngrams.draft(limit) if limit > 0 else []
@@ -645,10 +647,7 @@ class Engine:
             row.matcher, row.forced = request.matcher.deep_copy(), []
         if p.presence_penalty or p.frequency_penalty:
             row.counts = {}
-        if self.drafting is not None and p.speculate:
-            if request.ngrams is None:  # the prompt is indexed once per request, copied per sample
-                request.ngrams = NgramIndex(self.drafting.config, request.prompt)
-            row.ngrams = request.ngrams.copy()
+        row.speculates = self.drafting is not None and p.speculate
         return row
 
     def _record(self, rows: list[_Row], draw) -> None:

@@ -64,12 +64,6 @@ class NgramIndex:
         self.follows: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(config.min_ngram, config.max_ngram + 1)}
         self.extend(tokens)
 
-    def copy(self) -> "NgramIndex":
-        twin = NgramIndex.__new__(NgramIndex)
-        twin.config, twin.tokens = self.config, list(self.tokens)
-        twin.follows = {n: dict(table) for n, table in self.follows.items()}
-        return twin
-
     def extend(self, tokens: list[int]) -> None:
         seq = self.tokens
         for token in tokens:
