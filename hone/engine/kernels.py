@@ -407,13 +407,7 @@ def decode_attention_reference(
     H, K = n_heads, n_kv_heads
     E, S = k_cache.shape[2], k_cache.shape[3]
     G = H // K
-    qk = qkv[:, : (H + K) * E].view(B, H + K, E)
-    if cos.numel():
-        half = E // 2
-        rotated = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)  # rotate_half
-        qk = qk * cos.view(B, 1, E) + rotated * sin.view(B, 1, E)
-    q, k = qk[:, :H], qk[:, H:]
-    v = qkv[:, (H + K) * E :].view(B, K, E)
+    q, k, v = _rotated_qkv_reference(qkv, cos, sin, H, K, E)
     rows = torch.arange(B, device=qkv.device)
     k_cache[rows, :, :, positions % S] = k  # a cache of a sliding window's length is a ring (see the kernel)
     v_cache[rows, :, positions % S] = v
@@ -450,13 +444,7 @@ def verify_attention_reference(
     H, K = n_heads, n_kv_heads
     E, S = k_cache.shape[2], k_cache.shape[3]
     G = H // K
-    qk = qkv[:, : (H + K) * E].view(N, H + K, E)
-    if cos.numel():
-        half = E // 2
-        rotated = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)
-        qk = qk * cos.view(N, 1, E) + rotated * sin.view(N, 1, E)
-    q, k = qk[:, :H], qk[:, H:]
-    v = qkv[:, (H + K) * E :].view(N, K, E)
+    q, k, v = _rotated_qkv_reference(qkv, cos, sin, H, K, E)
     k_cache[slots, :, :, positions] = k
     v_cache[slots, :, positions] = v
     visible = torch.arange(S, device=qkv.device).unsqueeze(0) <= positions.unsqueeze(1)  # (N, S)
@@ -467,3 +455,14 @@ def verify_attention_reference(
     scores = torch.baddbmm(bias, q.reshape(N * K, G, E), keys_t, alpha=scale)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(qkv.dtype)
     return torch.bmm(probs, values).view(N, H * E)
+
+
+def _rotated_qkv_reference(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, H: int, K: int, E: int):
+    """Rows of fused q|k|v (R, (H+2K)*E) -> q (R, H, E) and k (R, K, E) rotated (unless cos is empty), v (R, K, E)."""
+    R = qkv.shape[0]
+    qk = qkv[:, : (H + K) * E].view(R, H + K, E)
+    if cos.numel():
+        half = E // 2
+        rotated = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)  # rotate_half
+        qk = qk * cos.view(R, 1, E) + rotated * sin.view(R, 1, E)
+    return qk[:, :H], qk[:, H:], qkv[:, (H + K) * E :].view(R, K, E)
