@@ -149,7 +149,7 @@ def serve(
         return
     from hone.export import servable
 
-    backend = LocalBackend()
+    backend = LocalBackend(serve_only=True)  # no training routes here: one packed copy of the weights
     for name in model:
         backend.add_model(name, servable(name))  # a run directory or checkpoint: its weights, exported once
     console.print(f"hone serving {', '.join(model)} at http://{host}:{port}/v1")

@@ -24,7 +24,8 @@ from fastapi import FastAPI
 
 from hone.engine import Engine
 from hone.engine.grammar import GrammarMatchers
-from hone.errors import InvalidRequestError, ModelNotFoundError
+from hone.memory import release_freed_memory
+from hone.errors import HoneError, InvalidRequestError, ModelNotFoundError
 from hone.models import DEFAULT_MODEL, LoadedModel, load_model
 from hone.models.loader import TINY_MODEL
 from hone.server import create_app
@@ -65,13 +66,19 @@ class _SharedBase:
 
 
 class LocalBackend:
-    def __init__(self, engine_options: dict[str, Any] | None = None, share_base: bool = False, checkpoint_models: int = 2):
+    def __init__(
+        self, engine_options: dict[str, Any] | None = None, share_base: bool = False, checkpoint_models: int = 2, serve_only: bool = False
+    ):
         """`share_base=True` keeps one base in memory for all LoRA models of that base, each adapter
         applied unmerged and batched per adapter (what `hone serve --home` uses for its tenants).
         Off by default: with one model, merged weights sample ~25% faster and there is nothing to share.
         `checkpoint_models`: checkpoints served at once (`add_checkpoint_model`); past it, the least
-        recently used one is deleted."""
+        recently used one is deleted.
+        `serve_only=True` is for a process that only serves (`hone serve`): each engine keeps one
+        packed copy of the weights and the loaded model's own fp32 copy is freed, ~0.9 GB less for
+        the embedded model; training and serving checkpoints are refused."""
         self._share_base = share_base
+        self._serve_only = serve_only
         self._checkpoint_models: OrderedDict[str, None] = OrderedDict()  # least recently used first
         self._max_checkpoint_models = max(checkpoint_models, 1)
         self._models: dict[str, ModelHandle] = {}
@@ -97,6 +104,7 @@ class LocalBackend:
             else:
                 loaded = load_model(base_model, seed=spec.options.seed or 0)
                 engine = self._new_engine(loaded)
+                self._free_model_copy(loaded, engine)
                 handle = ModelHandle(name=name, base_model=base_model, loaded=loaded, engine=engine, spec=spec)
             self._register(handle)
         return self.model_info(name)
@@ -127,6 +135,7 @@ class LocalBackend:
             if base is None:
                 loaded = load_model(key[0], seed=key[1])
                 base = _SharedBase(loaded=loaded, engine=self._new_engine(loaded))
+                self._free_model_copy(loaded, base.engine)
                 self._bases[key] = base
             base.users.add(user)
             return base
@@ -154,6 +163,8 @@ class LocalBackend:
         in flight finish first).
         """
         source = self.get(of)
+        if self._serve_only:
+            raise HoneError("this backend only serves (serve_only=True) and keeps no base weights to load a checkpoint over; serve it from a backend without serve_only")
         with self._claiming(name):
             handle = self._add_checkpoint_model(name, source, path)
         with self._lock:
@@ -236,8 +247,16 @@ class LocalBackend:
             eos_token_ids=eos_ids,
             decode=lambda ids, tok=loaded.tokenizer: tok.decode(ids, skip_special_tokens=True),
             grammars=GrammarMatchers(loaded.tokenizer, loaded.model.config.vocab_size, eos_ids),
+            serve_only=self._serve_only,
             **self._engine_options,
         )
+
+    def _free_model_copy(self, loaded: LoadedModel, engine: Engine) -> None:
+        """Serving only, the native engine has its own copy of the weights: free the model's (its
+        config and generation config stay). The fallback engine runs the model itself: kept."""
+        if self._serve_only and engine.attention_impl != "transformers":
+            loaded.model.to("meta")
+            release_freed_memory()
 
     def list_models(self) -> list[str]:
         return sorted(self._models)
@@ -270,6 +289,8 @@ class LocalBackend:
     def trainer(self, name: str) -> Trainer:
         """The model's trainer, made on first use: LoRA (PEFT) or full fine-tuning per its spec."""
         handle = self.get(name)
+        if self._serve_only:
+            raise HoneError(f"'{name}' is served by a backend that only serves (serve_only=True); train it in a LocalBackend without serve_only, or with `hone serve --home`")
         with self._lock:
             if handle.trainer is None:
                 # on a shared base the trainer uses the base's frozen weights, not a copy of them

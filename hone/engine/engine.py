@@ -54,6 +54,7 @@ from hone.engine.grammar import GrammarMatchers, describe_grammar_error
 from hone.engine.fallback import TransformersRunner
 from hone.engine.prefix_cache import PrefixCache, PrefixEntry
 from hone.engine.llama import LlamaRunner, LoraAdapter, check_supported
+from hone.memory import release_freed_memory
 from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.engine.speculation import DraftPolicy, NgramIndex, SpeculationConfig
 from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
@@ -149,6 +150,7 @@ class Engine:
         grammars: GrammarMatchers | None = None,  # grammar support; requests with a grammar need it
         prefix_cache_bytes: int = 1 << 30,  # finished sequences' keys and values kept for reuse; 0 = none
         speculation: SpeculationConfig | None = None,  # n-gram drafts verified in the decode step; None = off (opt-in for now)
+        serve_only: bool = False,  # weights never change: keep only their packed copies (load_weights refused)
     ):
         self.dtype = dtype if dtype is not None else preferred_dtype(model.config.hidden_size, model.config.intermediate_size)
         self.lm_head_dtype = lm_head_dtype
@@ -158,6 +160,7 @@ class Engine:
         self.eos_token_ids = frozenset(int(t) for t in eos_token_ids)
         self.decode = decode
         self.grammars = grammars
+        self.serve_only = serve_only
         self.vocab_size = model.config.vocab_size
         self._runner = _make_runner(model, dtype=self.dtype, head_dtype=lm_head_dtype, max_slots=max_batch_size, max_seq_len=max_seq_len)
         self.attention_impl = self._runner.attention_impl  # "cpp" or "torch" (native), "transformers" (the fallback)
@@ -255,6 +258,8 @@ class Engine:
         Waits for the sequences being decoded to finish (new requests queue meanwhile), so no
         sequence is sampled from two sets of weights; a partial state dict updates only its names.
         """
+        if self.serve_only:
+            raise HoneError("this engine serves fixed weights (serve_only=True) and cannot load new ones; make an engine without serve_only to update weights")
         self._runner.check_state_dict(state_dict)
         if threading.current_thread() is self._worker:
             raise HoneError("load_weights cannot be called from the engine's worker thread")
@@ -385,6 +390,9 @@ class Engine:
         torch.set_num_threads(self._threads)
         with torch.inference_mode():
             self._runner.repack()  # packed for this thread's thread count (see LlamaRunner.repack)
+            if self.serve_only and hasattr(self._runner, "keep_packed_only"):
+                self._runner.keep_packed_only()
+                release_freed_memory()
             while True:
                 admitted = self._take_requests()
                 if admitted is None:

@@ -21,7 +21,6 @@ from typing import Any
 
 import llguidance
 import llguidance.hf
-import llguidance.torch
 import torch
 
 from hone.errors import InvalidRequestError
@@ -64,8 +63,11 @@ class GrammarMatchers:
 
     def allowed(self, matchers: list[llguidance.LLMatcher]) -> torch.Tensor:
         """(R, V) bool: the tokens each matcher allows next."""
-        bitmask = llguidance.torch.allocate_token_bitmask(len(matchers), self.tokenizer.vocab_size)
-        llguidance.torch.fill_next_token_bitmask_par(self._executor, [(m, i) for i, m in enumerate(matchers)], bitmask)
+        # llguidance.torch's two helpers, called without importing it: that module compiles a
+        # kernel with torch.compile at import, which loads inductor (~110 MB resident, ~1 s)
+        words = (self.tokenizer.vocab_size + 31) // 32
+        bitmask = torch.full((len(matchers), words), -1, dtype=torch.int32)
+        self._executor.unsafe_compute_mask_ptr([(m, i) for i, m in enumerate(matchers)], bitmask.data_ptr(), words * 4, len(matchers))
         allowed = ((bitmask.unsqueeze(-1) >> _BITS) & 1).bool().flatten(1)  # (R, 32 * words), bit j of word w = token 32w + j
         if allowed.shape[1] >= self.vocab_size:
             return allowed[:, : self.vocab_size]

@@ -92,6 +92,8 @@ class Linear:
         self.repack()
 
     def repack(self) -> None:
+        if self.weight is None:
+            raise HoneError("this weight kept only its packed copy (serve_only) and cannot be repacked")
         self.mode, self.packed = "plain", None
         if self.weight.device.type != "cpu":
             return
@@ -104,6 +106,11 @@ class Linear:
                 self.mode = "mkl"
         except (AttributeError, RuntimeError, NotImplementedError):  # a torch build without these ops
             self.mode, self.packed = "plain", None
+
+    def drop_plain(self) -> None:
+        """Free the plain weight where oneDNN computes from its packed copy alone (MKL needs both)."""
+        if self.mode == "onednn":
+            self.weight = None
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -623,6 +630,8 @@ class LlamaRunner:
 
     def check_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Raise before copying anything if a name is unknown or a shape is wrong."""
+        if self._names is None:
+            raise HoneError("this engine serves fixed weights (serve_only=True): it keeps only their packed copies and cannot load new ones")
         for name, tensor in state_dict.items():
             targets = self._names.get(name)
             if targets is None:
@@ -656,8 +665,19 @@ class LlamaRunner:
         """Rebuild every packed weight layout. MKL and oneDNN pack for the calling thread's thread
         count: a layout packed by a 1-thread caller ran ~2x slower in a 2-thread worker (measured),
         so the engine repacks in its worker thread."""
-        for linear in [self.head, *self.qkv, *self.o, *self.gate_up, *self.down]:
+        for linear in self._linears():
             linear.repack()
+
+    def keep_packed_only(self) -> None:
+        """Free the plain copy of every weight that oneDNN computes from its packed copy, for a
+        process that only serves: one copy of the weights instead of two. Weights can no longer be
+        loaded or repacked afterwards (`load_state_dict` and `repack` raise)."""
+        for linear in self._linears():
+            linear.drop_plain()
+        self._names = None  # its views held the plain weights
+
+    def _linears(self) -> list[Linear]:
+        return [self.head, *self.qkv, *self.o, *self.gate_up, *self.down]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -57,7 +57,7 @@ from hone.training.losses import (
     check_loss_inputs,
     get_loss,
 )
-from hone.training.memory import release_freed_memory
+from hone.memory import release_freed_memory
 from hone.training.plan import Unit, plan_micro_batches
 from hone.types import AdamParams, Datum
 

@@ -534,4 +534,6 @@ def test_gemma3_270m_greedy_and_logprobs_match_its_full_forward():
     assert seq.tokens == hf[0, len(prompt) :].tolist()
     reference = full_forward_logprobs(model, prompt, seq.tokens)
     expected = reference.gather(1, torch.tensor(seq.tokens).unsqueeze(1)).squeeze(1)
-    assert torch.allclose(torch.tensor(seq.logprobs), expected, atol=1e-4)
+    # fp32 both sides, summed in different orders (oneDNN's GEMM here, MKL's in transformers): over
+    # a 262k vocabulary the log-softmax differs by up to ~2e-4 nats (measured 1.6e-4 on AMD EPYC)
+    assert torch.allclose(torch.tensor(seq.logprobs), expected, atol=5e-4)

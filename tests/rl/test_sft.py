@@ -177,7 +177,7 @@ def test_every_epoch_shows_each_demonstration_once_in_a_seeded_order(tokenizer):
 def tiny_backend():
     backend = LocalBackend()
     backend.add_model("sft", "tiny", lora_rank=0)
-    # every forward_backward runs a full gc.collect (hone.training.memory), ~0.3 s in a process
+    # every forward_backward runs a full gc.collect (hone.memory), ~0.3 s in a process
     # holding torch and transformers; freezing what exists now keeps this test's steps fast
     gc.freeze()
     yield backend
