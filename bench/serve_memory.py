@@ -1,7 +1,9 @@
 """Benchmark: resident memory of `hone serve` with the embedded model, idle and under load.
 
-Starts `hone serve` (a process that only serves: no trainer) on a free port, waits for /health,
-then reads the server's resident set (VmRSS in /proc/PID/status):
+Starts `hone serve` (a process that only serves: no trainer) on a free port, once in its default
+dtype (bf16 where the CPU multiplies faster in it, else fp32) and once with `--dtype bf16` (the
+precision of llama.cpp's f16 file), waits for /health, then reads the server's resident set
+(VmRSS in /proc/PID/status):
   - idle, right after start-up;
   - after one chat request;
   - peak while 32 chat requests run at once (polled every 20 ms), then again idle.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -118,34 +119,34 @@ def measure(name: str, command: list[str], base: str, health: str, model: str, e
             process.kill()
 
 
-def hone_row() -> dict[str, object]:
+def hone_row(dtype: str) -> dict[str, object]:
     port = free_port()
     hone = Path(sys.executable).parent / "hone"
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     base = f"http://127.0.0.1:{port}"
-    return measure("hone serve", [str(hone), "serve", "--port", str(port)], base, f"{base}/health", "smollm2-135m", env)
+    return measure(f"hone serve --dtype {dtype}", [str(hone), "serve", "--port", str(port), "--dtype", dtype], base, f"{base}/health", "smollm2-135m")
 
 
 def llamacpp_row() -> dict[str, object]:
-    from llamacpp import f16_gguf, server_binary  # bench/llamacpp.py: builds llama.cpp once, cached
+    from llamacpp import f16_gguf, llama_env, server_binary  # bench/llamacpp.py: builds llama.cpp once, cached
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [str(server_binary()), "-m", str(f16_gguf()), "-c", "8192", "-t", "2", "-np", str(CONCURRENT), "--host", "127.0.0.1", "--port", str(port)]
-    return measure("llama-server f16", command, base, f"{base}/health", "smollm2")
+    return measure("llama-server f16", command, base, f"{base}/health", "smollm2", llama_env())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peer", action="store_true", help="also measure llama.cpp's llama-server (built by bench/llamacpp.py)")
     args = parser.parse_args()
-    results: dict[str, object] = {"machine": machine(), "concurrent": CONCURRENT, "new_tokens": NEW_TOKENS, "hone": hone_row()}
+    results: dict[str, object] = {"machine": machine(), "concurrent": CONCURRENT, "new_tokens": NEW_TOKENS}
+    results["hone_auto"], results["hone_bf16"] = hone_row("auto"), hone_row("bf16")
     if args.peer:
-        peer = llamacpp_row()
-        results["llamacpp_f16"] = peer
-        results["ratio_idle"] = round(results["hone"]["rss_idle_mb"] / peer["rss_idle_mb"], 2)
-        results["ratio_peak"] = round(results["hone"]["rss_peak_32_concurrent_mb"] / peer["rss_peak_32_concurrent_mb"], 2)
-        print(f"hone / llama.cpp resident memory: idle {results['ratio_idle']}x, peak under {CONCURRENT} requests {results['ratio_peak']}x")
+        peer = results["llamacpp_f16"] = llamacpp_row()
+        for key in ("rss_idle_mb", "rss_peak_32_concurrent_mb"):
+            ratio = round(results["hone_bf16"][key] / peer[key], 2)
+            results[f"bf16_over_llamacpp_{key}"] = ratio
+            print(f"hone bf16 / llama.cpp f16, {key}: {ratio}x")
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 

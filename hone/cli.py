@@ -103,6 +103,7 @@ def serve(
     share_base: bool = typer.Option(True, help="With --home: LoRA models of one base share it (95 MB per extra model, not 1.8 GB); merged weights sample ~25% faster."),
     drain_s: float = typer.Option(30.0, help="On SIGTERM or Ctrl-C: stop accepting, give requests in flight this long to finish, cancel the rest, exit."),
     request_timeout_s: float = typer.Option(600.0, help="Cancel a chat request still sampling after this long and answer 504 (0 = no limit)."),
+    dtype: str = typer.Option("auto", help="Weights' compute dtype: auto (bf16 where this CPU multiplies faster in it, else fp32), bf16 (half the memory) or fp32. Logprobs are fp32 either way."),
 ) -> None:
     """Serve the OpenAI-compatible API over HTTP (and, with --home, the training API for many tenants)."""
     from hone.models.names import check_model_name
@@ -111,6 +112,8 @@ def serve(
         raise HoneError("--drain-s and --request-timeout-s must be 0 or more seconds")
     for name in model:
         check_model_name(name)
+    if dtype not in _DTYPES:
+        raise HoneError(f"--dtype must be one of {', '.join(_DTYPES)}, not '{dtype}'")
     listener = _listen(host, port)  # before torch and any model load: a port in use is said at once
     from hone.backends import LocalBackend
     from hone.server import create_app
@@ -121,6 +124,7 @@ def serve(
     # cancels them (a cancelled chat request cancels its engine rows; AnswerCutRequests answers it
     # 503) and re-raises the signal; the engine's threads are daemons, so nothing holds the process
     run_options: dict[str, Any] = {"log_level": "warning", "timeout_graceful_shutdown": drain_s}
+    engine_options = {} if dtype == "auto" else {"dtype": _torch_dtype(dtype)}
 
     if home is not None:
         from hone.service import Service, ServiceConfig, create_service_app
@@ -137,7 +141,7 @@ def serve(
             autosave=autosave,
             share_base=share_base,
         )
-        service = Service(config)
+        service = Service(config, LocalBackend(engine_options, share_base=share_base, checkpoint_models=checkpoint_engines))
         for line in asyncio.run(service.restore()):
             console.print(f"restored {line}", highlight=False)
         console.print(f"hone service at http://{host}:{port}/v1 (home {home}; base models {', '.join(model)})", highlight=False)
@@ -149,7 +153,7 @@ def serve(
         return
     from hone.export import servable
 
-    backend = LocalBackend(serve_only=True)  # no training routes here: one packed copy of the weights
+    backend = LocalBackend(engine_options, serve_only=True)  # no training routes here: one packed copy of the weights
     for name in model:
         backend.add_model(name, servable(name))  # a run directory or checkpoint: its weights, exported once
     console.print(f"hone serving {', '.join(model)} at http://{host}:{port}/v1")
@@ -157,6 +161,15 @@ def serve(
         _run_uvicorn(AnswerCutRequests(create_app(backend, request_timeout_s=timeout), drain_s), listener, host, port, run_options)
     finally:
         backend.close()
+
+
+_DTYPES = ("auto", "bf16", "fp32")
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
 
 def _listen(host: str, port: int) -> socket.socket:

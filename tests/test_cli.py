@@ -73,6 +73,12 @@ def test_hone_serve_says_at_once_that_its_port_is_taken():
     assert time.monotonic() - started < 10  # no model was loaded
 
 
+def test_hone_serve_refuses_an_unknown_dtype_in_one_sentence_before_loading_anything():
+    done = subprocess.run([sys.executable, "-m", "hone.cli", "serve", "--port", "0", "--dtype", "fp8"], capture_output=True, text=True, env=ENV, timeout=60)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "--dtype must be one of auto, bf16, fp32, not 'fp8'" in said and "Traceback" not in said, said
+
+
 def test_third_party_loading_bars_and_warnings_show_only_with_verbose():
     # this process may have set these itself (the GGUF loader quiets transformers): start clean
     env = {k: v for k, v in ENV.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
