@@ -150,7 +150,7 @@ class Engine:
         grammars: GrammarMatchers | None = None,  # grammar support; requests with a grammar need it
         prefix_cache_bytes: int = 1 << 30,  # finished sequences' keys and values kept for reuse; 0 = none
         speculation: SpeculationConfig | None = None,  # n-gram drafts verified in the decode step; None = off (opt-in for now)
-        serve_only: bool = False,  # weights never change: keep only their packed copies (load_weights refused)
+        serve_only: bool = False,  # weights never change: keep only their packed copies (load_weights refused); free the KV cache when idle
     ):
         self.dtype = dtype if dtype is not None else preferred_dtype(model.config.hidden_size, model.config.intermediate_size)
         self.lm_head_dtype = lm_head_dtype
@@ -394,6 +394,10 @@ class Engine:
                 self._runner.keep_packed_only()
                 release_freed_memory()
             while True:
+                if self.serve_only and not self._rows and not self._queue and getattr(self._runner, "slots", 0):
+                    # idle: a serving process gives its KV cache back (it grew for the last burst)
+                    self._runner.release_cache()
+                    release_freed_memory()
                 admitted = self._take_requests()
                 if admitted is None:
                     break

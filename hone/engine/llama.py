@@ -269,6 +269,11 @@ class LlamaRunner:
         self.k_groups, self.v_groups = k_groups, v_groups
         self.slots, self.capacity = slots, positions
 
+    def release_cache(self) -> None:
+        """Free the whole KV cache (nothing may be in flight); the next `reserve` allocates anew."""
+        self.k_groups, self.v_groups = [], []
+        self.slots = self.capacity = 0
+
     def _group_capacity(self, group: int, positions: int) -> int:
         window = self._groups[group]
         return positions if window is None else min(positions, window)

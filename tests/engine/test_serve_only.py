@@ -4,6 +4,8 @@ be refused with one sentence."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -44,6 +46,17 @@ def test_a_serve_only_engine_refuses_new_weights_with_one_sentence(lively, promp
         with pytest.raises(HoneError, match="serves fixed weights"):
             engine.load_weights({"model.norm.weight": torch.ones(lively.config.hidden_size)})
         assert len(engine.sample_sync(prompts[0], 1, GREEDY)[0].tokens) == GREEDY.max_tokens  # still serving
+
+
+def test_a_serve_only_engine_gives_its_kv_cache_back_when_idle_and_grows_it_again(lively, prompts):
+    with Engine(lively, eos_token_ids=[], dtype=torch.float32, serve_only=True) as engine:
+        first = gather(engine, [(p, 2, GREEDY, None) for p in prompts])
+        deadline = time.monotonic() + 10
+        while engine._runner.slots and time.monotonic() < deadline:  # the worker frees it once it is idle
+            time.sleep(0.01)
+        assert engine._runner.slots == 0 and engine._runner.k_groups == []
+        again = gather(engine, [(p, 2, GREEDY, None) for p in prompts])
+        assert [[s.tokens for s in r] for r in again] == [[s.tokens for s in r] for r in first]
 
 
 def test_a_serve_only_backend_frees_the_models_weights_and_refuses_training(tokenizer):
