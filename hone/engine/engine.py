@@ -36,6 +36,7 @@ import concurrent.futures
 import hashlib
 import logging
 import math
+import platform
 import random
 import secrets
 import threading
@@ -883,12 +884,19 @@ def _make_runner(model: PreTrainedModel, **options):
 @lru_cache(maxsize=None)
 def preferred_dtype(hidden: int = 576, intermediate: int = 1536) -> torch.dtype:
     """bf16 where the hardware multiplies in it natively (CUDA with bf16, x86 with AVX512-BF16 or
-    AMX), else bf16 only if a model-shaped batch-32 matmul measures clearly faster than fp32."""
+    AMX), fp32 on other x86 CPUs, elsewhere bf16 only if a model-shaped batch-32 matmul measures
+    clearly faster than fp32.
+
+    An x86 CPU without those instructions emulates bf16 (AVX2-only AMD EPYC: batch-32 sampling ~3x
+    slower than fp32), and the timing probe there picked bf16 once while another process loaded
+    the cores: so x86 is decided by its flags alone."""
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     try:
         if torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported():
             return torch.bfloat16
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            return torch.float32
     except AttributeError:  # a torch without these probes: measure instead
         pass
     timings = {}

@@ -537,3 +537,14 @@ def test_gemma3_270m_greedy_and_logprobs_match_its_full_forward():
     # fp32 both sides, summed in different orders (oneDNN's GEMM here, MKL's in transformers): over
     # a 262k vocabulary the log-softmax differs by up to ~2e-4 nats (measured 1.6e-4 on AMD EPYC)
     assert torch.allclose(torch.tensor(seq.logprobs), expected, atol=5e-4)
+
+
+def test_preferred_dtype_on_x86_follows_the_cpus_bf16_instructions_not_a_timing():
+    import platform
+
+    from hone.engine.engine import preferred_dtype
+
+    if torch.cuda.is_available() or platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("decided by CUDA or by a timing probe on this machine")
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert preferred_dtype() == (torch.bfloat16 if native else torch.float32)
