@@ -1,4 +1,4 @@
-"""Give freed activation memory back to the operating system.
+"""Give freed memory (activations, a served model's weights) back to the operating system.
 
 A backward pass frees gigabytes of activations at once. glibc keeps freed blocks in per-thread
 arenas, and when training and sampling run in different threads (as in hone's loop) those

@@ -24,8 +24,8 @@ from fastapi import FastAPI
 
 from hone.engine import Engine
 from hone.engine.grammar import GrammarMatchers
-from hone.memory import release_freed_memory
 from hone.errors import HoneError, InvalidRequestError, ModelNotFoundError
+from hone.memory import release_freed_memory
 from hone.models import DEFAULT_MODEL, LoadedModel, load_model
 from hone.models.loader import TINY_MODEL
 from hone.server import create_app

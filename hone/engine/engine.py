@@ -55,10 +55,10 @@ from hone.engine.grammar import GrammarMatchers, describe_grammar_error
 from hone.engine.fallback import TransformersRunner
 from hone.engine.prefix_cache import PrefixCache, PrefixEntry
 from hone.engine.llama import LlamaRunner, LoraAdapter, check_supported
-from hone.memory import release_freed_memory
 from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.engine.speculation import DraftPolicy, NgramIndex, SpeculationConfig
 from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
+from hone.memory import release_freed_memory
 from hone.types import OnTokens, SampledSequence, SamplingParams, TokenDelta
 
 log = logging.getLogger(__name__)
