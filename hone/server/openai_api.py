@@ -51,6 +51,7 @@ from hone.server.limits import (
 from hone.server.responses_api import build_responses_router
 from hone.server.rollouts import Recorder
 from hone.server.streaming import logprob_entries, stream_completion
+from hone.server.traffic import TrafficTap
 from hone.server.sampler import Sampler
 from hone.types import SampledSequence, SamplingParams
 
@@ -85,6 +86,7 @@ class ChatCompletionRequest(ChatInput):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     top_k: int = Field(default=0, ge=0, le=MAX_TOP_K)  # extension; 0 = off
     speculate: bool = True  # extension: false turns the engine's n-gram drafting off for this request
+    task_key: str | None = Field(default=None, min_length=1, max_length=256)  # extension: the traffic log groups by it
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOPS)] | None = None
@@ -165,10 +167,16 @@ async def answer_chat(request: Request, models: Sampler, body: ChatCompletionReq
     if prompt.grammar is not None:
         params = replace(params, grammar=prompt.grammar)
 
-    def finish(samples: list[SampledSequence]) -> dict[str, Any]:
-        completion = _completion(body, tokenizer, prompt, samples)
+    completion_id = "chatcmpl-" + uuid.uuid4().hex
+    tap = TrafficTap(models, "chat.completions", completion_id, body.model, body, prompt.tokens, pending.rollout if pending else None, body.task_key)
+
+    async def finish(samples: list[SampledSequence]) -> dict[str, Any]:
+        completion = _completion(completion_id, body, tokenizer, prompt, samples)
         if pending is not None:
             pending.record(samples[0], completion["choices"][0]["message"])
+        for sample, choice in zip(samples, completion["choices"]):
+            tap.add(sample, choice["message"], choice["tool_call_error"])
+        await tap.flush()  # logged before the client sees it: a reply it saw is never lost
         return completion
 
     if body.stream:
@@ -178,21 +186,21 @@ async def answer_chat(request: Request, models: Sampler, body: ChatCompletionReq
             n=body.n,
             tokenizer=tokenizer,
             watch_tool_calls=prompt.tool_format.markers if prompt.tool_names is not None else (),
-            base={"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model},
+            base={"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model},
             logprobs=body.logprobs,
             include_usage=body.stream_options is not None and body.stream_options.include_usage,
             finish=finish,
         )
     samples = await while_client_waits(request, models.sample(body.model, prompt.tokens, body.n, params))
-    return finish(samples)
+    return await finish(samples)
 
 
 # --------------------------------------------------------------------------- responses
-def _completion(body: ChatCompletionRequest, tokenizer: Any, prompt: Any, samples: list[SampledSequence]) -> dict[str, Any]:
+def _completion(completion_id: str, body: ChatCompletionRequest, tokenizer: Any, prompt: Any, samples: list[SampledSequence]) -> dict[str, Any]:
     choices = [_choice(i, s, body, tokenizer, prompt) for i, s in enumerate(samples)]
     completion_tokens = sum(len(s.tokens) for s in samples)
     return {
-        "id": "chatcmpl-" + uuid.uuid4().hex,
+        "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.model,

@@ -46,6 +46,7 @@ from hone.server.rollouts import Recorder
 from hone.server.limits import MAX_TOKENS, MAX_TOP_K, MAX_TOP_LOGPROBS, SEED_LIMIT, refuse_unsupported
 from hone.server.sampler import Sampler
 from hone.server.streaming import ChoiceText, Started, logprob_entries, start_sampling, token_deltas
+from hone.server.traffic import TrafficTap
 from hone.types import SampledSequence, SamplingParams
 
 LOGPROBS = "message.output_text.logprobs"  # the one `include` value hone serves
@@ -202,7 +203,8 @@ class ResponsesRequest(OpenModel):
     seed: int | None = Field(default=None, ge=0, lt=SEED_LIMIT)  # extension
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     include: list[str] | None = None
-    metadata: dict[str, str] | None = None  # echoed, never stored
+    metadata: dict[str, str] | None = None  # echoed; the traffic log keeps only the messages
+    task_key: str | None = Field(default=None, min_length=1, max_length=256)  # extension: the traffic log groups by it
     stream: bool = False
 
     @field_validator("tool_choice", mode="before")
@@ -321,11 +323,14 @@ async def _answer(request: Request, models: Sampler, body: ResponsesRequest, tok
     if prompt.grammar is not None:
         params = replace(params, grammar=prompt.grammar)
     answer = Answer(body, tokenizer, prompt, on_reply=pending.record if pending is not None else None)
+    answer.tap = TrafficTap(models, "responses", answer.id, body.model, chat, prompt.tokens, pending.rollout if pending else None, body.task_key)
     if body.stream:
         started = await start_sampling(request, lambda on_tokens: models.sample(body.model, prompt.tokens, 1, params, on_tokens))
         return StreamingResponse(_events(started, answer), media_type="text/event-stream")
     samples = await while_client_waits(request, models.sample(body.model, prompt.tokens, 1, params))
-    return answer.response(samples[0])
+    response = answer.response(samples[0])
+    await answer.tap.flush()  # logged before the client sees it
+    return response
 
 
 # --------------------------------------------------------------------------- response
@@ -336,6 +341,7 @@ class Answer:
     def __init__(self, body: ResponsesRequest, tokenizer: Any, prompt: RenderedPrompt, on_reply: Callable[[SampledSequence, dict[str, Any]], None] | None = None):
         self.body, self.tokenizer, self.prompt = body, tokenizer, prompt
         self.on_reply = on_reply  # hears each finished sample and its reply as a chat message (a rollout records it)
+        self.tap: TrafficTap | None = None  # the traffic log's, set by the route
         self.key = uuid.uuid4().hex
         self.id, self.message_id = "resp_" + self.key, "msg_" + self.key
         self.created_at = int(time.time())
@@ -399,8 +405,11 @@ class Answer:
                     "status": status,
                 }
             )
+        message = {"role": "assistant", "content": content or (None if tool_calls else ""), "tool_calls": tool_calls or None}
         if self.on_reply is not None:
-            self.on_reply(sample, {"role": "assistant", "content": content or (None if tool_calls else ""), "tool_calls": tool_calls or None})
+            self.on_reply(sample, message)
+        if self.tap is not None:
+            self.tap.add(sample, message, error)
         prompt_tokens, output_tokens = len(self.prompt.tokens), len(sample.tokens)
         return {
             **self.in_progress(),
@@ -458,6 +467,8 @@ async def _events(started: Started, answer: Answer) -> AsyncIterator[str]:
             logprobs = text.content_choice(0, piece, True)["logprobs"]["content"] if answer.body.logprobs else []
             yield event("response.output_text.delta", **at, content_index=0, delta=piece, logprobs=logprobs)
         response = answer.response(started.task.result()[0])
+        if answer.tap is not None:
+            await answer.tap.flush()  # logged before the client sees it
         for index, item in enumerate(response["output"]):
             if item["type"] == "message":
                 part = item["content"][0]

@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -36,7 +36,7 @@ from hone.types import SampledSequence, TokenDelta
 
 log = logging.getLogger("hone.server")
 
-Finish = Callable[[list[SampledSequence]], dict[str, Any]]  # samples -> the whole (non-streamed) completion
+Finish = Callable[[list[SampledSequence]], Awaitable[dict[str, Any]]]  # samples -> the whole (non-streamed) completion
 
 
 async def stream_completion(request: Request, sampling, n: int, tokenizer: Any, watch_tool_calls: tuple[str, ...], base: dict[str, Any], logprobs: bool, include_usage: bool, finish: Finish) -> StreamingResponse:
@@ -112,7 +112,7 @@ async def _events(started, n, tokenizer, watch_tool_calls, base, logprobs, inclu
             piece = texts[delta.index].feed(delta)
             if piece is not None:
                 yield event([texts[delta.index].content_choice(delta.index, piece, logprobs)])
-        completion = finish(started.task.result())
+        completion = await finish(started.task.result())
         for choice, text in zip(completion["choices"], texts):
             for chunk in text.closing_chunks(choice):
                 yield event([{**chunk, "index": choice["index"]}])

@@ -12,6 +12,7 @@ from hone.server.rollouts import ROLLOUT_KEY_PREFIX
 from hone.service.auth import ServiceMiddleware
 from hone.service.service import Service, TenantView
 from hone.service.training_api import build_training_router
+from hone.service.traffic_api import build_traffic_router
 
 
 def create_service_app(service: Service, request_timeout_s: float | None = None) -> FastAPI:
@@ -29,6 +30,7 @@ def create_service_app(service: Service, request_timeout_s: float | None = None)
     app.include_router(build_router(service.backend, scope=tenant_view))
     app.include_router(build_rollout_router(tenant_view, service.rollouts, owner_of=lambda request: request.state.tenant.name, agent_keys=True))
     app.include_router(build_training_router(service))
+    app.include_router(build_traffic_router(service))
     app.add_middleware(
         ServiceMiddleware,
         store=service.store,

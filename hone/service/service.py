@@ -35,8 +35,12 @@ from hone.rl.trajectory import TrajectoryGroup
 from hone.server.rollouts import RolloutBook
 from hone.service.journal import Journal
 from hone.service.store import CheckpointRow, ModelRow, RequestRow, Store, Tenant, check_name
+from hone.traffic import Feedback, LoggedCompletion, ServedCompletion, TrafficLog, TrafficSettings
 from hone.training import Trainer
 from hone.types import AdamParams, ModelSpec, OnTokens, SampledSequence, SamplingParams
+
+
+TRAFFIC_FILE = "traffic.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Service:
         self.home = Path(config.home)
         self.store = Store(self.home)
         self.journal = Journal(self.home, self.store)
+        self.traffic = TrafficLog(self.home / TRAFFIC_FILE)  # its own file: serving's writes never wait on training's
         self.backend = backend or LocalBackend(share_base=config.share_base, checkpoint_models=config.checkpoint_engines)
         self.rollouts = RolloutBook()  # in memory: a restart loses open rollouts, whose agents then fail and are counted
         self._models: dict[tuple[int, str], _ModelState] = {}
@@ -112,6 +117,12 @@ class Service:
         """Bring back every model in SQLite with its latest state; returns what was done, one line each."""
         done = []
         self.journal.remove_orphans()
+        known = {(m.tenant_id, m.name) for m in self.store.models()}
+        for tenant_id, name in self.traffic.models():  # a deleted model's log (a kill between the two deletes)
+            if (tenant_id, name) not in known:
+                self.traffic.delete(tenant_id, name, settings_too=True)
+            else:
+                self.traffic.prune(tenant_id, name)
         for row in self.store.models():
             done.append(await self._restore_model(row))
         return done
@@ -175,6 +186,7 @@ class Service:
                     f"this tenant already has {self.config.max_models_per_tenant} models, the server's limit; delete one first"
                 )
             shutil.rmtree(self.journal.model_dir(tenant.id, name), ignore_errors=True)  # leftovers of a crashed delete
+            await asyncio.to_thread(self.traffic.delete, tenant.id, name, True)
             internal = self.internal(tenant, name)
             await asyncio.to_thread(self.backend.add_model, internal, base_model, **spec.keywords())
             row = ModelRow(tenant.id, name, base_model, lora_rank, spec.options.model_dump(exclude_none=True), 0, time.time())
@@ -191,6 +203,7 @@ class Service:
             self._evict(tenant.id, name)
             self.backend.delete_model(self.internal(tenant, name))
             await asyncio.to_thread(shutil.rmtree, self.journal.model_dir(tenant.id, name), True)
+            await asyncio.to_thread(self.traffic.delete, tenant.id, name, True)
         self._models.pop((tenant.id, name), None)
 
     # ------------------------------------------------------------------ training
@@ -461,8 +474,54 @@ class Service:
                 except ModelNotFoundError:
                     pass  # evicted by the backend meanwhile
 
+    # ------------------------------------------------------------------ traffic and feedback (issue 17)
+    async def record_completion(self, tenant: Tenant, completion: ServedCompletion) -> None:
+        """Log a completion served from one of the tenant's models, if its traffic log is on; the
+        version is the checkpoint it came from, or the live model's step when it finished."""
+        served = completion.served
+        if served in self.config.base_models:
+            return
+        name = served.partition("@")[0]
+        settings = await asyncio.to_thread(self.traffic.settings, tenant.id, name)
+        if not settings.enabled:
+            return
+        if "@" in served:
+            step = (await asyncio.to_thread(self.resolve, tenant, served))[1].step
+        else:
+            try:
+                step = self.backend.step(self.internal(tenant, name))
+            except ModelNotFoundError:
+                return  # deleted while it served: its log went with it
+        await asyncio.to_thread(self.traffic.record, tenant.id, name, step, completion)
+
+    async def configure_traffic(self, tenant: Tenant, name: str, settings: TrafficSettings) -> dict[str, Any]:
+        self.model(tenant, name)  # no lock: a training step holds it for seconds; a delete's leftovers go at create and restart
+        await asyncio.to_thread(self.traffic.configure, tenant.id, name, settings)
+        return self.traffic_info(tenant, name)
+
+    def traffic_info(self, tenant: Tenant, name: str) -> dict[str, Any]:
+        self.model(tenant, name)
+        return {"model": name, "settings": self.traffic.settings(tenant.id, name).public(), **self.traffic.counts(tenant.id, name)}
+
+    async def delete_traffic(self, tenant: Tenant, name: str) -> int:
+        self.model(tenant, name)
+        return await asyncio.to_thread(self.traffic.delete, tenant.id, name)
+
+    def logged(self, tenant: Tenant, name: str, after: float, limit: int) -> tuple[list[LoggedCompletion], list[Feedback]]:
+        """A page of the model's logged completions, and all the feedback that names them."""
+        self.model(tenant, name)
+        completions = self.traffic.completions(tenant.id, name, after, limit)
+        ids = {c.id for c in completions}
+        rollouts = {c.rollout_id for c in completions if c.rollout_id is not None}
+        feedback = [f for f in self.traffic.feedback(tenant.id, name) if f.completion_id in ids or f.rollout_id in rollouts]
+        return completions, feedback
+
+    async def add_feedback(self, tenant: Tenant, **feedback: Any) -> Feedback:
+        return await asyncio.to_thread(lambda: self.traffic.add_feedback(tenant.id, **feedback))
+
     def close(self) -> None:
         self.backend.close()
+        self.traffic.close()
         self.store.close()
 
 
@@ -500,3 +559,6 @@ class TenantView:
         self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams, on_tokens: OnTokens | None = None
     ) -> list[SampledSequence]:
         return await self.service.sample(self.tenant, name, prompt_tokens, n, params, on_tokens)
+
+    async def record_completion(self, completion: ServedCompletion) -> None:
+        await self.service.record_completion(self.tenant, completion)

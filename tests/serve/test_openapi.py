@@ -21,6 +21,9 @@ ROUTES = {
     ("post", "/v1/rollouts"), ("get", "/v1/rollouts/{rollout_id}"), ("delete", "/v1/rollouts/{rollout_id}"),
     ("get", "/v1/rollouts/{rollout_id}/models"), ("post", "/v1/rollouts/{rollout_id}/chat/completions"),
     ("post", "/v1/rollouts/{rollout_id}/responses"),
+    ("put", "/v1/hone/models/{name}/traffic"), ("get", "/v1/hone/models/{name}/traffic"),
+    ("delete", "/v1/hone/models/{name}/traffic"), ("get", "/v1/hone/models/{name}/traffic/completions"),
+    ("post", "/v1/hone/feedback"),
 }  # fmt: skip
 
 

@@ -1,0 +1,42 @@
+"""The routes' side of the traffic log (hone.traffic): each finished completion is handed to the
+serving object's `record_completion`, where it has one (a service tenant's view, a LocalBackend
+with a log), and awaited before the reply goes out, so a reply the client saw is logged.
+
+The routes know nothing of tenants or settings: whether and where a completion is kept is the
+serving object's decision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hone.chat import ChatInput
+from hone.traffic import ServedChoice, ServedCompletion
+from hone.types import SampledSequence
+
+
+class TrafficTap:
+    """Collects one request's finished choices; `flush` hands them over as one ServedCompletion."""
+
+    def __init__(self, models: Any, endpoint: str, completion_id: str, served: str, chat: ChatInput, prompt_tokens: list[int], rollout: Any = None, task_key: str | None = None):
+        self._record = getattr(models, "record_completion", None)
+        self.endpoint, self.completion_id, self.served, self.chat = endpoint, completion_id, served, chat
+        self.prompt_tokens = prompt_tokens
+        self.rollout_id = rollout.id if rollout is not None else None
+        self.task_key = task_key if task_key is not None else (rollout.task_id if rollout is not None else None)
+        self.choices: list[ServedChoice] = []
+
+    def add(self, sample: SampledSequence, message: dict[str, Any], tool_call_error: str | None) -> None:
+        if self._record is not None:
+            self.choices.append(ServedChoice(sample.tokens, sample.logprobs, sample.forced, message, sample.finish_reason, tool_call_error))
+
+    async def flush(self) -> None:
+        if self._record is None or not self.choices:
+            return
+        request = {
+            "messages": [m.model_dump(exclude_none=True) for m in self.chat.messages],
+            "tools": [t.model_dump(exclude_none=True) for t in self.chat.tools] if self.chat.tools else None,
+        }
+        await self._record(
+            ServedCompletion(self.completion_id, self.endpoint, self.served, request, self.prompt_tokens, self.choices, self.rollout_id, self.task_key)
+        )

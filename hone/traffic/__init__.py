@@ -1,0 +1,13 @@
+"""Learning from production: the completions a model served, and the feedback they got (issue 17)."""
+
+from hone.traffic.log import (
+    DEFAULT_LABELS,
+    Feedback,
+    LoggedCompletion,
+    ServedChoice,
+    ServedCompletion,
+    TrafficLog,
+    TrafficSettings,
+)
+
+__all__ = ["DEFAULT_LABELS", "Feedback", "LoggedCompletion", "ServedChoice", "ServedCompletion", "TrafficLog", "TrafficSettings"]

@@ -1,0 +1,217 @@
+"""The traffic log and feedback against a real `hone serve --home` (issue 17): what was served is
+kept token-exact once a model's log is on, feedback lands on it as a reward, other tenants' ids
+read as unknown, bad feedback is a 400, and a SIGKILL loses nothing that was acknowledged."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import httpx
+import pytest
+
+from .conftest import Server, create_model, groups
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+def chat(server: Server, key: str, model: str, **extra) -> dict:
+    """One chat completion through the real `openai` client, as a plain dict (extensions included)."""
+    response = server.openai(key).chat.completions.create(model=model, messages=HELLO, max_tokens=5, seed=1, **extra)
+    return response.model_dump()
+
+
+def turn_on(client: httpx.Client, model: str, **settings) -> dict:
+    response = client.put(f"/v1/hone/models/{model}/traffic", json=settings)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def logged(client: httpx.Client, model: str) -> dict:
+    response = client.get(f"/v1/hone/models/{model}/traffic/completions")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def feedback(client: httpx.Client, **body) -> httpx.Response:
+    return client.post("/v1/hone/feedback", json=body)
+
+
+def error_message(response: httpx.Response) -> str:
+    return response.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def tenant(server):
+    key = server.new_key()
+    with server.http(key) as client:
+        create_model(client, "served")
+        yield key, client
+
+
+def test_a_logged_model_keeps_what_it_served_token_exact_with_its_version(server, tenant):
+    key, client = tenant
+    info = turn_on(client, "served")
+    assert info["settings"]["enabled"] and info["completions"] == 0
+
+    plain = chat(server, key, "served", n=2, extra_body={"task_key": "greeting"})
+    stream = server.openai(key).chat.completions.create(model="served", messages=HELLO, max_tokens=5, stream=True, seed=2)
+    chunks = list(stream)
+    answer = server.openai(key).responses.create(model="served", input="hi", max_output_tokens=5)
+
+    rows = {row["id"]: row for row in logged(client, "served")["data"]}
+    assert set(rows) == {plain["id"], chunks[0].id, answer.id}  # the ids the client saw, streamed or not
+    row = rows[plain["id"]]
+    assert row["model"] == "served" and row["version"] == "served@0" and row["task_key"] == "greeting"
+    assert row["request"]["messages"] == HELLO and row["endpoint"] == "chat.completions"
+    assert row["prompt_token_ids"] == plain["prompt_token_ids"]
+    for choice, kept in zip(plain["choices"], row["choices"]):
+        assert kept["token_ids"] == choice["token_ids"] and kept["logprobs"] == choice["token_logprobs"]
+    streamed = [c.choices[0].model_extra.get("token_ids") for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert rows[chunks[0].id]["choices"][0]["token_ids"] == streamed[0]
+    assert rows[answer.id]["endpoint"] == "responses" and rows[answer.id]["choices"][0]["token_ids"] == answer.model_extra["token_ids"]
+
+
+def test_feedback_lands_as_a_reward_and_a_retry_adds_nothing(server, tenant):
+    key, client = tenant
+    turn_on(client, "served", labels={"good": 1.0, "bad": -1.0})
+    completion = chat(server, key, "served", n=2)
+
+    by_number = feedback(client, completion_id=completion["id"], reward=0.25, choice=1, feedback_id="fb-1")
+    assert by_number.status_code == 200, by_number.text
+    assert by_number.json()["reward"] == 0.25 and by_number.json()["choice"] == 1
+    by_label = feedback(client, completion_id=completion["id"], label="bad")
+    assert by_label.json()["reward"] == -1.0 and by_label.json()["label"] == "bad"
+    again = feedback(client, completion_id=completion["id"], reward=0.25, choice=1, feedback_id="fb-1")
+    assert again.json() == by_number.json()  # the client's retry: stored once
+
+    page = logged(client, "served")
+    mine = [f for f in page["feedback"] if f["completion_id"] == completion["id"]]
+    assert sorted(f["reward"] for f in mine) == [-1.0, 0.25]
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"completion_id": "chatcmpl-nope", "reward": 1.0}, 404, "no logged completion"),
+        ({"rollout_id": "ro-nope", "reward": 1.0}, 404, "no logged rollout"),
+        ({"completion_id": "X", "reward": "good"}, 400, "reward"),
+        ({"completion_id": "X", "reward": True}, 400, "reward"),
+        ({"completion_id": "X", "reward": 1e9}, 400, "reward"),
+        ({"completion_id": "X"}, 400, "exactly one of reward"),
+        ({"completion_id": "X", "reward": 1.0, "label": "thumbs_up"}, 400, "exactly one of reward"),
+        ({"reward": 1.0}, 400, "exactly one of completion_id and rollout_id"),
+        ({"completion_id": "X", "reward": 1.0, "stars": 5}, 400, "stars"),
+    ],
+)
+def test_bad_feedback_is_one_clear_sentence(server, tenant, body, status, words):
+    _, client = tenant
+    response = feedback(client, **body)
+    assert response.status_code == status, response.text
+    assert words in error_message(response) and "Traceback" not in response.text
+
+
+def test_a_label_or_choice_the_completion_does_not_have_is_a_400_naming_what_it_has(server, tenant):
+    key, client = tenant
+    turn_on(client, "served")
+    completion = chat(server, key, "served")
+    response = feedback(client, completion_id=completion["id"], label="meh")
+    assert response.status_code == 400 and "accepted, rejected, thumbs_down, thumbs_up" in error_message(response)
+    response = feedback(client, completion_id=completion["id"], reward=1.0, choice=3)
+    assert response.status_code == 400 and "has 1 choice" in error_message(response)
+
+
+def test_another_tenants_completions_and_logs_read_as_unknown(server, tenant):
+    key, client = tenant
+    turn_on(client, "served")
+    completion = chat(server, key, "served")
+    with server.http(server.new_key()) as stranger:
+        response = feedback(stranger, completion_id=completion["id"], reward=1.0)
+        assert response.status_code == 404, response.text
+        assert stranger.get("/v1/hone/models/served/traffic/completions").status_code == 404
+        assert stranger.put("/v1/hone/models/served/traffic", json={}).status_code == 404
+    assert all(f["completion_id"] != completion["id"] for f in logged(client, "served")["feedback"])
+
+
+def test_a_model_whose_log_is_off_keeps_nothing(server):
+    key = server.new_key()
+    with server.http(key) as client:
+        create_model(client, "quiet")
+        completion = chat(server, key, "quiet")
+        chat(server, key, "tiny")  # a base model: never logged
+        assert client.get("/v1/hone/models/quiet/traffic").json()["completions"] == 0
+        assert feedback(client, completion_id=completion["id"], reward=1.0).status_code == 404
+        turn_on(client, "quiet", enabled=False)
+        chat(server, key, "quiet")
+        assert client.get("/v1/hone/models/quiet/traffic").json()["completions"] == 0
+
+
+def test_retention_keeps_the_newest_and_deleting_forgets_everything(server):
+    key = server.new_key()
+    with server.http(key) as client:
+        create_model(client, "kept")
+        turn_on(client, "kept")
+        ids = [chat(server, key, "kept")["id"] for _ in range(3)]
+        assert feedback(client, completion_id=ids[0], reward=1.0).status_code == 200
+        info = turn_on(client, "kept", max_completions=2)  # applies at once
+        assert (info["completions"], info["feedback"]) == (2, 0)
+        assert [row["id"] for row in logged(client, "kept")["data"]] == ids[1:]
+        assert client.delete("/v1/hone/models/kept/traffic").json() == {"deleted": 2}
+        assert client.get("/v1/hone/models/kept/traffic").json()["completions"] == 0
+
+        chat(server, key, "kept")
+        assert client.delete("/v1/hone/models/kept").status_code == 200  # the model's log goes with it
+        create_model(client, "kept")
+        info = client.get("/v1/hone/models/kept/traffic").json()
+        assert (info["completions"], info["settings"]["enabled"]) == (0, False)
+
+
+def test_each_completion_names_the_version_that_served_it(server):
+    key = server.new_key()
+    with server.http(key) as client:
+        create_model(client, "versioned")
+        turn_on(client, "versioned")
+        assert client.post("/v1/hone/models/versioned/save_state", json={}).status_code == 200
+        trained = client.post("/v1/hone/models/versioned/train_step", json={"groups": groups(), "config": {"learning_rate": 1e-2}})
+        assert trained.json()["step"] == 1, trained.text
+        live, old = chat(server, key, "versioned"), chat(server, key, "versioned@0")
+        versions = {row["id"]: row["version"] for row in logged(client, "versioned")["data"]}
+        assert versions == {live["id"]: "versioned@1", old["id"]: "versioned@0"}
+
+
+def test_a_rollouts_calls_carry_its_id_and_task_and_take_feedback_as_a_whole(server):
+    key = server.new_key()
+    with server.http(key) as client:
+        create_model(client, "agent")
+        turn_on(client, "agent")
+        rollout = client.post("/v1/rollouts", json={"model": "agent", "task_id": "task-7"}).json()
+        agent = server.openai(rollout["api_key"])
+        agent.base_url = f"{server.url}/v1/rollouts/{rollout['id']}"
+        agent.chat.completions.create(model="agent", messages=HELLO, max_tokens=4)
+        rows = logged(client, "agent")["data"]
+        assert [(r["rollout_id"], r["task_key"]) for r in rows] == [(rollout["id"], "task-7")]
+        given = feedback(client, rollout_id=rollout["id"], label="thumbs_up")
+        assert given.status_code == 200 and given.json()["reward"] == 1.0
+
+
+def test_a_sigkill_loses_no_acknowledged_completion_or_feedback(tmp_path):
+    server = Server(tmp_path / "home").start()
+    try:
+        key = server.new_key("durable")
+        with server.http(key) as client:
+            create_model(client, "agent")
+            turn_on(client, "agent")
+            ids = [chat(server, key, "agent")["id"] for _ in range(4)]
+            given = [feedback(client, completion_id=i, reward=float(k)).json()["id"] for k, i in enumerate(ids)]
+        server.kill()
+        with sqlite3.connect(tmp_path / "home" / "traffic.sqlite3") as db:  # what is on disk, before any restart
+            assert {r[0] for r in db.execute("SELECT id FROM completions")} == set(ids)
+            assert {r[0] for r in db.execute("SELECT id FROM feedback")} == set(given)
+        server.start()
+        with server.http(key) as client:
+            page = logged(client, "agent")
+            assert [row["id"] for row in page["data"]] == ids
+            assert sorted((f["completion_id"], f["reward"]) for f in page["feedback"]) == sorted(zip(ids, [0.0, 1.0, 2.0, 3.0]))
+            assert json.loads(json.dumps(page["data"][0]["choices"][0]["token_ids"]))  # whole, readable records
+    finally:
+        server.stop()
