@@ -31,6 +31,7 @@ from hone.models.loader import TINY_MODEL
 from hone.server import create_app
 from hone.server.inprocess import async_client, sync_client
 from hone.server.loopback import LoopbackServer
+from hone.traffic import LOCAL_TENANT, Feedback, LoggedCompletion, ServedCompletion, TrafficLog, TrafficSettings
 from hone.training import Trainer
 from hone.training.checkpoint import has_adapter, merged_adapter_weights, read_adapter
 from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, OnTokens, SampledSequence, SamplingParams
@@ -67,7 +68,12 @@ class _SharedBase:
 
 class LocalBackend:
     def __init__(
-        self, engine_options: dict[str, Any] | None = None, share_base: bool = False, checkpoint_models: int = 2, serve_only: bool = False
+        self,
+        engine_options: dict[str, Any] | None = None,
+        share_base: bool = False,
+        checkpoint_models: int = 2,
+        serve_only: bool = False,
+        traffic: str | Path | None = None,
     ):
         """`share_base=True` keeps one base in memory for all LoRA models of that base, each adapter
         applied unmerged and batched per adapter (what `hone serve --home` uses for its tenants).
@@ -76,7 +82,9 @@ class LocalBackend:
         recently used one is deleted.
         `serve_only=True` is for a process that only serves (`hone serve`): each engine keeps one
         packed copy of the weights and the loaded model's own fp32 copy is freed, ~0.9 GB less for
-        the embedded model; training and serving checkpoints are refused."""
+        the embedded model; training and serving checkpoints are refused.
+        `traffic`: a SQLite file for the traffic log (`configure_traffic` turns it on per model;
+        see hone.traffic); None = nothing served is kept."""
         self._share_base = share_base
         self._serve_only = serve_only
         self._checkpoint_models: OrderedDict[str, None] = OrderedDict()  # least recently used first
@@ -89,6 +97,7 @@ class LocalBackend:
         self._base_lock = threading.Lock()  # serialises loading a base (slow) without holding _lock
         self._app = None
         self._loopback: LoopbackServer | None = None
+        self.traffic_log = TrafficLog(traffic) if traffic is not None else None
 
     # ------------------------------------------------------------------ models
     def add_model(self, name: str, base_model: str = DEFAULT_MODEL, **options: Any) -> ModelInfo:
@@ -336,6 +345,36 @@ class LocalBackend:
         else:
             handle.engine.load_weights(handle.trainer.sampler_state_dict())
 
+    # ------------------------------------------------------------------ traffic and feedback (issue 17)
+    def configure_traffic(self, name: str, enabled: bool = True, **settings: Any) -> dict[str, Any]:
+        """Turn `name`'s traffic log on (or off): retention_days, max_completions, labels (word -> reward)."""
+        self.get(name)
+        log = self._traffic()
+        log.configure(LOCAL_TENANT, name, TrafficSettings(enabled=enabled, **settings))
+        return {"model": name, "settings": log.settings(LOCAL_TENANT, name).public(), **log.counts(LOCAL_TENANT, name)}
+
+    async def record_completion(self, completion: ServedCompletion) -> None:
+        """Called by the routes for each completion they serve: kept if its model's log is on."""
+        name = completion.served.partition("@")[0]
+        if self.traffic_log is None or not self.traffic_log.settings(LOCAL_TENANT, name).enabled:
+            return
+        step = self.step(completion.served) if self.serves(completion.served) else 0
+        await asyncio.to_thread(self.traffic_log.record, LOCAL_TENANT, name, step, completion)
+
+    def feedback(self, completion_id: str | None = None, *, rollout_id: str | None = None, reward: float | None = None, label: str | None = None, choice: int = 0) -> Feedback:
+        """A reward (or a label the model maps to one) for a served completion or a whole rollout."""
+        return self._traffic().add_feedback(LOCAL_TENANT, completion_id=completion_id, rollout_id=rollout_id, reward=reward, label=label, choice=choice)
+
+    async def traffic(self, name: str) -> tuple[list[LoggedCompletion], list[Feedback]]:
+        """Every completion `name`'s log holds, oldest first, and the feedback on them."""
+        log = self._traffic()
+        return log.completions(LOCAL_TENANT, name, limit=1 << 62), log.feedback(LOCAL_TENANT, name)
+
+    def _traffic(self) -> TrafficLog:
+        if self.traffic_log is None:
+            raise HoneError("this LocalBackend keeps no traffic log; create it with LocalBackend(traffic='PATH/traffic.sqlite3')")
+        return self.traffic_log
+
     # ------------------------------------------------------------------ clients
     @property
     def app(self) -> FastAPI:
@@ -389,6 +428,8 @@ class LocalBackend:
                 handle.engine.close()
         for base in self._bases.values():
             base.engine.close()
+        if self.traffic_log is not None:
+            self.traffic_log.close()
 
 
 def _eos_ids(loaded: LoadedModel) -> list[int]:

@@ -42,6 +42,7 @@ import openai
 from hone.errors import AuthenticationError, CheckpointError, ConflictError, HoneError, InvalidRequestError, ModelNotFoundError, RemoteError, error_class
 from hone.files import write_dir_atomically, write_file_atomically
 from hone.models import DEFAULT_MODEL, load_tokenizer
+from hone.traffic import Feedback, LoggedCompletion, logged_completion
 from hone.types import AdamParams, Datum, ModelInfo, ModelSpec, OnTokens, SampledSequence, SamplingParams
 
 __all__ = ["CHECKPOINT_FILE", "RemoteBackend", "RemoteError", "RetryPolicy", "read_checkpoint_pointer"]
@@ -236,6 +237,29 @@ class RemoteBackend:
                 zipped.extractall(staging)  # zipfile drops absolute and '..' parts of member names
             archive.unlink()
         return folder
+
+    # ------------------------------------------------------------------ traffic and feedback (issue 17)
+    def configure_traffic(self, name: str, enabled: bool = True, **settings: Any) -> dict[str, Any]:
+        """Turn `name`'s traffic log on (or off): retention_days, max_completions, labels (word -> reward)."""
+        return self._run(self._request(_Call("PUT", f"/v1/hone/models/{name}/traffic", {"enabled": enabled, **settings})))
+
+    def feedback(self, completion_id: str | None = None, *, rollout_id: str | None = None, reward: float | None = None, label: str | None = None, choice: int = 0) -> Feedback:
+        """A reward (or a label the model maps to one) for a served completion or a whole rollout;
+        sent with an id of its own, so a retry after a dropped connection is stored once."""
+        body = {"completion_id": completion_id, "rollout_id": rollout_id, "reward": reward, "label": label, "choice": choice, "feedback_id": _request_id()}
+        return Feedback(**self._run(self._request(_Call("POST", "/v1/hone/feedback", body))))
+
+    async def traffic(self, name: str) -> tuple[list[LoggedCompletion], list[Feedback]]:
+        """Every completion `name`'s log holds, oldest first, and the feedback on them."""
+        completions: dict[str, LoggedCompletion] = {}
+        feedback: dict[str, Feedback] = {}
+        after: float | None = 0.0
+        while after is not None:
+            page = await self._request(_Call("GET", f"/v1/hone/models/{name}/traffic/completions?after={after!r}&limit=1000"))
+            completions.update((row["id"], logged_completion(row)) for row in page["data"])
+            feedback.update((row["id"], Feedback(**row)) for row in page["feedback"])
+            after = page["next_after"]
+        return list(completions.values()), list(feedback.values())
 
     # ------------------------------------------------------------------ clients
     def openai_client(self, rollout_id: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:

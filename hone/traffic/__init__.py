@@ -2,12 +2,14 @@
 
 from hone.traffic.log import (
     DEFAULT_LABELS,
+    LOCAL_TENANT,
     Feedback,
     LoggedCompletion,
     ServedChoice,
     ServedCompletion,
     TrafficLog,
     TrafficSettings,
+    logged_completion,
 )
 
-__all__ = ["DEFAULT_LABELS", "Feedback", "LoggedCompletion", "ServedChoice", "ServedCompletion", "TrafficLog", "TrafficSettings"]
+__all__ = ["DEFAULT_LABELS", "LOCAL_TENANT", "Feedback", "LoggedCompletion", "ServedChoice", "ServedCompletion", "TrafficLog", "TrafficSettings", "logged_completion"]

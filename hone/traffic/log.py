@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 from hone.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 
+LOCAL_TENANT = 0  # the tenant id of an in-process LocalBackend's log (a service's tenants start at 1)
 DEFAULT_LABELS = {"thumbs_up": 1.0, "thumbs_down": 0.0, "accepted": 1.0, "rejected": 0.0}
 MAX_REWARD = 1e6  # a reward beyond this is a bug in the sender, not a signal
 PRUNE_EVERY_S = 60.0  # retention runs at most this often per model, on the write path
@@ -367,6 +368,11 @@ def check_settings(settings: TrafficSettings) -> None:
 
 _COMPLETION_COLUMNS = "id, model, version, step, rollout_id, task_key, prompt_hash, endpoint, created, record"
 _FEEDBACK_COLUMNS = "id, model, completion_id, rollout_id, choice, reward, label, created"
+
+
+def logged_completion(public: dict[str, Any]) -> LoggedCompletion:
+    """A LoggedCompletion back from its `public()` form (what the HTTP routes send)."""
+    return LoggedCompletion(**{**public, "choices": [ServedChoice(**c) for c in public["choices"]]})
 
 
 def _completion(row: tuple) -> LoggedCompletion:

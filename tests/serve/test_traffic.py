@@ -4,6 +4,7 @@ read as unknown, bad feedback is a 400, and a SIGKILL loses nothing that was ack
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 
@@ -215,3 +216,23 @@ def test_a_sigkill_loses_no_acknowledged_completion_or_feedback(tmp_path):
             assert json.loads(json.dumps(page["data"][0]["choices"][0]["token_ids"]))  # whole, readable records
     finally:
         server.stop()
+
+
+def test_remote_backend_trains_a_served_model_on_its_logged_traffic(server):
+    from hone.backends.remote import RemoteBackend, RetryPolicy
+    from hone.rl.step import TrainConfig
+    from hone.traffic.train import TrafficTrainConfig, train_from_traffic
+
+    backend = RemoteBackend(server.url, server.new_key(), retry=RetryPolicy(attempts=4, backoff_s=0.1))
+    try:
+        backend.add_model("learner", "tiny", lora_rank=0)
+        assert backend.configure_traffic("learner")["settings"]["enabled"]
+        client = backend.openai_client_sync()
+        for seed, liked in enumerate([True, False, True, False]):
+            reply = client.chat.completions.create(model="learner", messages=HELLO, max_tokens=4, seed=seed, extra_body={"task_key": "hi"})
+            assert backend.feedback(reply.id, label="thumbs_up" if liked else "thumbs_down").model == "learner"
+        metrics = asyncio.run(train_from_traffic(backend, "learner", TrafficTrainConfig(train=TrainConfig(learning_rate=1e-3))))
+        assert (metrics["traffic/completions"], metrics["traffic/scored"], metrics["traffic/groups"]) == (4, 4, 1)
+        assert metrics["train/skipped"] == 0.0 and backend.model_info("learner").step == 1
+    finally:
+        backend.close()

@@ -1,0 +1,48 @@
+"""One training step from a model's own traffic: read its log, make groups, train.
+
+    metrics = await train_from_traffic(backend, "agent", TrafficTrainConfig())
+
+The same on a LocalBackend with a traffic log and on a RemoteBackend (its server keeps the log):
+both have `traffic(name)` and `model_info(name)`. The step is `hone.rl.step.train_step`, so the
+loss is the clipped importance-sampled one over the logprobs each reply was served with: data from
+a version a few steps old is corrected, and `max_staleness` bounds how old it may be.
+
+`score`: an optional relative judge for unscored replies. It is given each task's unscored
+attempts as one group (two or more) and sets their rewards in place; those groups then train too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from hone.rl.step import TrainConfig, train_step
+from hone.rl.trajectory import TrajectoryGroup
+from hone.traffic.groups import TrafficDataConfig, groups_from_traffic
+
+Score = Callable[[TrajectoryGroup], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class TrafficTrainConfig:
+    data: TrafficDataConfig = field(default_factory=TrafficDataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=5e-5))
+
+
+async def train_from_traffic(backend: Any, name: str, config: TrafficTrainConfig = TrafficTrainConfig(), score: Score | None = None) -> dict[str, float]:
+    """One optimizer step of `name` on its logged traffic with feedback; the metrics say what was
+    used, dropped (stale, a task seen once) and penalised (malformed). No usable group: no step."""
+    completions, feedback = await backend.traffic(name)
+    step = backend.model_info(name).step
+    batch = groups_from_traffic(completions, feedback, step, config.data)
+    judged = 0
+    if score is not None:
+        for key, trajectories in batch.unscored.items():
+            if len(trajectories) < config.data.min_group_size:
+                continue
+            group = TrajectoryGroup(trajectories=trajectories, metadata={"task_key": key, "judged": True})
+            await score(group)
+            batch.groups.append(group)
+            judged += len(trajectories)
+    metrics = await train_step(backend, name, batch.groups, config.train)
+    return {**batch.metrics(), "traffic/judged": float(judged), "traffic/step_before": float(step), **metrics}
