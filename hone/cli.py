@@ -247,7 +247,7 @@ def keys_revoke(
 @app.command()
 @friendly_errors
 def train(
-    env: str = typer.Argument(..., help="Built-in environment (toolcall, inbox) or a Python file defining make_env()."),
+    env: Optional[str] = typer.Argument(None, help="Built-in environment (toolcall, inbox) or a Python file defining make_env()."),
     out: Path = typer.Option(Path("runs/train"), help="Run directory: checkpoints, metrics.jsonl. Re-run to resume."),
     steps: int = typer.Option(20, help="Training steps."),
     group_size: int = typer.Option(8, help="Attempts per task."),
@@ -266,10 +266,21 @@ def train(
         None, help="Validate greedy on the environment's validation split every K steps (default: automatic, at most 15% of run time; 0: never)."
     ),
     stop_on: str = typer.Option("", help="Stop the run when one of these warnings starts, comma-separated: collapse, hacking, truncation, mismatch, drift."),
+    from_traffic: Optional[str] = typer.Option(None, help="Instead of an environment: train this model of the --backend server on the traffic it logged and the feedback it got, --steps steps."),
+    max_staleness: int = typer.Option(4, help="With --from-traffic: drop replies served more than this many steps from the model's current one."),
+    malformed_reward: float = typer.Option(-1.0, help="With --from-traffic: the reward of a rejected tool call or an empty reply, whatever its feedback."),
 ) -> None:
-    """Train a model on an environment with GRPO; re-running the same command resumes."""
+    """Train a model on an environment with GRPO; re-running the same command resumes. With
+    --from-traffic MODEL, train a served model on its own logged traffic and feedback instead."""
     from hone.rl.loop import RunConfig, run_training
 
+    if from_traffic is not None:
+        if env is not None:
+            raise HoneError("give an environment or --from-traffic MODEL, not both")
+        _train_from_traffic(from_traffic, backend, steps, learning_rate, loss, max_staleness, malformed_reward)
+        return
+    if env is None:
+        raise HoneError("name an environment to train on (toolcall, inbox, or a Python file defining make_env()), or pass --from-traffic MODEL")
     environment = load_env(env)
     config = RunConfig(
         out_dir=str(out),
@@ -305,6 +316,29 @@ def train(
     elif result.best_checkpoint is not None:
         console.print(f"best checkpoint: {result.best_checkpoint} (export it with `hone export {out} --best`)")
     console.print(f"report: {out / 'report.html'}")
+
+
+def _train_from_traffic(name: str, backend_url: str, steps: int, learning_rate: float, loss: str, max_staleness: int, malformed_reward: float) -> None:
+    from hone.rl.step import TrainConfig
+    from hone.traffic.groups import TrafficDataConfig
+    from hone.traffic.train import TrafficTrainConfig, train_from_traffic
+
+    if backend_url == "local":
+        raise HoneError("--from-traffic trains a model of a running `hone serve --home`: pass --backend URL (and HONE_API_KEY)")
+    remote = make_backend(backend_url)
+    config = TrafficTrainConfig(TrafficDataConfig(max_staleness=max_staleness, malformed_reward=malformed_reward), TrainConfig(learning_rate=learning_rate, loss=loss))
+    try:
+        for _ in range(steps):
+            metrics = asyncio.run(train_from_traffic(remote, name, config))
+            used = {k.removeprefix("traffic/"): int(v) for k, v in metrics.items() if k.startswith("traffic/")}
+            step = remote.model_info(name).step
+            if metrics.get("train/skipped"):
+                console.print(f"no step: nothing to learn from ({used})")
+                break
+            console.print(f"step {step}: {used['scored']} scored replies in {used['groups']} groups; {used['stale_dropped']} stale, "
+                          f"{used['malformed_penalised']} malformed (penalised), {used['singletons_dropped']} from tasks seen once, {used['unscored']} unscored")
+    finally:
+        remote.close()
 
 
 @app.command()

@@ -88,3 +88,18 @@ def test_third_party_loading_bars_and_warnings_show_only_with_verbose():
     loud = subprocess.run([sys.executable, "-m", "hone.cli", "--verbose", "chat", "hi", "--max-tokens", "3"], capture_output=True, text=True, env=env, timeout=300)
     assert loud.returncode == 0 and "Loading weights" in loud.stderr
     assert loud.stdout == quiet.stdout  # the same reply either way
+
+
+def test_hone_train_wants_an_environment_or_a_served_model_to_learn_from():
+    from typer.testing import CliRunner
+
+    from hone.cli import app
+
+    for arguments, expected in [
+        (["train"], "name an environment to train on"),
+        (["train", "toolcall", "--from-traffic", "agent"], "give an environment or --from-traffic MODEL, not both"),
+        (["train", "--from-traffic", "agent"], "--from-traffic trains a model of a running `hone serve --home`: pass --backend URL"),
+    ]:
+        done = CliRunner().invoke(app, arguments)
+        said = " ".join((done.output + done.stderr).split())
+        assert done.exit_code == 2 and expected in said and "Traceback" not in said, said

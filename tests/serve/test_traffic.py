@@ -236,3 +236,22 @@ def test_remote_backend_trains_a_served_model_on_its_logged_traffic(server):
         assert metrics["train/skipped"] == 0.0 and backend.model_info("learner").step == 1
     finally:
         backend.close()
+
+
+def test_hone_train_from_traffic_steps_a_served_model_on_its_feedback(server):
+    import os
+    import subprocess
+    import sys
+
+    key = server.new_key()
+    with server.http(key) as client:
+        create_model(client, "cli-trained")
+        turn_on(client, "cli-trained")
+        for seed, reward in enumerate([1.0, 0.0, 1.0, 0.0]):
+            reply = server.openai(key).chat.completions.create(model="cli-trained", messages=HELLO, max_tokens=4, seed=seed, extra_body={"task_key": "hi"})
+            assert feedback(client, completion_id=reply.id, reward=reward).status_code == 200
+        command = [sys.executable, "-m", "hone.cli", "train", "--from-traffic", "cli-trained", "--backend", server.url, "--steps", "2", "--lr", "1e-3"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "HONE_API_KEY": key})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "step 1: 4 scored replies in 1 groups" in done.stdout and "step 2: 4 scored replies" in done.stdout, done.stdout
+        assert client.get("/v1/hone/models").json()["data"][0]["step"] == 2
