@@ -343,6 +343,33 @@ def _train_from_traffic(name: str, backend_url: str, steps: int, learning_rate: 
 
 @app.command()
 @friendly_errors
+def rollback(
+    version: str = typer.Argument(..., help="NAME@STEP or NAME@CHECKPOINT: the checkpoint the model's name should serve again."),
+    backend: str = typer.Option(..., help="The URL of the `hone serve --home` that serves it (API key from HONE_API_KEY)."),
+    reason: str = typer.Option("rollback", help="Recorded with the decision."),
+) -> None:
+    """Make a served model's name serve one of its earlier checkpoints again (a promotion of it)."""
+    name, _, wanted = version.partition("@")
+    if not name or not wanted:
+        raise HoneError(f"'{version}' is not NAME@STEP or NAME@CHECKPOINT")
+    remote = make_backend(backend)
+    if remote is None:
+        raise HoneError("hone rollback needs --backend URL: promotions live in a `hone serve --home`")
+    try:
+        saved = asyncio.run(remote.list_checkpoints(name))
+        chosen = [c for c in saved if c["checkpoint"] == wanted] or [c for c in saved if wanted.isdigit() and c["step"] == int(wanted)]
+        if not chosen:
+            kept = ", ".join(c["checkpoint"] for c in saved) or "none"
+            raise HoneError(f"the model '{name}' has no checkpoint '{wanted}' (it keeps: {kept})")
+        checkpoint = max(chosen, key=lambda c: c["created"])["checkpoint"]
+        info = remote.promote(name, checkpoint, True, reason)
+        console.print(f"'{name}' now serves {info['serving']} (step {info['step']})")
+    finally:
+        remote.close()
+
+
+@app.command()
+@friendly_errors
 def export(
     source: str = typer.Argument(..., help="A run directory, one of its checkpoints/step_* folders, a trainer checkpoint folder, or NAME@STEP on --backend."),
     out: Path = typer.Option(..., help="Folder to write (replaced whole if it exists)."),

@@ -261,6 +261,27 @@ class RemoteBackend:
             after = page["next_after"]
         return list(completions.values()), list(feedback.values())
 
+    # ------------------------------------------------------------------ promotion (issue 17)
+    def save_checkpoint(self, name: str, checkpoint: str | None = None) -> dict[str, Any]:
+        """Save `name`'s live weights on the server as `checkpoint` (default step-N): {"checkpoint", "step"}."""
+        body = {"checkpoint": checkpoint, "request_id": _request_id()}
+        return self._run(self._request(_Call("POST", f"/v1/hone/models/{name}/save_state", body)))
+
+    def restore_checkpoint(self, name: str, checkpoint: str, with_optimizer: bool = True) -> int:
+        """Put the server's checkpoint back as `name`'s live weights; returns the step it brings back."""
+        body = {"checkpoint": checkpoint, "with_optimizer": with_optimizer}
+        return self._run(self._request(_Call("POST", f"/v1/hone/models/{name}/load_state", body)))["step"]
+
+    def promotions(self, name: str) -> dict[str, Any]:
+        """What `name` serves ("serving": NAME@STEP, or NAME@live) and every gate decision so far."""
+        return self._run(self._request(_Call("GET", f"/v1/hone/models/{name}/promotions")))
+
+    def promote(self, name: str, checkpoint: str, promoted: bool = True, reason: str = "", metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        """Record a decision on `checkpoint`; promoted, the OpenAI routes' `name` serves it from now
+        on (a rollback is promoting an older one). Answers as `promotions` does."""
+        body = {"checkpoint": checkpoint, "promoted": promoted, "reason": reason, "metrics": metrics or {}}
+        return self._run(self._request(_Call("POST", f"/v1/hone/models/{name}/promotions", body)))
+
     # ------------------------------------------------------------------ clients
     def openai_client(self, rollout_id: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
         """An async OpenAI client for the server's /v1 routes (or rollout `rollout_id`'s), with this

@@ -34,13 +34,14 @@ from hone.rl.step import TrainConfig, train_step
 from hone.rl.trajectory import TrajectoryGroup
 from hone.server.rollouts import RolloutBook
 from hone.service.journal import Journal
-from hone.service.store import CheckpointRow, ModelRow, RequestRow, Store, Tenant, check_name
+from hone.service.store import CheckpointRow, ModelRow, PromotionRow, RequestRow, Store, Tenant, check_name
 from hone.traffic import Feedback, LoggedCompletion, ServedCompletion, TrafficLog, TrafficSettings
 from hone.training import Trainer
 from hone.types import AdamParams, ModelSpec, OnTokens, SampledSequence, SamplingParams
 
 
 TRAFFIC_FILE = "traffic.sqlite3"
+LIVE = "live"  # NAME@live: the live weights, even where NAME serves a promoted checkpoint
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,8 @@ class Service:
         self.model(tenant, name)
         if checkpoint is not None:
             check_name(checkpoint, "checkpoint name", "checkpoint")
+            if checkpoint == LIVE:
+                raise InvalidRequestError(f"'{LIVE}' is reserved: NAME@{LIVE} names the live weights; pick another checkpoint name", param="checkpoint")
         internal = self.internal(tenant, name)
         async with self._locked(tenant, name):
             if (stored := await self.journal.replay(tenant.id, name, "save_state", request_id)) is not None:
@@ -360,6 +363,11 @@ class Service:
     async def delete_checkpoint(self, tenant: Tenant, name: str, checkpoint: str) -> None:
         async with self._locked(tenant, name):
             row = self._checkpoint(tenant, name, checkpoint)
+            serving = self.promoted(tenant, name)
+            if serving is not None and serving.checkpoint == row.checkpoint:
+                raise ConflictError(
+                    f"checkpoint '{checkpoint}' is what '{name}' serves (it was promoted); promote another checkpoint first", param="checkpoint"
+                )
             await asyncio.to_thread(self.store.delete_checkpoint, tenant.id, name, row.checkpoint)
             self._evict(tenant.id, name, row.checkpoint)
             await asyncio.to_thread(shutil.rmtree, self.journal.checkpoint_dir(tenant.id, name, row.checkpoint), True)
@@ -371,12 +379,15 @@ class Service:
         names = list(self.config.base_models)
         for model in self.store.models(tenant.id):
             names.append(model.name)
+            if self.store.promotions(tenant.id, model.name):
+                names.append(f"{model.name}@{LIVE}")
             steps = sorted({c.step for c in self.store.checkpoints(tenant.id, model.name)})
             names.extend(f"{model.name}@{s}" for s in steps)
         return names
 
     def resolve(self, tenant: Tenant, served: str) -> tuple[ModelRow, CheckpointRow | None]:
-        """NAME -> (model, None); NAME@STEP or NAME@CHECKPOINT -> (model, that checkpoint); else a 404."""
+        """NAME -> (model, the promoted checkpoint, or None for the live weights); NAME@live -> (model,
+        None); NAME@STEP or NAME@CHECKPOINT -> (model, that checkpoint); else a 404."""
         name, _, version = served.partition("@")
         missing = ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists yours")
         try:
@@ -384,6 +395,8 @@ class Service:
         except (ModelNotFoundError, InvalidRequestError):
             raise missing from None
         if not _:
+            return model, self.promoted(tenant, name)
+        if version == LIVE:
             return model, None
         checkpoints = self.store.checkpoints(tenant.id, name)
         matches = [c for c in checkpoints if version.isdigit() and c.step == int(version)]
@@ -414,7 +427,7 @@ class Service:
         if served in self.config.base_models:  # read-only, shared by every tenant; no tenant model has its name
             return await self.backend.sample(await self._base_model(served), prompt_tokens, n, params, on_tokens)
         model, checkpoint = await asyncio.to_thread(self.resolve, tenant, served)
-        if checkpoint is None:
+        if checkpoint is None:  # the live weights
             try:
                 return await self.backend.sample(self.internal(tenant, model.name), prompt_tokens, n, params, on_tokens)
             except ModelNotFoundError:  # deleted since it was resolved: say so in the tenant's own names
@@ -474,6 +487,38 @@ class Service:
                 except ModelNotFoundError:
                     pass  # evicted by the backend meanwhile
 
+    # ------------------------------------------------------------------ promotion (issue 17)
+    def promoted(self, tenant: Tenant, name: str) -> CheckpointRow | None:
+        """The checkpoint NAME serves: the newest promoted one; None (the live weights) if none was."""
+        decisions = [p for p in self.store.promotions(tenant.id, name) if p.promoted]
+        if not decisions:
+            return None
+        latest = decisions[-1]
+        for row in self.store.checkpoints(tenant.id, name):
+            if row.checkpoint == latest.checkpoint and row.created == latest.checkpoint_created:
+                return row
+        return None  # rewritten since (a save under its name): the live weights, until promoted again
+
+    async def record_promotion(self, tenant: Tenant, name: str, checkpoint: str, promoted: bool, reason: str, metrics: dict[str, float]) -> dict[str, Any]:
+        """A gate's decision on `checkpoint`: promoted, it is what NAME serves from now on (a rollback
+        is the promotion of an older one); refused, it is kept and the reason recorded."""
+        async with self._locked(tenant, name):
+            row = self._checkpoint(tenant, name, checkpoint)
+            decision = PromotionRow(tenant.id, name, row.checkpoint, row.created, row.step, promoted, reason, metrics, time.time())
+            await asyncio.to_thread(self.store.record_promotion, decision)
+        return self.promotion_info(tenant, name)
+
+    def promotion_info(self, tenant: Tenant, name: str) -> dict[str, Any]:
+        self.model(tenant, name)
+        serving = self.promoted(tenant, name)
+        return {
+            "model": name,
+            "serving": f"{name}@{serving.checkpoint}" if serving is not None else f"{name}@{LIVE}",
+            "checkpoint": serving.checkpoint if serving is not None else None,
+            "step": serving.step if serving is not None else None,
+            "history": [p.public() for p in self.store.promotions(tenant.id, name)],
+        }
+
     # ------------------------------------------------------------------ traffic and feedback (issue 17)
     async def record_completion(self, tenant: Tenant, completion: ServedCompletion) -> None:
         """Log a completion served from one of the tenant's models, if its traffic log is on; the
@@ -485,13 +530,11 @@ class Service:
         settings = await asyncio.to_thread(self.traffic.settings, tenant.id, name)
         if not settings.enabled:
             return
-        if "@" in served:
-            step = (await asyncio.to_thread(self.resolve, tenant, served))[1].step
-        else:
-            try:
-                step = self.backend.step(self.internal(tenant, name))
-            except ModelNotFoundError:
-                return  # deleted while it served: its log went with it
+        try:
+            checkpoint = (await asyncio.to_thread(self.resolve, tenant, served))[1]
+            step = checkpoint.step if checkpoint is not None else self.backend.step(self.internal(tenant, name))
+        except ModelNotFoundError:
+            return  # deleted while it served: its log went with it
         await asyncio.to_thread(self.traffic.record, tenant.id, name, step, completion)
 
     async def configure_traffic(self, tenant: Tenant, name: str, settings: TrafficSettings) -> dict[str, Any]:

@@ -5,6 +5,8 @@
     models       tenant_id, name, base_model, lora_rank, options, step
     checkpoints  tenant_id, model, checkpoint, step, created   a row exists only once its files are whole
     requests     tenant_id, request_id, model, route, step, response   completed training requests
+    promotions   tenant_id, model, checkpoint, promoted, reason, metrics  each gate decision; the newest
+                 promoted row is the checkpoint NAME serves (none: NAME serves the live weights)
 
 Knows rows and transactions; knows nothing of models, weights or HTTP. WAL mode lets the CLI
 (`hone keys ...`) write while a server reads; one connection per Store, guarded by a lock, so
@@ -68,6 +70,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     created REAL NOT NULL,
     PRIMARY KEY (tenant_id, model, checkpoint)
 );
+CREATE TABLE IF NOT EXISTS promotions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    checkpoint_created REAL NOT NULL,
+    step INTEGER NOT NULL,
+    promoted INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS requests (
     tenant_id INTEGER NOT NULL,
     request_id TEXT NOT NULL,
@@ -128,6 +142,30 @@ class CheckpointRow:
 
     def public(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "step": self.step, "created": self.created}
+
+
+@dataclass(frozen=True)
+class PromotionRow:
+    tenant_id: int
+    model: str
+    checkpoint: str
+    checkpoint_created: float
+    step: int
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]
+    created: float
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "version": f"{self.model}@{self.step}",
+            "checkpoint": self.checkpoint,
+            "step": self.step,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "metrics": self.metrics,
+            "created": self.created,
+        }
 
 
 @dataclass(frozen=True)
@@ -249,6 +287,7 @@ class Store:
             db.execute("DELETE FROM models WHERE tenant_id = ? AND name = ?", (tenant_id, name))
             db.execute("DELETE FROM checkpoints WHERE tenant_id = ? AND model = ?", (tenant_id, name))
             db.execute("DELETE FROM requests WHERE tenant_id = ? AND model = ?", (tenant_id, name))
+            db.execute("DELETE FROM promotions WHERE tenant_id = ? AND model = ?", (tenant_id, name))
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoints(self, tenant_id: int, model: str) -> list[CheckpointRow]:
@@ -272,6 +311,23 @@ class Store:
             "INSERT OR REPLACE INTO checkpoints (tenant_id, model, checkpoint, step, created) VALUES (?, ?, ?, ?, ?)",
             (row.tenant_id, row.model, row.checkpoint, row.step, row.created),
         )
+
+    # ------------------------------------------------------------------ promotions
+    def promotions(self, tenant_id: int, model: str) -> list[PromotionRow]:
+        rows = self._query(
+            "SELECT tenant_id, model, checkpoint, checkpoint_created, step, promoted, reason, metrics, created FROM promotions "
+            "WHERE tenant_id = ? AND model = ? ORDER BY seq",
+            (tenant_id, model),
+        )
+        return [PromotionRow(*r[:5], bool(r[5]), r[6], json.loads(r[7]), r[8]) for r in rows]
+
+    def record_promotion(self, row: PromotionRow) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO promotions (tenant_id, model, checkpoint, checkpoint_created, step, promoted, reason, metrics, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.tenant_id, row.model, row.checkpoint, row.checkpoint_created, row.step, int(row.promoted), row.reason, json.dumps(row.metrics), row.created),
+            )
 
     # ------------------------------------------------------------------ completed requests
     def completed(self, tenant_id: int, request_id: str) -> RequestRow | None:

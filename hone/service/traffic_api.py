@@ -5,6 +5,9 @@
     DELETE /v1/hone/models/{name}/traffic               forget every logged completion and feedback of the model
     GET    /v1/hone/models/{name}/traffic/completions   a page of logged completions (after=CREATED), with their feedback
     POST   /v1/hone/feedback                            a reward or a label for a completion (or a whole rollout)
+    GET    /v1/hone/models/{name}/promotions            what NAME serves, and every gate decision
+    POST   /v1/hone/models/{name}/promotions            record a decision on a checkpoint; promoted, NAME serves it
+                                                        (a rollback is the promotion of an older one)
 
 Tenant-scoped like every /v1/hone route: another tenant's completion id reads as unknown (404).
 What is stored and how long is `hone.traffic.log`.
@@ -18,7 +21,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from hone.service.service import Service
-from hone.service.store import Tenant
+from hone.service.store import NAME_PATTERN, Tenant
 from hone.service.training_api import REQUEST_ID_PATTERN, Name, _Strict
 from hone.traffic import DEFAULT_LABELS, TrafficSettings
 
@@ -66,6 +69,21 @@ class LoggedPage(BaseModel):
     next_after: float | None = Field(description="Pass as `after` for the next page; null on the last one.")
 
 
+class PromotionIn(_Strict):
+    checkpoint: str = Field(pattern=NAME_PATTERN, max_length=64)
+    promoted: bool = True
+    reason: str = Field(default="", max_length=2000)
+    metrics: dict[str, float] = Field(default_factory=dict, max_length=64)
+
+
+class PromotionInfo(BaseModel):
+    model: str
+    serving: str = Field(description="NAME@CHECKPOINT of the promoted checkpoint, or NAME@live when none was promoted.")
+    checkpoint: str | None
+    step: int | None
+    history: list[dict[str, Any]]
+
+
 class Forgotten(BaseModel):
     deleted: int
 
@@ -101,5 +119,13 @@ def build_traffic_router(service: Service) -> APIRouter:
     async def feedback(body: FeedbackIn, request: Request) -> Any:
         stored = await service.add_feedback(tenant(request), **body.model_dump())
         return stored.public()
+
+    @router.get("/models/{name}/promotions", response_model=PromotionInfo)
+    async def promotions(request: Request, name: str = Name) -> Any:
+        return service.promotion_info(tenant(request), name)
+
+    @router.post("/models/{name}/promotions", response_model=PromotionInfo)
+    async def promote(body: PromotionIn, request: Request, name: str = Name) -> Any:
+        return await service.record_promotion(tenant(request), name, body.checkpoint, body.promoted, body.reason, body.metrics)
 
     return router

@@ -24,7 +24,7 @@ from hone.errors import InvalidRequestError
 from hone.rl.step import TrainConfig
 from hone.server.lifetime import while_client_waits
 from hone.rl.trajectory import TrajectoryGroup
-from hone.service.service import Service
+from hone.service.service import LIVE, Service
 from hone.service.store import NAME_PATTERN, Tenant
 from hone.training import LossConfig
 from hone.types import AdamParams, Datum, ModelSpec, SamplingParams
@@ -237,7 +237,9 @@ def build_training_router(service: Service) -> APIRouter:
 
     @router.post("/models/{name}/sample", response_model=SampleResponse)
     async def sample(body: SampleRequest, request: Request, name: str = Served) -> Any:
-        samples = await while_client_waits(request, service.sample(tenant(request), name, body.prompt_tokens, body.n, body.params.params()))
+        live = "@" not in name and name not in config.base_models
+        served = f"{name}@{LIVE}" if live else name  # the training API samples the live weights, promoted or not
+        samples = await while_client_waits(request, service.sample(tenant(request), served, body.prompt_tokens, body.n, body.params.params()))
         return {
             "sequences": [
                 {"tokens": s.tokens, "logprobs": s.logprobs, "finish_reason": s.finish_reason, "top_logprobs": s.top_logprobs, "forced": s.forced}

@@ -23,7 +23,7 @@ ROUTES = {
     ("post", "/v1/rollouts/{rollout_id}/responses"),
     ("put", "/v1/hone/models/{name}/traffic"), ("get", "/v1/hone/models/{name}/traffic"),
     ("delete", "/v1/hone/models/{name}/traffic"), ("get", "/v1/hone/models/{name}/traffic/completions"),
-    ("post", "/v1/hone/feedback"),
+    ("post", "/v1/hone/feedback"), ("get", "/v1/hone/models/{name}/promotions"), ("post", "/v1/hone/models/{name}/promotions"),
 }  # fmt: skip
 
 
