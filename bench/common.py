@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import httpx
 
 
 def machine() -> dict[str, object]:
@@ -27,3 +32,35 @@ def best_tokens_per_s(engine, prompts: list[list[int]], params, repeats: int) ->
         results = asyncio.run(batch())
         best = max(best, sum(len(r[0].tokens) for r in results) / (time.perf_counter() - start))
     return round(best, 1)
+
+
+def start_server(home: Path, model: str, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(home / "serve.log", "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home), "--model", model, *extra],
+        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+    )  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"hone serve exited: {(home / 'serve.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process, port
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    process.kill()
+    raise SystemExit("hone serve did not come up within 180 s")
+
+
+def create_key(home: Path) -> str:
+    from hone.service.store import Store  # the same rows `hone keys create --tenant bench` writes
+
+    store = Store(home)
+    try:
+        return store.create_key("bench")[1]
+    finally:
+        store.close()

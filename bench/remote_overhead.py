@@ -38,9 +38,6 @@ import argparse
 import asyncio
 import json
 import platform
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -48,7 +45,6 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-import httpx
 import openai
 from rich.console import Console
 
@@ -58,6 +54,8 @@ from hone.models import DEFAULT_MODEL
 from hone.monitor import StepPrinter
 from hone.rl.loop import RunConfig, make_model, run_training
 from hone.types import AdamParams, Datum
+
+from common import create_key, start_server
 
 RESULTS = Path(__file__).parent / "results" / "remote_overhead.json"
 CLIENTS = 8
@@ -275,36 +273,6 @@ async def rollout_clients(url: str, key: str, model: str, requests: int) -> dict
     }
 
 
-def start_server(home: Path, model: str, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(home / "serve.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hone.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--home", str(home), "--model", model, *extra],
-        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
-    )  # fmt: skip
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"hone serve exited: {(home / 'serve.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process, port
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit("hone serve did not come up within 180 s")
-
-
-def create_key(home: Path) -> str:
-    from hone.service.store import Store  # the same rows `hone keys create --tenant bench` writes
-
-    store = Store(home)
-    try:
-        return store.create_key("bench")[1]
-    finally:
-        store.close()
 
 
 def phase_ratio(remote: list[float], local: list[float], skip_first: bool = True) -> float | None:
