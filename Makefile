@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/hone demo
 
+# two workers, a test file each: many tests wait on a server or a subprocess, so the two cores
+# overlap them (14.5 min instead of 24 on an AVX2-only EPYC); a file's tests share one worker
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'

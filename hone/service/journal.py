@@ -3,7 +3,8 @@ restart reads it back. Knows files and the store; knows nothing of HTTP or how a
 
 On disk, under HOME:
 
-    hone.sqlite3                                  tenants, keys, models, checkpoints, completed requests
+    hone.sqlite3                                  tenants, keys, models, checkpoints, completed requests, promotions
+    traffic.sqlite3                               served completions and their feedback (hone.traffic.log)
     tenants/<tenant id>/<model>/checkpoints/<c>/  a trainer checkpoint, recorded in SQLite once whole
     tenants/<tenant id>/<model>/states/<seq>/     the trainer's state after the latest optimizer step
     tenants/<tenant id>/<model>/states/<seq>.request.json   the request that made it, and its response
