@@ -8,7 +8,9 @@
   the feedback said: filtered out they would teach nothing, and feedback that liked them would
   teach the model to emit them.
 - **Stale data**: served by a version more than `max_staleness` steps from the model's current
-  step (either way: a rollback makes newer data stale too) is dropped and counted.
+  step (either way: a rollback makes newer data stale too) is dropped and counted; of the rest,
+  only the newest `max_completions` are used (a gate that keeps resetting the weights would
+  otherwise leave every old reply fresh, and each step would grow).
 - **Groups** share a task key: the client's `task_key` (or the rollout's task id), else the same
   prompt tokens. A task seen once has no baseline to compare with: dropped and counted.
 - **Unscored** replies (no feedback, not malformed) are left out and counted, unless a `score`
@@ -27,6 +29,7 @@ from hone.traffic.log import Feedback, LoggedCompletion, ServedChoice
 @dataclass(frozen=True)
 class TrafficDataConfig:
     max_staleness: int = 4  # steps between the serving version and the model now
+    max_completions: int = 256  # the newest fresh completions a step uses
     malformed_reward: float = -1.0
     min_group_size: int = 2
 
@@ -68,6 +71,9 @@ def groups_from_traffic(
             counts["stale_dropped"] += 1
         else:
             fresh.append(completion)
+    fresh.sort(key=lambda c: c.created)
+    counts["older_left_out"] = max(len(fresh) - config.max_completions, 0)
+    fresh = fresh[-config.max_completions :]
 
     scored: dict[str, list[Trajectory]] = defaultdict(list)
     unscored: dict[str, list[Trajectory]] = defaultdict(list)

@@ -75,3 +75,11 @@ def test_a_rollout_with_its_own_feedback_trains_as_one_multi_turn_trajectory():
     trajectory = next(t for t in batch.groups[0].trajectories if t.metadata.get("rollout_id") == "r1")
     assert [t.completion_tokens for t in trajectory.turns] == [first.choices[0].token_ids, second.choices[0].token_ids]
     assert rewards(batch) == {"task:t": [0.0, 1.0]} and batch.counts["rollouts_scored"] == 1
+
+
+def test_only_the_newest_fresh_completions_are_used():
+    old, newer, newest = completion(), completion(), completion()
+    feedback = [reward(old, 1.0), reward(newer, 0.0), reward(newest, 1.0)]
+    batch = groups_from_traffic([newest, old, newer], feedback, current_step=0, config=TrafficDataConfig(max_completions=2))
+    assert rewards(batch) == {"task:t": [0.0, 1.0]} and batch.counts["older_left_out"] == 1
+    assert {t.metadata["completion_id"] for t in batch.groups[0].trajectories} == {newer.id, newest.id}
