@@ -8,10 +8,8 @@
     promotions   tenant_id, model, checkpoint, promoted, reason, metrics  each gate decision; the newest
                  promoted row is the checkpoint NAME serves (none: NAME serves the live weights)
 
-Knows rows and transactions; knows nothing of models, weights or HTTP. WAL mode lets the CLI
-(`hone keys ...`) write while a server reads; one connection per Store, guarded by a lock, so
-the server's threads take turns. `synchronous=FULL`: a committed row survives a killed process
-and a power cut.
+Knows rows and transactions; knows nothing of models, weights or HTTP. The file's durability
+and locking are hone.database's (WAL, synchronous=FULL, one locked connection).
 """
 
 from __future__ import annotations
@@ -23,13 +21,12 @@ import os
 import re
 import secrets
 import sqlite3
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from hone.database import Database
 from hone.errors import InvalidRequestError
 from hone.types import ModelOptions, ModelSpec
 
@@ -182,36 +179,12 @@ class Store:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)  # keys' hashes and tenants' weights: the owner's alone
-        db_file = self.home / DB_FILE
-        os.close(os.open(db_file, os.O_CREAT | os.O_RDWR, 0o600))  # SQLite gives its -wal and -shm files these bits too
-        os.chmod(db_file, 0o600)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(db_file, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
+        self._database = Database(self.home / DB_FILE, _SCHEMA)
+        self.transaction = self._database.transaction  # one atomic unit: everything inside commits together or not at all
+        self._query = self._database.query
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic unit: everything inside commits together or not at all."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        self._database.close()
 
     # ------------------------------------------------------------------ tenants and keys
     def tenant(self, name: str, create: bool = False) -> Tenant | None:

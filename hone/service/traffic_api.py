@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from hone.service.service import Service
 from hone.service.store import NAME_PATTERN, Tenant
 from hone.service.training_api import REQUEST_ID_PATTERN, Name, _Strict
-from hone.traffic import DEFAULT_LABELS, TrafficSettings
+from hone.traffic import DEFAULT_LABELS, Feedback, TrafficSettings
 
 
 class TrafficSettingsIn(_Strict):
@@ -52,20 +52,9 @@ class FeedbackIn(_Strict):
     feedback_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN, description="Sent again, the stored feedback is answered.")
 
 
-class FeedbackOut(BaseModel):
-    id: str
-    model: str
-    completion_id: str | None
-    rollout_id: str | None
-    choice: int
-    reward: float
-    label: str | None
-    created: float
-
-
 class LoggedPage(BaseModel):
     data: list[dict[str, Any]]
-    feedback: list[FeedbackOut]
+    feedback: list[Feedback]
     next_after: float | None = Field(description="Pass as `after` for the next page; null on the last one.")
 
 
@@ -115,7 +104,7 @@ def build_traffic_router(service: Service) -> APIRouter:
             "next_after": completions[-1].created if len(completions) == limit else None,
         }
 
-    @router.post("/feedback", response_model=FeedbackOut)
+    @router.post("/feedback", response_model=Feedback)
     async def feedback(body: FeedbackIn, request: Request) -> Any:
         stored = await service.add_feedback(tenant(request), **body.model_dump())
         return stored.public()

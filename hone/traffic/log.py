@@ -21,16 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import secrets
 import sqlite3
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from hone.database import Database
 from hone.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 
 LOCAL_TENANT = 0  # the tenant id of an in-process LocalBackend's log (a service's tenants start at 1)
@@ -159,33 +157,13 @@ class TrafficLog:
     def __init__(self, path: str | Path):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # served text is the tenant's alone
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._database = Database(path, _SCHEMA)  # created readable by its owner alone: served text is the tenant's
+        self._transaction = self._database.transaction
+        self._query = self._database.query
         self._last_prune: dict[tuple[int, str], float] = {}
-        with self._lock:
-            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        self._database.close()
 
     # ------------------------------------------------------------------ settings
     def settings(self, tenant_id: int, model: str) -> TrafficSettings:
