@@ -253,9 +253,9 @@ class RemoteBackend:
         """Every completion `name`'s log holds, oldest first, and the feedback on them."""
         completions: dict[str, LoggedCompletion] = {}
         feedback: dict[str, Feedback] = {}
-        after: float | None = 0.0
+        after: int | None = 0
         while after is not None:
-            page = await self._request(_Call("GET", f"/v1/hone/models/{name}/traffic/completions?after={after!r}&limit=1000"))
+            page = await self._request(_Call("GET", f"/v1/hone/models/{name}/traffic/completions?after={after}&limit=1000"))
             completions.update((row["id"], logged_completion(row)) for row in page["data"])
             feedback.update((row["id"], Feedback(**row)) for row in page["feedback"])
             after = page["next_after"]

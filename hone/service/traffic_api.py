@@ -3,7 +3,7 @@
     PUT    /v1/hone/models/{name}/traffic               turn the log on or off; retention; label -> reward
     GET    /v1/hone/models/{name}/traffic               its settings, and how many completions and feedback it holds
     DELETE /v1/hone/models/{name}/traffic               forget every logged completion and feedback of the model
-    GET    /v1/hone/models/{name}/traffic/completions   a page of logged completions (after=CREATED), with their feedback
+    GET    /v1/hone/models/{name}/traffic/completions   a page of logged completions (after=SEQ), with their feedback
     POST   /v1/hone/feedback                            a reward or a label for a completion (or a whole rollout)
     GET    /v1/hone/models/{name}/promotions            what NAME serves, and every gate decision
     POST   /v1/hone/models/{name}/promotions            record a decision on a checkpoint; promoted, NAME serves it
@@ -55,7 +55,7 @@ class FeedbackIn(_Strict):
 class LoggedPage(BaseModel):
     data: list[dict[str, Any]]
     feedback: list[Feedback]
-    next_after: float | None = Field(description="Pass as `after` for the next page; null on the last one.")
+    next_after: int | None = Field(description="Pass as `after` for the next page (the last row's `seq`); null on the last one.")
 
 
 class PromotionIn(_Strict):
@@ -96,12 +96,12 @@ def build_traffic_router(service: Service) -> APIRouter:
         return {"deleted": await service.delete_traffic(tenant(request), name)}
 
     @router.get("/models/{name}/traffic/completions", response_model=LoggedPage)
-    async def logged(request: Request, name: str = Name, after: float = Query(0.0, ge=0.0), limit: int = Query(100, ge=1, le=1000)) -> Any:
-        completions, feedback = service.logged(tenant(request), name, after, limit)
+    async def logged(request: Request, name: str = Name, after: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000)) -> Any:
+        completions, feedback = await service.logged(tenant(request), name, after, limit)
         return {
             "data": [c.public() for c in completions],
             "feedback": [f.public() for f in feedback],
-            "next_after": completions[-1].created if len(completions) == limit else None,
+            "next_after": completions[-1].seq if len(completions) == limit else None,
         }
 
     @router.post("/feedback", response_model=Feedback)

@@ -238,6 +238,8 @@ def build_training_router(service: Service) -> APIRouter:
     @router.post("/models/{name}/sample", response_model=SampleResponse)
     async def sample(body: SampleRequest, request: Request, name: str = Served) -> Any:
         live = "@" not in name and name not in config.base_models
+        if live:
+            service.model(tenant(request), name)  # a missing model's 404 names it as the client did
         served = f"{name}@{LIVE}" if live else name  # the training API samples the live weights, promoted or not
         samples = await while_client_waits(request, service.sample(tenant(request), served, body.prompt_tokens, body.n, body.params.params()))
         return {

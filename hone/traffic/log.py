@@ -128,6 +128,7 @@ class LoggedCompletion:
     request: dict[str, Any]
     prompt_token_ids: list[int]
     choices: list[ServedChoice]
+    seq: int = 0  # the order it was logged in, per log (the paging cursor)
 
     def public(self) -> dict[str, Any]:
         return {**asdict(self), "choices": [asdict(c) for c in self.choices]}
@@ -191,7 +192,7 @@ class TrafficLog:
     # ------------------------------------------------------------------ completions
     def record(self, tenant_id: int, model: str, step: int, completion: ServedCompletion) -> None:
         """Log `completion` of `model` (served at `step`), durably; the caller checked it is enabled."""
-        version = completion.served if "@" in completion.served else f"{model}@{step}"
+        version = f"{model}@{step}"  # the weights' step, whichever name (NAME, NAME@live, NAME@CHECKPOINT) reached them
         record = {"request": completion.request, "prompt_token_ids": completion.prompt_token_ids, "choices": [asdict(c) for c in completion.choices]}
         with self._transaction() as db:
             db.execute(
@@ -218,10 +219,11 @@ class TrafficLog:
         rows = self._query(f"SELECT {_COMPLETION_COLUMNS} FROM completions WHERE tenant_id = ? AND id = ?", (tenant_id, completion_id))
         return _completion(rows[0]) if rows else None
 
-    def completions(self, tenant_id: int, model: str, after: float = 0.0, limit: int = 1000) -> list[LoggedCompletion]:
-        """The model's logged completions served after `after` (a `created` time), oldest first."""
+    def completions(self, tenant_id: int, model: str, after: int = 0, limit: int = 1000) -> list[LoggedCompletion]:
+        """The model's logged completions logged after sequence number `after`, in the order they
+        were committed (a page's last `seq` is the next page's `after`: no row is skipped)."""
         rows = self._query(
-            f"SELECT {_COMPLETION_COLUMNS} FROM completions WHERE tenant_id = ? AND model = ? AND created > ? ORDER BY created, id LIMIT ?",
+            f"SELECT {_COMPLETION_COLUMNS} FROM completions WHERE tenant_id = ? AND model = ? AND rowid > ? ORDER BY rowid LIMIT ?",
             (tenant_id, model, after, limit),
         )
         return [_completion(r) for r in rows]
@@ -287,6 +289,20 @@ class TrafficLog:
         rows = self._query(f"SELECT {_FEEDBACK_COLUMNS} FROM feedback WHERE tenant_id = ? AND model = ? ORDER BY created, id", (tenant_id, model))
         return [Feedback(*r) for r in rows]
 
+    def feedback_on(self, tenant_id: int, completions: list[LoggedCompletion]) -> list[Feedback]:
+        """The feedback naming these completions or their rollouts, oldest first."""
+        ids = [c.id for c in completions]
+        rollouts = sorted({c.rollout_id for c in completions if c.rollout_id is not None})
+        if not ids:
+            return []
+        marks = lambda n: ",".join("?" * n)  # noqa: E731
+        rows = self._query(
+            f"SELECT {_FEEDBACK_COLUMNS} FROM feedback WHERE tenant_id = ? AND (completion_id IN ({marks(len(ids))}) "
+            f"OR rollout_id IN ({marks(len(rollouts))})) ORDER BY created, id",
+            (tenant_id, *ids, *rollouts),
+        )
+        return [Feedback(*r) for r in rows]
+
     def _feedback(self, tenant_id: int, feedback_id: str) -> Feedback | None:
         rows = self._query(f"SELECT {_FEEDBACK_COLUMNS} FROM feedback WHERE tenant_id = ? AND id = ?", (tenant_id, feedback_id))
         return Feedback(*rows[0]) if rows else None
@@ -344,7 +360,7 @@ def check_settings(settings: TrafficSettings) -> None:
             raise InvalidRequestError(f"labels must map words of 1-64 characters to finite rewards; {word!r}: {reward!r} is not", param="labels")
 
 
-_COMPLETION_COLUMNS = "id, model, version, step, rollout_id, task_key, prompt_hash, endpoint, created, record"
+_COMPLETION_COLUMNS = "id, model, version, step, rollout_id, task_key, prompt_hash, endpoint, created, record, rowid"
 _FEEDBACK_COLUMNS = "id, model, completion_id, rollout_id, choice, reward, label, created"
 
 
@@ -356,4 +372,4 @@ def logged_completion(public: dict[str, Any]) -> LoggedCompletion:
 def _completion(row: tuple) -> LoggedCompletion:
     record = json.loads(row[9])
     choices = [ServedChoice(**c) for c in record["choices"]]
-    return LoggedCompletion(*row[:9], request=record["request"], prompt_token_ids=record["prompt_token_ids"], choices=choices)
+    return LoggedCompletion(*row[:9], request=record["request"], prompt_token_ids=record["prompt_token_ids"], choices=choices, seq=row[10])

@@ -17,6 +17,7 @@ RemoteBackend (the server keeps the checkpoints and the decisions).
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -54,11 +55,13 @@ async def gate(backend: Any, name: str, validate: Validate, tolerance: float = 0
     incumbent = f"{name}@{info['checkpoint']}"
     saved = backend.save_checkpoint(name, _checkpoint_name("candidate", backend.model_info(name).step))
     candidate = f"{name}@{saved['checkpoint']}"
-    candidate_score, incumbent_score = await validate(candidate), await validate(incumbent)
-    promoted = candidate_score >= incumbent_score - tolerance
-    verdict = "promoted" if promoted else f"refused: more than {tolerance:g} below the incumbent"
+    candidate_score, incumbent_score = float(await validate(candidate)), float(await validate(incumbent))
+    scored = math.isfinite(candidate_score) and math.isfinite(incumbent_score)
+    promoted = scored and candidate_score >= incumbent_score - tolerance
+    verdict = "promoted" if promoted else f"refused: more than {tolerance:g} below the incumbent" if scored else "refused: validation gave no number"
     reason = f"validation {candidate_score:.4f} vs {incumbent_score:.4f} for {info['serving']}; {verdict}"
     metrics = {"validation/candidate": candidate_score, "validation/incumbent": incumbent_score, "tolerance": tolerance}
+    metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}  # JSON carries no NaN
     after = backend.promote(name, saved["checkpoint"], promoted, reason, metrics)
     if not promoted and reset_on_refusal:
         backend.restore_checkpoint(name, info["checkpoint"])

@@ -54,6 +54,8 @@ def test_a_promoted_checkpoint_is_what_name_serves_until_another_is_promoted(ser
         ]  # fmt: skip
         conflict = client.delete("/v1/hone/models/m/checkpoints/first")
         assert conflict.status_code == 409 and "promote another checkpoint first" in conflict.json()["error"]["message"]
+        overwrite = client.post("/v1/hone/models/m/save_state", json={"checkpoint": "first"})
+        assert overwrite.status_code == 409 and "save under another name" in overwrite.json()["error"]["message"]
 
         assert client.post("/v1/hone/models/m/promotions", json={"checkpoint": "second"}).json()["serving"] == "m@second"
         assert greedy_logprobs(server, key, "m") != served_before
@@ -70,6 +72,8 @@ def test_promotion_errors_are_one_sentence(server):
         reserved = client.post("/v1/hone/models/m/save_state", json={"checkpoint": "live"})
         assert reserved.status_code == 400 and "reserved" in reserved.json()["error"]["message"]
         assert client.get("/v1/hone/models/other/promotions").status_code == 404
+        missing_model = client.post("/v1/hone/models/other/sample", json={"prompt_tokens": [1, 2]})
+        assert missing_model.status_code == 404 and "'other'" in missing_model.json()["error"]["message"]
 
 
 def test_the_gate_promotes_a_better_candidate_and_refuses_a_worse_one_resetting_the_live_weights(server):
@@ -99,6 +103,14 @@ def test_the_gate_promotes_a_better_candidate_and_refuses_a_worse_one_resetting_
         history = backend.promotions("m")["history"]
         assert [h["promoted"] for h in history] == [True, True, False]
         assert history[-1]["metrics"] == {"validation/candidate": 0.1, "validation/incumbent": 0.8, "tolerance": 0.05}
+
+        async def broken(served: str) -> float:  # e.g. a mean over no tasks
+            return float("nan")
+
+        with server.http(backend._api_key) as client:
+            train_once(client)
+        unscored = asyncio.run(gate(backend, "m", broken))
+        assert not unscored.promoted and "validation gave no number" in unscored.reason and backend.model_info("m").step == 1
     finally:
         backend.close()
 

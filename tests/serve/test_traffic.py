@@ -64,6 +64,7 @@ def test_a_logged_model_keeps_what_it_served_token_exact_with_its_version(server
     assert set(rows) == {plain["id"], chunks[0].id, answer.id}  # the ids the client saw, streamed or not
     row = rows[plain["id"]]
     assert row["model"] == "served" and row["version"] == "served@0" and row["task_key"] == "greeting"
+    assert [r["seq"] for r in logged(client, "served")["data"]] == sorted(r["seq"] for r in rows.values())
     assert row["request"]["messages"] == HELLO and row["endpoint"] == "chat.completions"
     assert row["prompt_token_ids"] == plain["prompt_token_ids"]
     for choice, kept in zip(plain["choices"], row["choices"]):
@@ -176,8 +177,9 @@ def test_each_completion_names_the_version_that_served_it(server):
         trained = client.post("/v1/hone/models/versioned/train_step", json={"groups": groups(), "config": {"learning_rate": 1e-2}})
         assert trained.json()["step"] == 1, trained.text
         live, old = chat(server, key, "versioned"), chat(server, key, "versioned@0")
+        live_by_name = chat(server, key, "versioned@live")
         versions = {row["id"]: row["version"] for row in logged(client, "versioned")["data"]}
-        assert versions == {live["id"]: "versioned@1", old["id"]: "versioned@0"}
+        assert versions == {live["id"]: "versioned@1", old["id"]: "versioned@0", live_by_name["id"]: "versioned@1"}
 
 
 def test_a_rollouts_calls_carry_its_id_and_task_and_take_feedback_as_a_whole(server):
@@ -255,3 +257,14 @@ def test_hone_train_from_traffic_steps_a_served_model_on_its_feedback(server):
         assert done.returncode == 0, done.stdout + done.stderr
         assert "step 1: 4 scored replies in 1 groups" in done.stdout and "step 2: 4 scored replies" in done.stdout, done.stdout
         assert client.get("/v1/hone/models").json()["data"][0]["step"] == 2
+
+
+def test_pages_follow_the_logging_order_and_skip_nothing(server):
+    key = server.new_key()
+    with server.http(key) as client:
+        create_model(client, "paged")
+        turn_on(client, "paged")
+        ids = [chat(server, key, "paged")["id"] for _ in range(3)]
+        first = client.get("/v1/hone/models/paged/traffic/completions", params={"limit": 2}).json()
+        rest = client.get("/v1/hone/models/paged/traffic/completions", params={"limit": 2, "after": first["next_after"]}).json()
+        assert [r["id"] for r in first["data"] + rest["data"]] == ids and rest["next_after"] is None
