@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/hone demo
 
-# two workers, a test file each: many tests wait on a server or a subprocess, so the two cores
-# overlap them (14.5 min instead of 24 on an AVX2-only EPYC); a file's tests share one worker
+# one worker: two (pytest-xdist, -n 2) took 14.5 min instead of 24 on an AVX2-only EPYC, but each
+# worker keeps its own session models and servers, and one run was OOM-killed at 24 GiB
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
