@@ -171,6 +171,13 @@ class ChatInput(OpenModel):
     response_format: ResponseFormat | None = None  # json_object / json_schema: enforced by a grammar
     parallel_tool_calls: bool | None = None  # False: at most one call per reply
 
+    def recorded_messages(self) -> list[dict[str, Any]]:
+        """The messages as plain dicts, unset fields left out: what recorders keep of a request."""
+        return [m.model_dump(exclude_none=True) for m in self.messages]
+
+    def recorded_tools(self) -> list[dict[str, Any]] | None:
+        return [t.model_dump(exclude_none=True) for t in self.tools] if self.tools else None
+
     @field_validator("tool_choice")
     @classmethod
     def _choice_among_tools(cls, value: Any, info: ValidationInfo) -> Any:

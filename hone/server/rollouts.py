@@ -124,8 +124,8 @@ class PendingCall:
         reply.setdefault("content", "")
         call = RecordedCall(
             endpoint=self.endpoint,
-            messages=[m.model_dump(exclude_none=True) for m in self.chat.messages],
-            tools=[t.model_dump(exclude_none=True) for t in self.chat.tools] if self.chat.tools else None,
+            messages=self.chat.recorded_messages(),
+            tools=self.chat.recorded_tools(),
             reply=reply,
             prompt_token_ids=self.prompt.tokens,
             token_ids=sample.tokens,

@@ -34,8 +34,8 @@ class TrafficTap:
         if self._record is None or not self.choices:
             return
         request = {
-            "messages": [m.model_dump(exclude_none=True) for m in self.chat.messages],
-            "tools": [t.model_dump(exclude_none=True) for t in self.chat.tools] if self.chat.tools else None,
+            "messages": self.chat.recorded_messages(),
+            "tools": self.chat.recorded_tools(),
         }
         await self._record(
             ServedCompletion(self.completion_id, self.endpoint, self.served, request, self.prompt_tokens, self.choices, self.rollout_id, self.task_key)

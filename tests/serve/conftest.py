@@ -12,8 +12,11 @@ import httpx
 import openai
 import pytest
 
+from hone.backends.remote import RemoteBackend, RetryPolicy
+
 from ..serving import new_tenant_key, start_hone_serve_home
 
+FAST_RETRY = RetryPolicy(attempts=8, backoff_s=0.1, max_backoff_s=1.0)
 # small limits, so the tests can cross them cheaply
 LIMIT_ARGS = ("--max-models", "3", "--max-concurrent", "2", "--max-body-mb", "1")
 
@@ -54,6 +57,10 @@ class Server:
     def http(self, key: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def remote(self, key: str | None = None) -> RemoteBackend:
+        """A RemoteBackend on this server (a new tenant's key if None) that retries quickly."""
+        return RemoteBackend(self.url, key or self.new_key(), retry=FAST_RETRY)
 
     def openai(self, key: str) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)

@@ -9,7 +9,6 @@ import asyncio
 
 import pytest
 
-from hone.backends.remote import RemoteBackend, RetryPolicy
 from hone.errors import HoneError
 from hone.traffic.promotion import gate, pin
 
@@ -77,7 +76,8 @@ def test_promotion_errors_are_one_sentence(server):
 
 
 def test_the_gate_promotes_a_better_candidate_and_refuses_a_worse_one_resetting_the_live_weights(server):
-    backend = RemoteBackend(server.url, server.new_key(), retry=RetryPolicy(attempts=4, backoff_s=0.1))
+    key = server.new_key()
+    backend = server.remote(key)
     try:
         backend.add_model("m", "tiny", lora_rank=0)
         scores = iter([0.8, 0.5, 0.1, 0.8])  # candidate then incumbent, for each gate below
@@ -90,12 +90,12 @@ def test_the_gate_promotes_a_better_candidate_and_refuses_a_worse_one_resetting_
         pinned = asyncio.run(pin(backend, "m"))
         assert pinned.startswith("m@pinned-0-") and asyncio.run(pin(backend, "m")) == pinned  # pinning twice changes nothing
 
-        with server.http(backend._api_key) as client:
+        with server.http(key) as client:
             train_once(client)
         better = asyncio.run(gate(backend, "m", validate))
         assert better.promoted and better.serving == better.candidate and "promoted" in better.reason
 
-        with server.http(backend._api_key) as client:
+        with server.http(key) as client:
             train_once(client)
         worse = asyncio.run(gate(backend, "m", validate, tolerance=0.05))
         assert not worse.promoted and worse.serving == better.serving and "more than 0.05 below" in worse.reason
@@ -107,7 +107,7 @@ def test_the_gate_promotes_a_better_candidate_and_refuses_a_worse_one_resetting_
         async def broken(served: str) -> float:  # e.g. a mean over no tasks
             return float("nan")
 
-        with server.http(backend._api_key) as client:
+        with server.http(key) as client:
             train_once(client)
         unscored = asyncio.run(gate(backend, "m", broken))
         assert not unscored.promoted and "validation gave no number" in unscored.reason and backend.model_info("m").step == 1

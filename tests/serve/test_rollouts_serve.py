@@ -8,17 +8,11 @@ import asyncio
 import openai
 import pytest
 
-from hone.backends.remote import RemoteBackend, RetryPolicy
 from hone.errors import ModelNotFoundError
 from hone.rl.loop import RunConfig, run_training
 from hone.rl.model import TrainableModel
 
-FAST_RETRY = RetryPolicy(attempts=8, backoff_s=0.1, max_backoff_s=1.0)
 HELLO = [{"role": "user", "content": "hi"}]
-
-
-def remote(server, key: str | None = None) -> RemoteBackend:
-    return RemoteBackend(server.url, key or server.new_key(), retry=FAST_RETRY)
 
 
 async def two_turns(base_url: str, api_key: str, model: str, prompt: str, seed: int | None = 0, temperature: float = 1.0) -> list:
@@ -36,7 +30,7 @@ async def two_turns(base_url: str, api_key: str, model: str, prompt: str, seed: 
 
 
 def test_a_capture_through_remote_backend_records_the_agents_own_client(server):
-    backend = remote(server)
+    backend = server.remote()
     model = TrainableModel("agent", "tiny", backend, lora_rank=0)
 
     async def play():
@@ -96,7 +90,7 @@ def test_another_tenants_key_gets_404_on_a_rollout_and_leaves_it_untouched(serve
 
 def test_unknown_and_closed_rollouts_are_404_with_a_clear_message(server):
     key = server.new_key()
-    backend = remote(server, key)
+    backend = server.remote(key)
     model = TrainableModel("m", "tiny", backend, lora_rank=0)
 
     async def scenario():
@@ -144,7 +138,7 @@ class EchoEnv:
 
 
 def test_run_training_of_a_captured_environment_over_remote_backend(server, tmp_path):
-    backend = remote(server)
+    backend = server.remote()
     config = RunConfig(
         out_dir=str(tmp_path), base_model="tiny", steps=1, groups_per_step=2, group_size=2,
         learning_rate=1e-3, lora_rank=0, concurrency=2, show_progress=False,
@@ -166,7 +160,7 @@ def test_the_agent_gets_a_key_that_reaches_its_rollout_alone(server):
     import httpx
 
     tenant_key = server.new_key()
-    backend = remote(server, tenant_key)
+    backend = server.remote(tenant_key)
     model = TrainableModel("keyed", "tiny", backend, lora_rank=0)
 
     async def scenario():

@@ -221,11 +221,10 @@ def test_a_sigkill_loses_no_acknowledged_completion_or_feedback(tmp_path):
 
 
 def test_remote_backend_trains_a_served_model_on_its_logged_traffic(server):
-    from hone.backends.remote import RemoteBackend, RetryPolicy
     from hone.rl.step import TrainConfig
     from hone.traffic.train import TrafficTrainConfig, train_from_traffic
 
-    backend = RemoteBackend(server.url, server.new_key(), retry=RetryPolicy(attempts=4, backoff_s=0.1))
+    backend = server.remote()
     try:
         backend.add_model("learner", "tiny", lora_rank=0)
         assert backend.configure_traffic("learner")["settings"]["enabled"]
