@@ -10,7 +10,8 @@ step's groups into `health/...` metrics and, step by step, into warnings a perso
 
 The trainer's own figures join them: `train/entropy` (exact over the vocabulary, on the trained
 tokens) and the sampler/trainer mismatch (`train/kl_sampler_trainer_k3`, `train/logprob_abs_diff`);
-the judge scorer's `judge/agreement` with the environment's ground truth.
+the judge scorer's `judge/agreement` with the environment's ground truth; and, when a model learns
+from its traffic, the promotion gate's `validation/candidate` against `validation/incumbent`.
 
 Knows metric dictionaries and groups of trajectories (by duck typing); no models, no environments.
 """
@@ -114,6 +115,7 @@ STOP_RULES = {
     "truncation": ("truncation",),
     "mismatch": ("mismatch",),
     "drift": ("judge_drift",),
+    "gaming": ("feedback_gaming",),
 }
 
 
@@ -140,6 +142,13 @@ class HealthThresholds:
     drift_drop: float = 0.15  # judge agreement: recent pooled share this far below the early one ...
     drift_z: float = 2.5  # ... and significantly so (two-proportion z over the pairs judged)
     drift_steps: int = 3  # steps pooled in each of the early and recent shares
+    # Feedback gaming (learning from traffic): the gate's candidate validates below what is served at
+    # this many gates running, by this much pooled and beyond this many standard errors where the
+    # validation size is known. bench/online_rl.py, gameable users: 65% vs 85% on 20 prompts from
+    # the second gate on (z 2.1 over two gates); honest users: no candidate below the incumbent.
+    gaming_gates: int = 2
+    gaming_drop: float = 0.05
+    gaming_z: float = 2.0
     clear_steps: int = 3  # a warning that stopped is raised again only after this many clear steps
 
 
@@ -185,7 +194,7 @@ class HealthMonitor:
 
     # ------------------------------------------------------------------ conditions
     def _conditions(self) -> list[HealthWarning]:
-        checks = (self._entropy, self._stalled, self._truncation, self._mismatch, self._hacking, self._drift)
+        checks = (self._entropy, self._stalled, self._truncation, self._mismatch, self._hacking, self._drift, self._gaming)
         return [w for check in checks if (w := check()) is not None]
 
     def _series(self, key: str) -> list[tuple[int, float]]:
@@ -309,6 +318,35 @@ class HealthMonitor:
                 "the policy may be exploiting the judge: tighten the rubric, use a stronger judge, or mix in a code reward",
             )
         return None
+
+
+    def _gaming(self) -> HealthWarning | None:
+        """Training on feedback makes the model validate worse: the feedback pays for something validation does not."""
+        t = self.thresholds
+        gates = [r for r in self.history if _number(r.get("validation/candidate")) and _number(r.get("validation/incumbent"))]
+        gates = gates[-t.gaming_gates :]
+        if len(gates) < t.gaming_gates or any(r["validation/candidate"] >= r["validation/incumbent"] for r in gates):
+            return None
+        candidate, incumbent = (fmean(r[f"validation/{k}"] for r in gates) for k in ("candidate", "incumbent"))
+        if incumbent - candidate < t.gaming_drop:
+            return None
+        sizes = [r.get("validation/n") for r in gates]
+        z = None
+        if all(_number(n) and n > 0 for n in sizes):  # two proportions over the pooled validations
+            total = sum(sizes)
+            pooled = (candidate + incumbent) / 2
+            z = (incumbent - candidate) / math.sqrt(max(pooled * (1 - pooled), 1e-9) * 2 / total)
+            if z < t.gaming_z:
+                return None
+        pairs = ", ".join(f"{r['validation/candidate']:.0%} vs {r['validation/incumbent']:.0%}" for r in gates)
+        return HealthWarning(
+            "feedback_gaming",
+            f"training on the feedback lowered validation at the last {len(gates)} gates (candidate vs served: {pairs}"
+            + (f"; {z:.1f} standard errors" if z is not None else "")
+            + "); the feedback rewards something validation does not",
+            "read the replies with the best feedback (long, evasive or merely stylish replies are the usual cause) and fix or drop "
+            "that feedback source, or mix in a checked reward; the gate keeps serving the incumbent meanwhile",
+        )
 
 
 def _pooled(rows: list[dict[str, Any]]) -> tuple[float, float]:

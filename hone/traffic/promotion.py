@@ -36,6 +36,23 @@ class GateDecision:
     promoted: bool
     reason: str
     serving: str  # what NAME serves after the decision (NAME@CHECKPOINT)
+    validation_n: int | None = None  # prompts each side was validated on, where the caller said
+
+    @property
+    def served_score(self) -> float:
+        return self.candidate_score if self.promoted else self.incumbent_score
+
+    def metrics(self) -> dict[str, float]:
+        """`validation/...` metrics for the health monitor: the feedback-gaming warning reads them."""
+        metrics = {
+            "validation/candidate": self.candidate_score,
+            "validation/incumbent": self.incumbent_score,
+            "validation/success": self.served_score,
+            "validation/promoted": float(self.promoted),
+        }
+        if self.validation_n:
+            metrics["validation/n"] = float(self.validation_n)
+        return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
 async def pin(backend: Any, name: str) -> str:
@@ -47,8 +64,11 @@ async def pin(backend: Any, name: str) -> str:
     return info["serving"]
 
 
-async def gate(backend: Any, name: str, validate: Validate, tolerance: float = 0.0, reset_on_refusal: bool = True) -> GateDecision:
-    """Validate the live weights against what NAME serves; promote them, or keep them as a checkpoint and say why not."""
+async def gate(
+    backend: Any, name: str, validate: Validate, tolerance: float = 0.0, reset_on_refusal: bool = True, validation_n: int | None = None
+) -> GateDecision:
+    """Validate the live weights against what NAME serves; promote them, or keep them as a checkpoint and say why not.
+    `validation_n`: how many prompts `validate` scores, so the health monitor can tell a drop from noise."""
     info = backend.promotions(name)
     if info["checkpoint"] is None:
         raise HoneError(f"'{name}' serves its live weights, so there is nothing to gate against; pin it first (hone.traffic.promotion.pin)")
@@ -61,11 +81,13 @@ async def gate(backend: Any, name: str, validate: Validate, tolerance: float = 0
     verdict = "promoted" if promoted else f"refused: more than {tolerance:g} below the incumbent" if scored else "refused: validation gave no number"
     reason = f"validation {candidate_score:.4f} vs {incumbent_score:.4f} for {info['serving']}; {verdict}"
     metrics = {"validation/candidate": candidate_score, "validation/incumbent": incumbent_score, "tolerance": tolerance}
+    if validation_n:
+        metrics["validation/n"] = float(validation_n)
     metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}  # JSON carries no NaN
     after = backend.promote(name, saved["checkpoint"], promoted, reason, metrics)
     if not promoted and reset_on_refusal:
         backend.restore_checkpoint(name, info["checkpoint"])
-    return GateDecision(candidate, incumbent, candidate_score, incumbent_score, promoted, reason, after["serving"])
+    return GateDecision(candidate, incumbent, candidate_score, incumbent_score, promoted, reason, after["serving"], validation_n)
 
 
 def _checkpoint_name(kind: str, step: int) -> str:

@@ -14,6 +14,7 @@ attempts as one group (two or more) and sets their rewards in place; those group
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import fmean, pstdev
 from typing import Any, Awaitable, Callable
 
 from hone.rl.step import TrainConfig, train_step
@@ -31,7 +32,8 @@ class TrafficTrainConfig:
 
 async def train_from_traffic(backend: Any, name: str, config: TrafficTrainConfig = TrafficTrainConfig(), score: Score | None = None) -> dict[str, float]:
     """One optimizer step of `name` on its logged traffic with feedback; the metrics say what was
-    used, dropped (stale, a task seen once) and penalised (malformed). No usable group: no step."""
+    used, dropped (stale, a task seen once) and penalised (malformed), and `reward/mean` is the
+    rewards trained on (feedback, penalties, judge scores). No usable group: no step."""
     completions, feedback = await backend.traffic(name)
     step = backend.model_info(name).step
     batch = groups_from_traffic(completions, feedback, step, config.data)
@@ -44,5 +46,7 @@ async def train_from_traffic(backend: Any, name: str, config: TrafficTrainConfig
             await score(group)
             batch.groups.append(group)
             judged += len(trajectories)
+    rewards = [t.reward for g in batch.groups for t in g.trajectories]
+    feedback_metrics = {"reward/mean": fmean(rewards), "reward/std": pstdev(rewards), "rollouts/ok": float(len(rewards))} if rewards else {}
     metrics = await train_step(backend, name, batch.groups, config.train)
-    return {**batch.metrics(), "traffic/judged": float(judged), "traffic/step_before": float(step), **metrics}
+    return {**batch.metrics(), "traffic/judged": float(judged), "traffic/step_before": float(step), **feedback_metrics, **metrics}

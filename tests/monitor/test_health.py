@@ -153,3 +153,30 @@ def test_a_worked_example_in_the_prompt_is_not_counted_as_a_call_the_policy_made
 def test_a_figure_hovering_at_its_threshold_warns_once():
     hovering = [0.12, 0.09, 0.12, 0.09, 0.12, 0.09, 0.12]
     assert feed_from(HealthMonitor(), [{"health/truncated": v} for v in hovering], first_step=1) == {3: ["truncation"]}
+
+
+def gate_row(candidate: float, incumbent: float, n: int | None = 20) -> dict:
+    row = {"validation/candidate": candidate, "validation/incumbent": incumbent, "validation/success": max(candidate, incumbent)}
+    return {**row, "validation/n": n} if n else row
+
+
+def test_feedback_gaming_warns_when_training_on_feedback_keeps_lowering_validation():
+    # bench/online_rl.py with gameable users (they like long replies): the first gate's candidate
+    # validated level, every later one 65% against the served 85%, on 20 prompts
+    gameable = [gate_row(0.85, 0.85)] + [gate_row(0.65, 0.85)] * 5
+    monitor = HealthMonitor()
+    assert feed_from(monitor, gameable, first_step=1) == {3: ["feedback_gaming"]}  # two refusals running, z ≈ 2.1; then once only
+    warning = HealthMonitor()
+    for step, row in enumerate(gameable[:3], start=1):
+        started = warning.check(step, row)
+    assert "lowered validation at the last 2 gates (candidate vs served: 65% vs 85%, 65% vs 85%; 2.1 standard errors)" in started[0].message
+    assert "feedback source" in started[0].advice
+    # honest users: candidates level or better
+    honest = [gate_row(c, i) for c, i in [(0.85, 0.85), (0.9, 0.85), (1.0, 0.9), (1.0, 1.0), (1.0, 1.0)]]
+    assert feed_from(HealthMonitor(), honest, first_step=1) == {}
+    # one unlucky candidate between good ones, or a drop within the noise of 20 prompts, is not gaming
+    assert feed_from(HealthMonitor(), [gate_row(0.8, 0.85), gate_row(0.9, 0.85), gate_row(0.8, 0.85)], first_step=1) == {}
+    assert feed_from(HealthMonitor(), [gate_row(0.8, 0.9)] * 3, first_step=1) == {}  # z ≈ 1.1 over two gates
+    # without a validation size only the size of the drop counts
+    assert feed_from(HealthMonitor(), [gate_row(0.8, 0.9, n=None)] * 2, first_step=1) == {2: ["feedback_gaming"]}
+    assert stop_codes(["gaming"]) == {"feedback_gaming"}

@@ -10,7 +10,10 @@ import asyncio
 import pytest
 
 from hone.errors import HoneError
+from hone.rl.step import TrainConfig
 from hone.traffic.promotion import gate, pin
+from hone.traffic.rounds import TrafficLearner
+from hone.traffic.train import TrafficTrainConfig
 
 from .conftest import create_model, groups
 
@@ -111,6 +114,37 @@ def test_the_gate_promotes_a_better_candidate_and_refuses_a_worse_one_resetting_
             train_once(client)
         unscored = asyncio.run(gate(backend, "m", broken))
         assert not unscored.promoted and "validation gave no number" in unscored.reason and backend.model_info("m").step == 1
+    finally:
+        backend.close()
+
+
+def test_rounds_on_feedback_that_lowers_validation_are_refused_and_the_gaming_warning_fires(server):
+    backend = server.remote()
+    try:
+        backend.add_model("rounds", "tiny", lora_rank=0)
+        backend.configure_traffic("rounds")
+        client = backend.openai_client_sync()
+
+        async def validate(served: str) -> float:  # the user's own check: it finds every candidate worse than what is served
+            return 0.5 if "@candidate-" in served else 0.9
+
+        config = TrafficTrainConfig(train=TrainConfig(learning_rate=1e-3))
+        learner = TrafficLearner(backend, "rounds", validate, config, validation_n=20, stop_on=["gaming"])
+        idle = asyncio.run(learner.round())  # no traffic yet: pinned, but no step and nothing to gate
+        assert idle.decision is None and idle.line().startswith("round 1: no step") and idle.warnings == []
+        serving = backend.promotions("rounds")["serving"]
+        rounds = []
+        for _ in range(2):
+            for seed, liked in enumerate([True, False, True, False]):
+                reply = client.chat.completions.create(model="rounds", messages=HELLO, max_tokens=4, seed=seed, extra_body={"task_key": "hi"})
+                backend.feedback(reply.id, label="thumbs_up" if liked else "thumbs_down")
+            rounds.append(asyncio.run(learner.round()))
+        assert [r.decision.promoted for r in rounds] == [False, False]
+        assert rounds[0].warnings == [] and not rounds[0].stop
+        assert [w.code for w in rounds[1].warnings] == ["feedback_gaming"] and rounds[1].stop
+        assert "1 step(s) on 8 scored replies in 1 groups" in rounds[1].line() and "-> refused" in rounds[1].line()
+        assert rounds[1].metrics["reward/mean"] == 0.5 and rounds[1].metrics["validation/n"] == 20
+        assert backend.promotions("rounds")["serving"] == serving and backend.model_info("rounds").step == 0  # reset each time
     finally:
         backend.close()
 
