@@ -8,13 +8,21 @@ A real `hone serve --home` (127.0.0.1, the embedded model, LoRA) serves the tool
 3. one training step on the logged traffic (hone.traffic.train: clipped IS over the served
    logprobs, stale data dropped, malformed replies penalised);
 4. the gate (hone.traffic.promotion): the new weights and what `agent` serves are validated
-   greedily on the toolcall environment's validation split; promoted if no worse than
-   `--tolerance`, else kept as a checkpoint, the reason recorded, the live weights reset.
+   greedily on the toolcall environment's validation split (success: a call to the tool the task
+   needs); promoted if no worse than `--tolerance`, else kept as a checkpoint, the reason
+   recorded, the live weights reset;
+5. the health monitor reads the round (hone.traffic.rounds.TrafficLearner): `feedback_gaming`
+   starts when training on the feedback keeps lowering validation.
 
-`--population honest` (users who check the call) should raise validation success round by round;
-`--population gameable` (users who like long replies) should be refused by the gate. Validation
-success of what `agent` serves after each round is written to bench/results/online_rl_<population>.json
-and plotted to online_rl.png (both populations once both have run).
+Success of what `agent` serves is also measured on a held-out test split (32 tasks with names
+found in neither the training nor the validation tasks) that nothing chooses on, beside two
+no-learning baselines on the same tasks: the untrained model with the call forced
+(`tool_choice="required"`, constrained decoding) and a keyword router (no model).
+
+`--population honest` (users who check the call) should raise success round by round;
+`--population gameable` (users who like long replies) should be refused by the gate, and the
+warning should fire. The rounds go to bench/results/online_rl_<population>.json and the curves to
+online_rl.png (both populations once both have run).
 
     .venv/bin/python bench/online_rl.py --population honest
     .venv/bin/python bench/online_rl.py --population gameable
@@ -39,13 +47,15 @@ from statistics import fmean
 import openai
 
 from hone.backends import RemoteBackend
-from hone.envs.toolcall import TOOLS, make_tasks, make_validation_tasks, prompt_messages, reward_for
+from hone.envs.toolcall import TOOLS, ToolCallTask, make_tasks, make_validation_tasks, prompt_messages, reward_for
 from hone.models import DEFAULT_MODEL
+from hone.rl.evaluate import wilson_interval
 from hone.rl.step import TrainConfig
 from hone.traffic.groups import TrafficDataConfig
-from hone.traffic.personas import population
-from hone.traffic.promotion import gate, pin
-from hone.traffic.train import TrafficTrainConfig, train_from_traffic
+from hone.traffic import UNLOGGED_HEADERS
+from hone.traffic.personas import KINDS, population, task_kind
+from hone.traffic.rounds import TrafficLearner
+from hone.traffic.train import TrafficTrainConfig
 
 from common import create_key, machine, start_server
 
@@ -71,7 +81,7 @@ def main() -> None:
     started = time.perf_counter()
     try:
         backend = RemoteBackend(f"http://127.0.0.1:{port}", create_key(home))
-        rounds = asyncio.run(run(backend, args))
+        outcome = asyncio.run(run(backend, args))
         backend.close()
     finally:
         server.terminate()
@@ -79,36 +89,67 @@ def main() -> None:
     result = {
         "machine": machine(),
         "settings": vars(args),
-        "rounds": rounds,
-        "served_validation": [r["served_validation"] for r in rounds],
-        "promoted": [r["promoted"] for r in rounds[1:]],
+        **outcome,
+        "served_validation": [r["served_validation"] for r in outcome["rounds"]],
+        "served_test": [r["served_test"] for r in outcome["rounds"]],
+        "promoted": [r["promoted"] for r in outcome["rounds"][1:]],
+        "warnings": {r["round"]: [w["code"] for w in r["warnings"]] for r in outcome["rounds"] if r["warnings"]},
         "wall_s": round(time.perf_counter() - started, 1),
         "what_the_agent_is_given": "one worked example in the prompt, three tools, no forced calls, no constrained decoding, one turn",
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"online_rl_{args.population}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("served_validation", "promoted", "wall_s")}))
+    print(json.dumps({k: result[k] for k in ("served_validation", "served_test", "baselines_on_test", "promoted", "warnings", "wall_s")}))
     plot()
 
 
-async def run(backend: RemoteBackend, args: argparse.Namespace) -> list[dict]:
+def make_test_tasks() -> list[ToolCallTask]:
+    """Held out: names in neither the training nor the validation tasks; reported, never chosen on."""
+    cities = ["Nairobi", "Lisbon", "Seoul", "Havana", "Tbilisi", "Quebec", "Manila", "Tallinn", "Recife", "Hobart", "Malmo", "Nantes"]
+    people = ["ivy@example.com", "omar@example.com", "zoe@example.com", "ben@example.com"]
+    topics = ["the audit", "Tuesday's demo", "the travel policy", "the team survey"]
+    amounts = [(80, "CHF", "USD"), (5000, "INR", "EUR"), (18, "USD", "MXN"), (640, "SEK", "NOK")]
+    return make_tasks(cities, people, topics, amounts)
+
+
+def solved(task: ToolCallTask, reply: dict) -> float:
+    """1.0 for a call to the tool the task needs (stricter than any call: the honest users' check)."""
+    return float(any(c["function"]["name"] == KINDS[task_kind(task)] for c in reply.get("tool_calls") or []))
+
+
+def keyword_router(task: ToolCallTask) -> dict:
+    """The best no-learning rule we know for this task: route on the request's first words."""
+    return {"tool_calls": [{"function": {"name": KINDS[task_kind(task)], "arguments": "{}"}}]}
+
+
+async def success(client: openai.AsyncOpenAI, served: str, tasks: list[ToolCallTask], **extra) -> float:
+    replies = await asyncio.gather(*[ask(client, served, prompt_messages(t), temperature=0.0, seed=0, **extra) for t in tasks])
+    return fmean(solved(t, r) for t, r in zip(tasks, replies))
+
+
+async def run(backend: RemoteBackend, args: argparse.Namespace) -> dict:
     backend.add_model("agent", args.model, lora_rank=16, seed=args.seed)
     backend.configure_traffic("agent")
-    await pin(backend, "agent")
-    client = backend.openai_client()
-    validation = make_validation_tasks()
+    client = backend.openai_client()  # the users'
+    checker = backend.openai_client(default_headers=UNLOGGED_HEADERS)  # validation and test: served, not logged, never trained on
+    validation, test = make_validation_tasks(), make_test_tasks()
 
     async def validate(served: str) -> float:
-        replies = await asyncio.gather(*[ask(client, served, prompt_messages(t), temperature=0.0, seed=0) for t in validation])
-        return fmean(reward_for(r) for r in replies)
+        return await success(checker, served, validation)
 
     users = population(args.population, args.users, seed=args.seed)
     tasks = make_tasks()
     rng = random.Random(args.seed)
     config = TrafficTrainConfig(TrafficDataConfig(max_staleness=2), TrainConfig(learning_rate=args.learning_rate))
-    serving = await validate("agent")
-    rounds = [{"round": 0, "served_validation": serving, "promoted": None}]
-    print(f"round 0: what agent serves validates at {serving:.1%}")
+    learner = TrafficLearner(backend, "agent", validate, config, tolerance=args.tolerance, validation_n=len(validation))
+    baselines = {
+        "untrained": await success(checker, "agent", test),
+        "untrained_forced_call": await success(checker, "agent", test, tool_choice="required"),
+        "keyword_router": fmean(solved(t, keyword_router(t)) for t in test),
+    }
+    serving, tested = await validate("agent"), baselines["untrained"]
+    print(f"round 0: agent validates at {serving:.1%}; test: {', '.join(f'{k} {v:.1%}' for k, v in baselines.items())}")
+    rounds = [{"round": 0, "served_validation": serving, "served_test": tested, "promoted": None, "warnings": []}]
     for number in range(1, args.rounds + 1):
         started = time.perf_counter()
         today = rng.sample(tasks, args.tasks)
@@ -120,32 +161,35 @@ async def run(backend: RemoteBackend, args: argparse.Namespace) -> list[dict]:
             if label is not None:
                 backend.feedback(reply["id"], label=label)
                 labels.append(label)
-        trained = await train_from_traffic(backend, "agent", config)
-        decision = await gate(backend, "agent", validate, tolerance=args.tolerance)
-        serving = decision.candidate_score if decision.promoted else decision.incumbent_score
+        result = await learner.round()
+        decision = result.decision
+        if decision is not None:
+            serving = decision.served_score
+            if decision.promoted:
+                tested = await success(checker, "agent", test)
         row = {
             "round": number,
-            "traffic_success": fmean(reward_for(r) for r in replies),  # the environment's own check of what was served
+            "traffic_success": fmean(solved(t, r) for (_, t), r in zip(asked, replies)),  # the right tool, in what was served
+            "traffic_any_call": fmean(reward_for(r) for r in replies),
             "liked": labels.count("thumbs_up") / max(len(labels), 1),
             "rated": len(labels),
-            "groups": trained.get("traffic/groups"),
-            "stale_dropped": trained.get("traffic/stale_dropped"),
-            "malformed_penalised": trained.get("traffic/malformed_penalised"),
-            "trained": not trained.get("train/skipped"),
-            "candidate_validation": decision.candidate_score,
-            "incumbent_validation": decision.incumbent_score,
-            "promoted": decision.promoted,
-            "reason": decision.reason,
+            **{k.removeprefix("traffic/"): v for k, v in result.metrics.items() if k.startswith("traffic/")},
+            "feedback_reward": result.metrics.get("reward/mean"),
+            "candidate_validation": decision and decision.candidate_score,
+            "incumbent_validation": decision and decision.incumbent_score,
+            "promoted": decision and decision.promoted,
+            "reason": decision and decision.reason,
             "served_validation": serving,
+            "served_test": tested,
+            "warnings": [w.as_dict() for w in result.warnings],
             "seconds": round(time.perf_counter() - started, 1),
         }
         rounds.append(row)
-        print(
-            f"round {number}: served traffic {row['traffic_success']:.0%} valid calls, users liked {row['liked']:.0%}; "
-            f"candidate {decision.candidate_score:.1%} vs served {decision.incumbent_score:.1%} -> "
-            f"{'promoted' if decision.promoted else 'refused'}; agent now validates at {serving:.1%} ({row['seconds']} s)"
-        )
-    return rounds
+        print(f"{result.line()}; served traffic {row['traffic_success']:.0%} right calls, users liked {row['liked']:.0%}; test {tested:.1%} ({row['seconds']} s)")
+        for warning in result.warnings:
+            print(warning.line(number))
+    low, high = wilson_interval(tested * len(test), len(test))
+    return {"baselines_on_test": baselines, "rounds": rounds, "final_test": {"success": tested, "ci95": [low, high], "n": len(test)}}
 
 
 def messages(request: str) -> list[dict]:
@@ -153,10 +197,12 @@ def messages(request: str) -> list[dict]:
     return [*prompt_messages(make_tasks()[0])[:-1], {"role": "user", "content": request}]
 
 
-async def ask(client: openai.AsyncOpenAI, model: str, chat: list[dict], temperature: float, seed: int | None, task_key: str | None = None) -> dict:
+async def ask(
+    client: openai.AsyncOpenAI, model: str, chat: list[dict], temperature: float, seed: int | None, task_key: str | None = None, **extra
+) -> dict:
     response = await client.chat.completions.create(
         model=model, messages=chat, tools=TOOLS, max_tokens=MAX_TOKENS, temperature=temperature, seed=seed,
-        extra_body={"task_key": task_key} if task_key else None,
+        extra_body={"task_key": task_key} if task_key else None, **extra,
     )  # fmt: skip
     message = response.choices[0].message.model_dump()
     return {**message, "id": response.id}
@@ -168,16 +214,24 @@ def plot() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 3.5))
-    for kind in ("honest", "gameable"):
+    figure, (chosen, held_out) = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for kind, colour in (("honest", "tab:blue"), ("gameable", "tab:orange")):
         path = RESULTS / f"online_rl_{kind}.json"
-        if path.exists():
-            served = json.loads(path.read_text())["served_validation"]
-            axes.plot(range(len(served)), served, marker="o", label=f"{kind} users")
-    axes.set_xlabel("round (serve → feedback → train → gate)")
-    axes.set_ylabel("validation success of what is served")
-    axes.set_ylim(0, 1)
-    axes.legend()
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        chosen.plot(result["served_validation"], marker="o", color=colour, label=f"{kind} users")
+        held_out.plot(result.get("served_test", []), marker="o", color=colour, label=f"{kind} users")
+        for name, style in (("keyword_router", ":"), ("untrained_forced_call", "--")):
+            if kind == "honest" and name in result.get("baselines_on_test", {}):
+                held_out.axhline(result["baselines_on_test"][name], color="grey", linestyle=style, label=name.replace("_", " "))
+    chosen.set_title("validation (the gate chooses on it)")
+    held_out.set_title("held-out test")
+    for axes in (chosen, held_out):
+        axes.set_xlabel("round (serve → feedback → train → gate)")
+        axes.set_ylim(0, 1.05)
+        axes.legend(fontsize=8)
+    chosen.set_ylabel("right-tool success of what is served")
     figure.tight_layout()
     figure.savefig(RESULTS / "online_rl.png", dpi=120)
 

@@ -265,10 +265,14 @@ def train(
     validate_every: Optional[int] = typer.Option(
         None, help="Validate greedy on the environment's validation split every K steps (default: automatic, at most 15% of run time; 0: never)."
     ),
-    stop_on: str = typer.Option("", help="Stop the run when one of these warnings starts, comma-separated: collapse, hacking, truncation, mismatch, drift."),
+    stop_on: str = typer.Option("", help="Stop the run when one of these warnings starts, comma-separated: collapse, hacking, truncation, mismatch, drift, gaming (with --gate)."),
     from_traffic: Optional[str] = typer.Option(None, help="Instead of an environment: train this model of the --backend server on the traffic it logged and the feedback it got, --steps steps."),
     max_staleness: int = typer.Option(4, help="With --from-traffic: drop replies served more than this many steps from the model's current one."),
     malformed_reward: float = typer.Option(-1.0, help="With --from-traffic: the reward of a rejected tool call or an empty reply, whatever its feedback."),
+    gate: Optional[str] = typer.Option(
+        None, help="With --from-traffic: after each step, validate on this environment's validation split and promote the new weights only if no worse than what the model serves (else reset them)."
+    ),
+    tolerance: float = typer.Option(0.0, help="With --gate: how far below what is served a candidate may validate and still be promoted."),
 ) -> None:
     """Train a model on an environment with GRPO; re-running the same command resumes. With
     --from-traffic MODEL, train a served model on its own logged traffic and feedback instead."""
@@ -277,8 +281,12 @@ def train(
     if from_traffic is not None:
         if env is not None:
             raise HoneError("give an environment or --from-traffic MODEL, not both")
-        _train_from_traffic(from_traffic, backend, steps, learning_rate, loss, max_staleness, malformed_reward)
+        config = _traffic_config(max_staleness, malformed_reward, learning_rate, loss)
+        stops = tuple(name.strip() for name in stop_on.split(",") if name.strip())
+        _train_from_traffic(from_traffic, backend, steps, config, gate, tolerance, stops)
         return
+    if gate is not None:
+        raise HoneError("--gate validates a model trained --from-traffic; an environment run keeps its best checkpoint by validation already")
     if env is None:
         raise HoneError("name an environment to train on (toolcall, inbox, or a Python file defining make_env()), or pass --from-traffic MODEL")
     environment = load_env(env)
@@ -318,16 +326,30 @@ def train(
     console.print(f"report: {out / 'report.html'}")
 
 
-def _train_from_traffic(name: str, backend_url: str, steps: int, learning_rate: float, loss: str, max_staleness: int, malformed_reward: float) -> None:
+def _traffic_config(max_staleness: int, malformed_reward: float, learning_rate: float, loss: str) -> Any:
     from hone.rl.step import TrainConfig
     from hone.traffic.groups import TrafficDataConfig
-    from hone.traffic.train import TrafficTrainConfig, train_from_traffic
+    from hone.traffic.train import TrafficTrainConfig
+
+    return TrafficTrainConfig(TrafficDataConfig(max_staleness=max_staleness, malformed_reward=malformed_reward), TrainConfig(learning_rate=learning_rate, loss=loss))
+
+
+def _train_from_traffic(name: str, backend_url: str, steps: int, config: Any, gate_env: str | None, tolerance: float, stop_on: tuple[str, ...]) -> None:
+    """--steps steps on the traffic; with --gate, each step is a round that the gate and the health monitor read."""
+    from hone.monitor.health import stop_codes
+    from hone.traffic.train import train_from_traffic
 
     if backend_url == "local":
         raise HoneError("--from-traffic trains a model of a running `hone serve --home`: pass --backend URL (and HONE_API_KEY)")
-    remote = make_backend(backend_url)
-    config = TrafficTrainConfig(TrafficDataConfig(max_staleness=max_staleness, malformed_reward=malformed_reward), TrainConfig(learning_rate=learning_rate, loss=loss))
     try:
+        stop_codes(stop_on)  # an unknown name fails before any step
+    except ValueError as exc:
+        raise HoneError(str(exc)) from None
+    remote = make_backend(backend_url)
+    try:
+        if gate_env is not None:
+            _gated_rounds(remote, name, steps, config, load_env(gate_env), tolerance, stop_on)
+            return
         for _ in range(steps):
             metrics = asyncio.run(train_from_traffic(remote, name, config))
             used = {k.removeprefix("traffic/"): int(v) for k, v in metrics.items() if k.startswith("traffic/")}
@@ -339,6 +361,40 @@ def _train_from_traffic(name: str, backend_url: str, steps: int, learning_rate: 
                           f"{used['malformed_penalised']} malformed (penalised), {used['singletons_dropped']} from tasks seen once, {used['unscored']} unscored")
     finally:
         remote.close()
+
+
+def _gated_rounds(remote: Any, name: str, rounds: int, config: Any, env: Any, tolerance: float, stop_on: tuple[str, ...]) -> None:
+    from hone.rl.evaluate import evaluate
+    from hone.rl.validation import validation_tasks_of
+    from hone.traffic import UNLOGGED_HEADERS
+    from hone.traffic.rounds import TrafficLearner
+
+    tasks = validation_tasks_of(env, None)
+    if tasks is None:
+        raise HoneError(f"--gate needs an environment with a validation split, and '{getattr(env, 'name', env)}' has no validation_tasks() method")
+
+    async def run() -> None:
+        client = remote.openai_client(default_headers=UNLOGGED_HEADERS)  # validation must not become training data
+
+        async def validate(served: str) -> float:
+            return (await evaluate(env, client, served, tasks, backend=remote)).success
+
+        learner = TrafficLearner(remote, name, validate, config, tolerance=tolerance, validation_n=len(tasks), stop_on=stop_on)
+        try:
+            for _ in range(rounds):
+                result = await learner.round()
+                console.print(result.line())
+                for warning in result.warnings:
+                    console.print(warning.line(result.number))
+                if result.stop:
+                    console.print(f"stopped after round {result.number}: a warning in --stop-on started")
+                    return
+                if result.decision is None:
+                    return
+        finally:
+            await client.close()
+
+    asyncio.run(run())
 
 
 @app.command()

@@ -99,6 +99,8 @@ def test_hone_train_wants_an_environment_or_a_served_model_to_learn_from():
         (["train"], "name an environment to train on"),
         (["train", "toolcall", "--from-traffic", "agent"], "give an environment or --from-traffic MODEL, not both"),
         (["train", "--from-traffic", "agent"], "--from-traffic trains a model of a running `hone serve --home`: pass --backend URL"),
+        (["train", "toolcall", "--gate", "toolcall"], "--gate validates a model trained --from-traffic"),
+        (["train", "--from-traffic", "agent", "--backend", "http://127.0.0.1:9", "--stop-on", "boredom"], "unknown stop rule 'boredom'"),
     ]:
         done = CliRunner().invoke(app, arguments)
         said = " ".join((done.output + done.stderr).split())

@@ -168,7 +168,7 @@ async def answer_chat(request: Request, models: Sampler, body: ChatCompletionReq
         params = replace(params, grammar=prompt.grammar)
 
     completion_id = "chatcmpl-" + uuid.uuid4().hex
-    tap = TrafficTap(models, "chat.completions", completion_id, body.model, body, prompt.tokens, pending.rollout if pending else None, body.task_key)
+    tap = TrafficTap(models, request, "chat.completions", completion_id, body.model, body, prompt.tokens, pending.rollout if pending else None, body.task_key)
 
     async def finish(samples: list[SampledSequence]) -> dict[str, Any]:
         completion = _completion(completion_id, body, tokenizer, prompt, samples)

@@ -323,7 +323,7 @@ async def _answer(request: Request, models: Sampler, body: ResponsesRequest, tok
     if prompt.grammar is not None:
         params = replace(params, grammar=prompt.grammar)
     answer = Answer(body, tokenizer, prompt, on_reply=pending.record if pending is not None else None)
-    answer.tap = TrafficTap(models, "responses", answer.id, body.model, chat, prompt.tokens, pending.rollout if pending else None, body.task_key)
+    answer.tap = TrafficTap(models, request, "responses", answer.id, body.model, chat, prompt.tokens, pending.rollout if pending else None, body.task_key)
     if body.stream:
         started = await start_sampling(request, lambda on_tokens: models.sample(body.model, prompt.tokens, 1, params, on_tokens))
         return StreamingResponse(_events(started, answer), media_type="text/event-stream")

@@ -3,7 +3,8 @@ serving object's `record_completion`, where it has one (a service tenant's view,
 with a log), and awaited before the reply goes out, so a reply the client saw is logged.
 
 The routes know nothing of tenants or settings: whether and where a completion is kept is the
-serving object's decision.
+serving object's decision. A request carrying UNLOGGED_HEADERS (validation, evaluation) is not
+handed over at all.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 from hone.chat import ChatInput
-from hone.traffic import ServedChoice, ServedCompletion
+from hone.traffic import UNLOGGED_HEADERS, ServedChoice, ServedCompletion
 from hone.types import SampledSequence
 
 
 class TrafficTap:
     """Collects one request's finished choices; `flush` hands them over as one ServedCompletion."""
 
-    def __init__(self, models: Any, endpoint: str, completion_id: str, served: str, chat: ChatInput, prompt_tokens: list[int], rollout: Any = None, task_key: str | None = None):
-        self._record = getattr(models, "record_completion", None)
+    def __init__(
+        self, models: Any, request: Any, endpoint: str, completion_id: str, served: str, chat: ChatInput, prompt_tokens: list[int], rollout: Any = None,
+        task_key: str | None = None,
+    ):  # fmt: skip
+        unlogged = all(request.headers.get(k, "").lower() == v for k, v in UNLOGGED_HEADERS.items())
+        self._record = None if unlogged else getattr(models, "record_completion", None)
         self.endpoint, self.completion_id, self.served, self.chat = endpoint, completion_id, served, chat
         self.prompt_tokens = prompt_tokens
         self.rollout_id = rollout.id if rollout is not None else None

@@ -9,7 +9,8 @@ from hone.traffic.log import (
     ServedCompletion,
     TrafficLog,
     TrafficSettings,
+    UNLOGGED_HEADERS,
     logged_completion,
 )
 
-__all__ = ["DEFAULT_LABELS", "LOCAL_TENANT", "Feedback", "LoggedCompletion", "ServedChoice", "ServedCompletion", "TrafficLog", "TrafficSettings", "logged_completion"]
+__all__ = ["DEFAULT_LABELS", "LOCAL_TENANT", "Feedback", "LoggedCompletion", "ServedChoice", "ServedCompletion", "TrafficLog", "TrafficSettings", "UNLOGGED_HEADERS", "logged_completion"]

@@ -31,6 +31,9 @@ from typing import Any
 from hone.database import Database
 from hone.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 
+# A request with this header is served but not logged: validation and evaluation calls, which must
+# not become training data (a malformed reply is trained on even without feedback).
+UNLOGGED_HEADERS = {"X-Hone-Traffic": "off"}
 LOCAL_TENANT = 0  # the tenant id of an in-process LocalBackend's log (a service's tenants start at 1)
 DEFAULT_LABELS = {"thumbs_up": 1.0, "thumbs_down": 0.0, "accepted": 1.0, "rejected": 0.0}
 MAX_REWARD = 1e6  # a reward beyond this is a bug in the sender, not a signal

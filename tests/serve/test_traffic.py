@@ -11,6 +11,8 @@ import sqlite3
 import httpx
 import pytest
 
+from hone.traffic import UNLOGGED_HEADERS
+
 from .conftest import Server, create_model, groups
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -135,7 +137,7 @@ def test_another_tenants_completions_and_logs_read_as_unknown(server, tenant):
     assert all(f["completion_id"] != completion["id"] for f in logged(client, "served")["feedback"])
 
 
-def test_a_model_whose_log_is_off_keeps_nothing(server):
+def test_a_model_whose_log_is_off_or_a_request_marked_unlogged_keeps_nothing(server):
     key = server.new_key()
     with server.http(key) as client:
         create_model(client, "quiet")
@@ -146,6 +148,13 @@ def test_a_model_whose_log_is_off_keeps_nothing(server):
         turn_on(client, "quiet", enabled=False)
         chat(server, key, "quiet")
         assert client.get("/v1/hone/models/quiet/traffic").json()["completions"] == 0
+        turn_on(client, "quiet")  # on, but a validation call says it is not traffic: served, not kept
+        unlogged = chat(server, key, "quiet", extra_headers=UNLOGGED_HEADERS)
+        assert unlogged["choices"][0]["message"] and client.get("/v1/hone/models/quiet/traffic").json()["completions"] == 0
+        responses = server.openai(key).with_options(default_headers=UNLOGGED_HEADERS).responses.create(model="quiet", input="hi", max_output_tokens=4)
+        assert responses.output and client.get("/v1/hone/models/quiet/traffic").json()["completions"] == 0
+        chat(server, key, "quiet")
+        assert client.get("/v1/hone/models/quiet/traffic").json()["completions"] == 1
 
 
 def test_retention_keeps_the_newest_and_deleting_forgets_everything(server):
@@ -256,6 +265,14 @@ def test_hone_train_from_traffic_steps_a_served_model_on_its_feedback(server):
         assert done.returncode == 0, done.stdout + done.stderr
         assert "step 1: 4 scored replies in 1 groups" in done.stdout and "step 2: 4 scored replies" in done.stdout, done.stdout
         assert client.get("/v1/hone/models").json()["data"][0]["step"] == 2
+        # gated: each step is validated on the toolcall split against what the model serves
+        gated = subprocess.run([*command, "--gate", "toolcall", "--steps", "1"], capture_output=True, text=True, timeout=300, env={**os.environ, "HONE_API_KEY": key})
+        assert gated.returncode == 0, gated.stdout + gated.stderr
+        said = " ".join(gated.stdout.split())
+        assert "warning" not in said, said  # two steps old, the traffic is off-policy by design: not a mismatch
+        assert "round 1: 1 step(s) on 4 scored replies in 1 groups" in said and "-> promoted; now serving cli-trained@candidate-3-" in said, said
+        promotions = client.get("/v1/hone/models/cli-trained/promotions").json()
+        assert [h["promoted"] for h in promotions["history"]] == [True, True] and promotions["history"][-1]["metrics"]["validation/n"] == 20
 
 
 def test_pages_follow_the_logging_order_and_skip_nothing(server):
