@@ -273,6 +273,10 @@ def train(
         None, help="With --from-traffic: after each step, validate on this environment's validation split and promote the new weights only if no worse than what the model serves (else reset them)."
     ),
     tolerance: float = typer.Option(0.0, help="With --gate: how far below what is served a candidate may validate and still be promoted."),
+    judge_model: Optional[str] = typer.Option(
+        None, help="With --from-traffic: have this judge model rate the replies that got no feedback, each task's against each other (key from HONE_JUDGE_API_KEY)."
+    ),
+    judge_url: str = typer.Option("http://127.0.0.1:8000/v1", help="With --judge-model: the judge's OpenAI-compatible base URL."),
 ) -> None:
     """Train a model on an environment with GRPO; re-running the same command resumes. With
     --from-traffic MODEL, train a served model on its own logged traffic and feedback instead."""
@@ -283,7 +287,13 @@ def train(
             raise HoneError("give an environment or --from-traffic MODEL, not both")
         config = _traffic_config(max_staleness, malformed_reward, learning_rate, loss)
         stops = tuple(name.strip() for name in stop_on.split(",") if name.strip())
-        _train_from_traffic(from_traffic, backend, steps, config, gate, tolerance, stops)
+        score = None
+        if judge_model is not None:
+            from hone.rewards import JudgeConfig
+            from hone.traffic.train import judge_score
+
+            score = judge_score(JudgeConfig(base_url=judge_url, model=judge_model))
+        _train_from_traffic(from_traffic, backend, steps, config, gate, tolerance, stops, score)
         return
     if gate is not None:
         raise HoneError("--gate validates a model trained --from-traffic; an environment run keeps its best checkpoint by validation already")
@@ -334,7 +344,9 @@ def _traffic_config(max_staleness: int, malformed_reward: float, learning_rate: 
     return TrafficTrainConfig(TrafficDataConfig(max_staleness=max_staleness, malformed_reward=malformed_reward), TrainConfig(learning_rate=learning_rate, loss=loss))
 
 
-def _train_from_traffic(name: str, backend_url: str, steps: int, config: Any, gate_env: str | None, tolerance: float, stop_on: tuple[str, ...]) -> None:
+def _train_from_traffic(
+    name: str, backend_url: str, steps: int, config: Any, gate_env: str | None, tolerance: float, stop_on: tuple[str, ...], score: Any
+) -> None:
     """--steps steps on the traffic; with --gate, each step is a round that the gate and the health monitor read."""
     from hone.monitor.health import stop_codes
     from hone.traffic.train import train_from_traffic
@@ -348,22 +360,23 @@ def _train_from_traffic(name: str, backend_url: str, steps: int, config: Any, ga
     remote = make_backend(backend_url)
     try:
         if gate_env is not None:
-            _gated_rounds(remote, name, steps, config, load_env(gate_env), tolerance, stop_on)
+            _gated_rounds(remote, name, steps, config, load_env(gate_env), tolerance, stop_on, score)
             return
         for _ in range(steps):
-            metrics = asyncio.run(train_from_traffic(remote, name, config))
+            metrics = asyncio.run(train_from_traffic(remote, name, config, score))
             used = {k.removeprefix("traffic/"): int(v) for k, v in metrics.items() if k.startswith("traffic/")}
             step = remote.model_info(name).step
             if metrics.get("train/skipped"):
                 console.print(f"no step: nothing to learn from ({used})")
                 break
             console.print(f"step {step}: {used['scored']} scored replies in {used['groups']} groups; {used['stale_dropped']} stale, "
-                          f"{used['malformed_penalised']} malformed (penalised), {used['singletons_dropped']} from tasks seen once, {used['unscored']} unscored")
+                          f"{used['malformed_penalised']} malformed (penalised), {used['singletons_dropped']} from tasks seen once, {used['unscored']} unscored"
+                          + (f", {used['judged']} judged ({used['judge_failed']} groups failed)" if score is not None else ""))
     finally:
         remote.close()
 
 
-def _gated_rounds(remote: Any, name: str, rounds: int, config: Any, env: Any, tolerance: float, stop_on: tuple[str, ...]) -> None:
+def _gated_rounds(remote: Any, name: str, rounds: int, config: Any, env: Any, tolerance: float, stop_on: tuple[str, ...], score: Any) -> None:
     from hone.rl.evaluate import evaluate
     from hone.rl.validation import validation_tasks_of
     from hone.traffic import UNLOGGED_HEADERS
@@ -379,7 +392,7 @@ def _gated_rounds(remote: Any, name: str, rounds: int, config: Any, env: Any, to
         async def validate(served: str) -> float:
             return (await evaluate(env, client, served, tasks, backend=remote)).success
 
-        learner = TrafficLearner(remote, name, validate, config, tolerance=tolerance, validation_n=len(tasks), stop_on=stop_on)
+        learner = TrafficLearner(remote, name, validate, config, tolerance=tolerance, validation_n=len(tasks), score=score, stop_on=stop_on)
         try:
             for _ in range(rounds):
                 result = await learner.round()

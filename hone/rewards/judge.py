@@ -28,6 +28,7 @@ from typing import Any, Literal, Sequence
 
 import openai
 
+from hone.traffic import UNLOGGED_HEADERS
 from hone.errors import JudgeError, TooManyFailuresError
 from hone.files import write_file_atomically
 from hone.rewards.prompt import (
@@ -103,6 +104,7 @@ class Judge:
             api_key=config.api_key(),
             timeout=config.timeout,
             max_retries=config.http_retries,
+            default_headers=UNLOGGED_HEADERS,  # a judge served by hone: its calls are not the judge model's traffic
         )
         self.cache = _DiskCache(config.cache_path()) if config.cache else None
 

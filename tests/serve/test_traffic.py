@@ -248,6 +248,33 @@ def test_remote_backend_trains_a_served_model_on_its_logged_traffic(server):
         backend.close()
 
 
+def test_a_judge_rates_the_replies_that_got_no_feedback_and_its_outage_costs_only_that_group(server, tmp_path, monkeypatch):
+    from hone.rewards import JudgeConfig
+    from hone.rl.step import TrainConfig
+    from hone.traffic.train import TrafficTrainConfig, judge_score, train_from_traffic
+
+    key = server.new_key()
+    monkeypatch.setenv("HONE_JUDGE_API_KEY", key)
+    backend = server.remote(key)
+    try:
+        backend.add_model("judged", "tiny", lora_rank=0)
+        backend.configure_traffic("judged")
+        client = backend.openai_client_sync()
+        for seed in range(3):  # three attempts at one task, no feedback on any
+            client.chat.completions.create(model="judged", messages=HELLO, max_tokens=4, seed=seed, extra_body={"task_key": "hi"})
+        config = TrafficTrainConfig(train=TrainConfig(learning_rate=1e-3))
+        down = JudgeConfig(base_url="http://127.0.0.1:9/v1", model="tiny", cache=False, max_retries=0, http_retries=0, timeout=5)
+        metrics = asyncio.run(train_from_traffic(backend, "judged", config, judge_score(down)))
+        assert (metrics["traffic/judge_failed"], metrics["traffic/judged"], metrics["train/skipped"]) == (1, 0, 1)
+        # the server's own tiny base model as the judge: a real call, its scores (schema-bound) become the rewards
+        judge = JudgeConfig(base_url=f"{server.url}/v1", model="tiny", max_tokens=120, cache_dir=str(tmp_path))
+        metrics = asyncio.run(train_from_traffic(backend, "judged", config, judge_score(judge)))
+        assert (metrics["traffic/unscored"], metrics["traffic/judged"], metrics["traffic/judge_failed"]) == (3, 3, 0)
+        assert metrics["train/groups_used"] + metrics["train/groups_dropped_zero_variance"] == 1
+    finally:
+        backend.close()
+
+
 def test_hone_train_from_traffic_steps_a_served_model_on_its_feedback(server):
     import os
     import subprocess
