@@ -12,6 +12,10 @@ the feedback reward, the gate's candidate and incumbent validation) go to a Heal
 `feedback_gaming` warning starts when training on the feedback keeps lowering validation, and
 `reward_hacking` when a promoted model's feedback rises while validation does not. A round whose
 traffic gave nothing to learn from makes no step and no gate.
+
+The gate's decisions are kept by the server with their validation figures, and a new learner reads
+them back into its monitor: rounds run by separate processes (a cron job, a restarted run) are
+judged as one run, and a warning already raised is not raised again.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class TrafficRound:
         d = self.decision
         verdict = "promoted" if d.promoted else "refused"
         return (
-            f"round {self.number}: {self.metrics.get('traffic/steps', 0):.0f} step(s) on {used}, feedback reward "
+            f"round {self.number}: {self.metrics.get('traffic/steps', 0):.0f} step(s) on {used}, mean reward "
             f"{self.metrics.get('reward/mean', float('nan')):.2f}; candidate {d.candidate_score:.1%} vs served "
             f"{d.incumbent_score:.1%} -> {verdict}; now serving {d.serving}"
         )
@@ -71,10 +75,12 @@ class TrafficLearner:
         self.steps_per_round, self.tolerance, self.validation_n, self.score = steps_per_round, tolerance, validation_n, score
         self.monitor = monitor or HealthMonitor()
         self.stop_codes = stop_codes(stop_on)
-        self.rounds = 0
+        self.rounds: int | None = None  # rounds so far, counting the gates of earlier learners; read at the first round
 
     async def round(self) -> TrafficRound:
         await pin(self.backend, self.name)
+        if self.rounds is None:
+            self.rounds = self._replay_earlier_gates()
         self.rounds += 1
         metrics: dict[str, float] = {}
         steps = 0
@@ -94,3 +100,9 @@ class TrafficLearner:
             metrics.update(decision.metrics())
         warnings = self.monitor.check(self.rounds, metrics)
         return TrafficRound(self.rounds, metrics, decision, warnings, any(w.code in self.stop_codes for w in warnings))
+
+    def _replay_earlier_gates(self) -> int:
+        history = self.backend.promotions(self.name)["history"]
+        gates = [h["metrics"] for h in history if "validation/candidate" in (h.get("metrics") or {})]
+        self.monitor.replay([{"step": number, **metrics} for number, metrics in enumerate(gates, start=1)])
+        return len(gates)

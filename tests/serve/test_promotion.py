@@ -133,18 +133,25 @@ def test_rounds_on_feedback_that_lowers_validation_are_refused_and_the_gaming_wa
         idle = asyncio.run(learner.round())  # no traffic yet: pinned, but no step and nothing to gate
         assert idle.decision is None and idle.line().startswith("round 1: no step") and idle.warnings == []
         serving = backend.promotions("rounds")["serving"]
-        rounds = []
-        for _ in range(2):
+
+        def serve_and_rate() -> None:
             for seed, liked in enumerate([True, False, True, False]):
                 reply = client.chat.completions.create(model="rounds", messages=HELLO, max_tokens=4, seed=seed, extra_body={"task_key": "hi"})
                 backend.feedback(reply.id, label="thumbs_up" if liked else "thumbs_down")
-            rounds.append(asyncio.run(learner.round()))
-        assert [r.decision.promoted for r in rounds] == [False, False]
-        assert rounds[0].warnings == [] and not rounds[0].stop
-        assert [w.code for w in rounds[1].warnings] == ["feedback_gaming"] and rounds[1].stop
-        assert "1 step(s) on 8 scored replies in 1 groups" in rounds[1].line() and "-> refused" in rounds[1].line()
-        assert rounds[1].metrics["reward/mean"] == 0.5 and rounds[1].metrics["validation/n"] == 20
+
+        serve_and_rate()
+        first = asyncio.run(learner.round())
+        assert not first.decision.promoted and first.warnings == [] and not first.stop
+        # the next round runs in another process (a cron job): a new learner reads the first gate back
+        serve_and_rate()
+        second = asyncio.run(TrafficLearner(backend, "rounds", validate, config, validation_n=20, stop_on=["gaming"]).round())
+        assert not second.decision.promoted and second.number == 2
+        assert [w.code for w in second.warnings] == ["feedback_gaming"] and second.stop
+        assert "1 step(s) on 8 scored replies in 1 groups" in second.line() and "-> refused" in second.line()
+        assert second.metrics["reward/mean"] == 0.5 and second.metrics["validation/n"] == 20
         assert backend.promotions("rounds")["serving"] == serving and backend.model_info("rounds").step == 0  # reset each time
+        third = asyncio.run(TrafficLearner(backend, "rounds", validate, config, validation_n=20).round())
+        assert not third.decision.promoted and third.warnings == []  # raised once, not again while it lasts
     finally:
         backend.close()
 
