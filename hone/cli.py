@@ -349,7 +349,6 @@ def _train_from_traffic(
 ) -> None:
     """--steps steps on the traffic; with --gate, each step is a round that the gate and the health monitor read."""
     from hone.monitor.health import stop_codes
-    from hone.traffic.train import train_from_traffic
 
     if backend_url == "local":
         raise HoneError("--from-traffic trains a model of a running `hone serve --home`: pass --backend URL (and HONE_API_KEY)")
@@ -362,18 +361,23 @@ def _train_from_traffic(
         if gate_env is not None:
             _gated_rounds(remote, name, steps, config, load_env(gate_env), tolerance, stop_on, score)
             return
-        for _ in range(steps):
-            metrics = asyncio.run(train_from_traffic(remote, name, config, score))
-            used = {k.removeprefix("traffic/"): int(v) for k, v in metrics.items() if k.startswith("traffic/")}
-            step = remote.model_info(name).step
-            if metrics.get("train/skipped"):
-                console.print(f"no step: nothing to learn from ({used})")
-                break
-            console.print(f"step {step}: {used['scored']} scored replies in {used['groups']} groups; {used['stale_dropped']} stale, "
-                          f"{used['malformed_penalised']} malformed (penalised), {used['singletons_dropped']} from tasks seen once, {used['unscored']} unscored"
-                          + (f", {used['judged']} judged ({used['judge_failed']} groups failed)" if score is not None else ""))
+        asyncio.run(_plain_steps(remote, name, steps, config, score))  # one event loop: a judge's client outlives a step
     finally:
         remote.close()
+
+
+async def _plain_steps(remote: Any, name: str, steps: int, config: Any, score: Any) -> None:
+    from hone.traffic.train import train_from_traffic
+
+    for _ in range(steps):
+        metrics = await train_from_traffic(remote, name, config, score)
+        used = {k.removeprefix("traffic/"): int(v) for k, v in metrics.items() if k.startswith("traffic/")}
+        if metrics.get("train/skipped"):
+            console.print(f"no step: nothing to learn from ({used})")
+            return
+        console.print(f"step {remote.model_info(name).step}: {used['scored']} scored replies in {used['groups']} groups; {used['stale_dropped']} stale, "
+                      f"{used['malformed_penalised']} malformed (penalised), {used['singletons_dropped']} from tasks seen once, {used['unscored']} unscored"
+                      + (f", {used['judged']} judged ({used['judge_failed']} groups failed)" if score is not None else ""))
 
 
 def _gated_rounds(remote: Any, name: str, rounds: int, config: Any, env: Any, tolerance: float, stop_on: tuple[str, ...], score: Any) -> None:

@@ -275,7 +275,7 @@ def test_a_judge_rates_the_replies_that_got_no_feedback_and_its_outage_costs_onl
         backend.close()
 
 
-def test_hone_train_from_traffic_steps_a_served_model_on_its_feedback(server):
+def test_hone_train_from_traffic_steps_a_served_model_on_its_feedback(server, tmp_path):
     import os
     import subprocess
     import sys
@@ -300,6 +300,16 @@ def test_hone_train_from_traffic_steps_a_served_model_on_its_feedback(server):
         assert "round 1: 1 step(s) on 4 scored replies in 1 groups" in said and "-> promoted; now serving cli-trained@candidate-3-" in said, said
         promotions = client.get("/v1/hone/models/cli-trained/promotions").json()
         assert [h["promoted"] for h in promotions["history"]] == [True, True] and promotions["history"][-1]["metrics"]["validation/n"] == 20
+        # replies nobody rated: the server's own tiny base model judges them, two steps on one judge client
+        for seed in range(3):
+            server.openai(key).chat.completions.create(model="cli-trained", messages=HELLO, max_tokens=4, seed=seed, extra_body={"task_key": "unrated"})
+        judged = subprocess.run(
+            [*command, "--judge-model", "tiny", "--judge-url", f"{server.url}/v1"], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "HONE_API_KEY": key, "HONE_JUDGE_API_KEY": key, "HONE_HOME": str(tmp_path)},
+        )  # fmt: skip
+        assert judged.returncode == 0, judged.stdout + judged.stderr
+        said = " ".join(judged.stdout.split())
+        assert said.count("3 judged (0 groups failed)") == 2, said
 
 
 def test_pages_follow_the_logging_order_and_skip_nothing(server):
