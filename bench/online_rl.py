@@ -70,10 +70,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=32, help="requests per round, one per simulated user")
     parser.add_argument("--tasks", type=int, default=8, help="distinct tasks per round: users share them, so attempts group")
     parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--steps-per-round", type=int, default=1, help="optimizer steps on the traffic before each gate (the clipped IS loss corrects the reuse)")
     parser.add_argument("--tolerance", type=float, default=0.0, help="how far below what is served a candidate may validate and still be promoted")
     parser.add_argument("--temperature", type=float, default=0.6)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label", default="", help="written to online_rl_<population>_<label>.json instead, e.g. for a settings variant")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="hone-online-"))
@@ -92,14 +94,16 @@ def main() -> None:
         **outcome,
         "served_validation": [r["served_validation"] for r in outcome["rounds"]],
         "served_test": [r["served_test"] for r in outcome["rounds"]],
+        "served_test_any_call": [r["served_test_any_call"] for r in outcome["rounds"]],
         "promoted": [r["promoted"] for r in outcome["rounds"][1:]],
         "warnings": {r["round"]: [w["code"] for w in r["warnings"]] for r in outcome["rounds"] if r["warnings"]},
         "wall_s": round(time.perf_counter() - started, 1),
         "what_the_agent_is_given": "one worked example in the prompt, three tools, no forced calls, no constrained decoding, one turn",
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"online_rl_{args.population}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("served_validation", "served_test", "baselines_on_test", "promoted", "warnings", "wall_s")}))
+    suffix = f"_{args.label}" if args.label else ""
+    (RESULTS / f"online_rl_{args.population}{suffix}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("served_validation", "served_test", "served_test_any_call", "baselines_on_test", "promoted", "warnings", "wall_s")}))
     plot()
 
 
@@ -123,8 +127,13 @@ def keyword_router(task: ToolCallTask) -> dict:
 
 
 async def success(client: openai.AsyncOpenAI, served: str, tasks: list[ToolCallTask], **extra) -> float:
+    return (await both_successes(client, served, tasks, **extra))[0]
+
+
+async def both_successes(client: openai.AsyncOpenAI, served: str, tasks: list[ToolCallTask], **extra) -> tuple[float, float]:
+    """Greedy: the share of tasks answered by a call to the right tool, and by any call (the environment's own reward)."""
     replies = await asyncio.gather(*[ask(client, served, prompt_messages(t), temperature=0.0, seed=0, **extra) for t in tasks])
-    return fmean(solved(t, r) for t, r in zip(tasks, replies))
+    return fmean(solved(t, r) for t, r in zip(tasks, replies)), fmean(reward_for(r) for r in replies)
 
 
 async def run(backend: RemoteBackend, args: argparse.Namespace) -> dict:
@@ -141,15 +150,16 @@ async def run(backend: RemoteBackend, args: argparse.Namespace) -> dict:
     tasks = make_tasks()
     rng = random.Random(args.seed)
     config = TrafficTrainConfig(TrafficDataConfig(max_staleness=2), TrainConfig(learning_rate=args.learning_rate))
-    learner = TrafficLearner(backend, "agent", validate, config, tolerance=args.tolerance, validation_n=len(validation))
+    learner = TrafficLearner(backend, "agent", validate, config, steps_per_round=args.steps_per_round, tolerance=args.tolerance, validation_n=len(validation))
+    untrained, untrained_any = await both_successes(checker, "agent", test)
     baselines = {
-        "untrained": await success(checker, "agent", test),
+        "untrained": untrained,
         "untrained_forced_call": await success(checker, "agent", test, tool_choice="required"),
         "keyword_router": fmean(solved(t, keyword_router(t)) for t in test),
     }
-    serving, tested = await validate("agent"), baselines["untrained"]
+    serving, (tested, tested_any) = await validate("agent"), (untrained, untrained_any)
     print(f"round 0: agent validates at {serving:.1%}; test: {', '.join(f'{k} {v:.1%}' for k, v in baselines.items())}")
-    rounds = [{"round": 0, "served_validation": serving, "served_test": tested, "promoted": None, "warnings": []}]
+    rounds = [{"round": 0, "served_validation": serving, "served_test": tested, "served_test_any_call": tested_any, "promoted": None, "warnings": []}]
     for number in range(1, args.rounds + 1):
         started = time.perf_counter()
         today = rng.sample(tasks, args.tasks)
@@ -166,7 +176,7 @@ async def run(backend: RemoteBackend, args: argparse.Namespace) -> dict:
         if decision is not None:
             serving = decision.served_score
             if decision.promoted:
-                tested = await success(checker, "agent", test)
+                tested, tested_any = await both_successes(checker, "agent", test)
         row = {
             "round": number,
             "traffic_success": fmean(solved(t, r) for (_, t), r in zip(asked, replies)),  # the right tool, in what was served
@@ -181,6 +191,7 @@ async def run(backend: RemoteBackend, args: argparse.Namespace) -> dict:
             "reason": decision and decision.reason,
             "served_validation": serving,
             "served_test": tested,
+            "served_test_any_call": tested_any,
             "warnings": [w.as_dict() for w in result.warnings],
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -215,16 +226,20 @@ def plot() -> None:
     import matplotlib.pyplot as plt
 
     figure, (chosen, held_out) = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for kind, colour in (("honest", "tab:blue"), ("gameable", "tab:orange")):
-        path = RESULTS / f"online_rl_{kind}.json"
-        if not path.exists():
-            continue
+    runs = sorted(RESULTS.glob("online_rl_*.json"))
+    baselines = {}
+    for index, path in enumerate(runs):
+        colour = f"C{index}"  # the same run, the same colour, in both panels
         result = json.loads(path.read_text())
-        chosen.plot(result["served_validation"], marker="o", color=colour, label=f"{kind} users")
-        held_out.plot(result.get("served_test", []), marker="o", color=colour, label=f"{kind} users")
-        for name, style in (("keyword_router", ":"), ("untrained_forced_call", "--")):
-            if kind == "honest" and name in result.get("baselines_on_test", {}):
-                held_out.axhline(result["baselines_on_test"][name], color="grey", linestyle=style, label=name.replace("_", " "))
+        steps = max(int(r.get("steps") or 1) for r in result["rounds"][1:])  # made, not asked: the staleness bound can stop a round's steps
+        label = f"{result['settings']['population']} users, {steps} step(s) a round"
+        chosen.plot(result["served_validation"], marker="o", color=colour, label=label)
+        if "served_test" in result:
+            held_out.plot(result["served_test"], marker="o", color=colour, label=label)
+            baselines = result.get("baselines_on_test", baselines)
+    for name, style in (("keyword_router", ":"), ("untrained_forced_call", "--")):
+        if name in baselines:
+            held_out.axhline(baselines[name], color="grey", linestyle=style, label=name.replace("_", " "))
     chosen.set_title("validation (the gate chooses on it)")
     held_out.set_title("held-out test")
     for axes in (chosen, held_out):

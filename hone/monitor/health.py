@@ -143,9 +143,11 @@ class HealthThresholds:
     drift_z: float = 2.5  # ... and significantly so (two-proportion z over the pairs judged)
     drift_steps: int = 3  # steps pooled in each of the early and recent shares
     # Feedback gaming (learning from traffic): the gate's candidate validates below what is served at
-    # this many gates running, by this much pooled and beyond this many standard errors where the
-    # validation size is known. bench/online_rl.py, gameable users: 65% vs 85% on 20 prompts from
-    # the second gate on (z 2.1 over two gates); honest users: no candidate below the incumbent.
+    # this many gates running or more, by this much pooled over the run of them and beyond this many
+    # standard errors where the validation size is known (so a longer run can show a smaller drop).
+    # bench/online_rl.py on 20 validation prompts: gameable users' candidates 25% vs 40% from the
+    # second gate on (z 1.4 over two gates, 2.0 over four); honest users' two refusals running, 40%
+    # vs 50%, are z 0.9.
     gaming_gates: int = 2
     gaming_drop: float = 0.05
     gaming_z: float = 2.0
@@ -321,27 +323,34 @@ class HealthMonitor:
 
 
     def _gaming(self) -> HealthWarning | None:
-        """Training on feedback makes the model validate worse: the feedback pays for something validation does not."""
+        """Training on feedback makes the model validate worse: the feedback pays for something validation does not.
+        Judged over the streak of gates, up to now, at which the candidate validated below what is served."""
         t = self.thresholds
         gates = [r for r in self.history if _number(r.get("validation/candidate")) and _number(r.get("validation/incumbent"))]
-        gates = gates[-t.gaming_gates :]
-        if len(gates) < t.gaming_gates or any(r["validation/candidate"] >= r["validation/incumbent"] for r in gates):
+        streak: list[dict[str, Any]] = []
+        for row in reversed(gates):
+            if row["validation/candidate"] >= row["validation/incumbent"]:
+                break
+            streak.insert(0, row)
+        if len(streak) < t.gaming_gates:
             return None
-        candidate, incumbent = (fmean(r[f"validation/{k}"] for r in gates) for k in ("candidate", "incumbent"))
+        candidate, incumbent = (fmean(r[f"validation/{k}"] for r in streak) for k in ("candidate", "incumbent"))
         if incumbent - candidate < t.gaming_drop:
             return None
-        sizes = [r.get("validation/n") for r in gates]
+        sizes = [r.get("validation/n") for r in streak]
         z = None
-        if all(_number(n) and n > 0 for n in sizes):  # two proportions over the pooled validations
+        if all(_number(n) and n > 0 for n in sizes):  # two proportions over the streak's validations, pooled
             total = sum(sizes)
             pooled = (candidate + incumbent) / 2
             z = (incumbent - candidate) / math.sqrt(max(pooled * (1 - pooled), 1e-9) * 2 / total)
             if z < t.gaming_z:
                 return None
-        pairs = ", ".join(f"{r['validation/candidate']:.0%} vs {r['validation/incumbent']:.0%}" for r in gates)
+        pairs = ", ".join(f"{r['validation/candidate']:.0%} vs {r['validation/incumbent']:.0%}" for r in streak[-4:])
         return HealthWarning(
             "feedback_gaming",
-            f"training on the feedback lowered validation at the last {len(gates)} gates (candidate vs served: {pairs}"
+            f"training on the feedback lowered validation at the last {len(streak)} gates (candidate vs served: "
+            + ("..., " if len(streak) > 4 else "")
+            + pairs
             + (f"; {z:.1f} standard errors" if z is not None else "")
             + "); the feedback rewards something validation does not",
             "read the replies with the best feedback (long, evasive or merely stylish replies are the usual cause) and fix or drop "

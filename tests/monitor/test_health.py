@@ -176,7 +176,9 @@ def test_feedback_gaming_warns_when_training_on_feedback_keeps_lowering_validati
     assert feed_from(HealthMonitor(), honest, first_step=1) == {}
     # one unlucky candidate between good ones, or a drop within the noise of 20 prompts, is not gaming
     assert feed_from(HealthMonitor(), [gate_row(0.8, 0.85), gate_row(0.9, 0.85), gate_row(0.8, 0.85)], first_step=1) == {}
-    assert feed_from(HealthMonitor(), [gate_row(0.8, 0.9)] * 3, first_step=1) == {}  # z ≈ 1.1 over two gates
+    assert feed_from(HealthMonitor(), [gate_row(0.8, 0.9)] * 3, first_step=1) == {}  # z ≈ 1.1 over two gates, 1.4 over three
+    # a smaller drop that lasts: 25% vs 40% is z 1.4 over two gates, 2.0 over four (the gameable users of the toolcall bench)
+    assert feed_from(HealthMonitor(), [gate_row(0.4, 0.4)] + [gate_row(0.25, 0.4)] * 5, first_step=1) == {5: ["feedback_gaming"]}
     # without a validation size only the size of the drop counts
     assert feed_from(HealthMonitor(), [gate_row(0.8, 0.9, n=None)] * 2, first_step=1) == {2: ["feedback_gaming"]}
     assert stop_codes(["gaming"]) == {"feedback_gaming"}
