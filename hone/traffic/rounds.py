@@ -28,10 +28,6 @@ from hone.traffic.promotion import GateDecision, Validate, gate, pin
 from hone.traffic.train import Score, TrafficTrainConfig, train_from_traffic
 
 
-# Traffic was served by older versions, so the sampler-vs-trainer gap measures its age, not a bug.
-OFF_POLICY_BY_DESIGN = ("train/kl_sampler_trainer_k3", "train/logprob_abs_diff")
-
-
 @dataclass
 class TrafficRound:
     number: int  # 1, 2, ... over this learner's life
@@ -91,9 +87,6 @@ class TrafficLearner:
                 break
             metrics, steps = trained, steps + 1
         metrics["traffic/steps"] = float(steps)
-        for key in OFF_POLICY_BY_DESIGN:  # not the monitor's mismatch: that gap is the traffic's age, corrected by the clipped IS loss
-            if key in metrics:
-                metrics[f"traffic/served_{key.removeprefix('train/')}"] = metrics.pop(key)
         decision = None
         if steps:
             decision = await gate(self.backend, self.name, self.validate, self.tolerance, validation_n=self.validation_n)
