@@ -44,15 +44,8 @@ class GateDecision:
 
     def metrics(self) -> dict[str, float]:
         """`validation/...` metrics for the health monitor: the feedback-gaming warning reads them."""
-        metrics = {
-            "validation/candidate": self.candidate_score,
-            "validation/incumbent": self.incumbent_score,
-            "validation/success": self.served_score,
-            "validation/promoted": float(self.promoted),
-        }
-        if self.validation_n:
-            metrics["validation/n"] = float(self.validation_n)
-        return {k: v for k, v in metrics.items() if math.isfinite(v)}
+        served = {"validation/success": self.served_score, "validation/promoted": float(self.promoted)}
+        return _finite(_compared(self.candidate_score, self.incumbent_score, self.validation_n) | served)
 
 
 async def pin(backend: Any, name: str) -> str:
@@ -80,14 +73,23 @@ async def gate(
     promoted = scored and candidate_score >= incumbent_score - tolerance
     verdict = "promoted" if promoted else f"refused: more than {tolerance:g} below the incumbent" if scored else "refused: validation gave no number"
     reason = f"validation {candidate_score:.4f} vs {incumbent_score:.4f} for {info['serving']}; {verdict}"
-    metrics = {"validation/candidate": candidate_score, "validation/incumbent": incumbent_score, "tolerance": tolerance}
-    if validation_n:
-        metrics["validation/n"] = float(validation_n)
-    metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}  # JSON carries no NaN
+    metrics = _finite(_compared(candidate_score, incumbent_score, validation_n) | {"tolerance": tolerance})
     after = backend.promote(name, saved["checkpoint"], promoted, reason, metrics)
     if not promoted and reset_on_refusal:
         backend.restore_checkpoint(name, info["checkpoint"])
     return GateDecision(candidate, incumbent, candidate_score, incumbent_score, promoted, reason, after["serving"], validation_n)
+
+
+def _compared(candidate_score: float, incumbent_score: float, validation_n: int | None) -> dict[str, float]:
+    """What a decision records of the comparison (the feedback-gaming warning reads these names)."""
+    metrics = {"validation/candidate": candidate_score, "validation/incumbent": incumbent_score}
+    if validation_n:
+        metrics["validation/n"] = float(validation_n)
+    return metrics
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}  # JSON carries no NaN
 
 
 def _checkpoint_name(kind: str, step: int) -> str:
