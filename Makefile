@@ -28,10 +28,9 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/hone demo
 
-# one worker: two (pytest-xdist, -n 2) took 14.5 min instead of 24 on an AVX2-only EPYC, but each
-# worker keeps its own session models and servers, and one run was OOM-killed at 24 GiB
+# two workers (pytest-xdist), a file each at a time: one worker keeps one core busy ~60% of the time
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'

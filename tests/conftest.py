@@ -20,3 +20,27 @@ def tiny():
 @pytest.fixture(scope="session")
 def embedded():
     return load_model("smollm2-135m")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a file's last test (its module fixtures are gone by then), give freed memory back to
+    the system: engines and training free gigabytes that glibc would otherwise keep. Measured over
+    tests/engine: 5.8 GB resident after test_speculation.py, 1.4 GB once released."""
+    if nextitem is None or nextitem.path != item.path:
+        from hone.memory import release_freed_memory
+
+        release_freed_memory()
+
+
+# The slowest files (minutes each on 2 cores) start first: with two workers taking a file at a time
+# (make test: -n 2 --dist loadfile), one started last would run on alone at the end.
+SLOWEST_FIRST = ("tests/rl/test_learning.py", "tests/rl/test_resume.py", "tests/serve/test_traffic.py", "tests/test_export.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.path.relative_to(config.rootpath).as_posix()
+        return SLOWEST_FIRST.index(path) if path in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: the other files keep their order

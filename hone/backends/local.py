@@ -428,6 +428,10 @@ class LocalBackend:
                 handle.engine.close()
         for base in self._bases.values():
             base.engine.close()
+        # drop the weights and trainers too: whatever still refers to this backend (an app's route
+        # closures, a caller's variable) then keeps only an empty shell, not gigabytes of models
+        self._models.clear()
+        self._bases.clear()
         if self.traffic_log is not None:
             self.traffic_log.close()
 
