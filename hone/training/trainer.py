@@ -66,8 +66,8 @@ def default_micro_batch_tokens(device: torch.device) -> int:
     """Tokens per micro-batch when the caller does not say.
 
     On a CPU, 1024: measured on the 135M model in fp32 (AMD EPYC, 2 cores; 32 sequences of ~300
-    tokens, bench/train_memory.py), a forward_backward took as long as with 2048 (22-25 s both)
-    and peaked at 3.8 GB resident instead of 5.8; 512 was 15% slower. A GPU keeps 2048, where
+    tokens, bench/train_memory.py), a forward_backward took 20.3 s and peaked at 3.5 GB resident;
+    with 2048, 22.3 s and 5.3 GB; 512 was ~15% slower. A GPU keeps 2048, where
     larger matmuls pay more and activations live in its own memory."""
     return 1024 if device.type == "cpu" else 2048
 
