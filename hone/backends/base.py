@@ -56,6 +56,37 @@ class Backend(Sampler, Protocol):
 
     async def load_state(self, name: str, path: str | Path, with_optimizer: bool = True) -> None: ...
 
+    # ------------------------------------------------------------------ traffic, feedback, promotion (hone.traffic)
+    def configure_traffic(self, name: str, enabled: bool = True, **settings: Any) -> dict[str, Any]:
+        """Turn `name`'s traffic log on or off (retention_days, max_completions, labels)."""
+        ...
+
+    def feedback(self, completion_id: str | None = None, *, rollout_id: str | None = None, reward: float | None = None, label: str | None = None, choice: int = 0) -> Any:
+        """A reward, or a label the model maps to one, for a served completion or a whole rollout."""
+        ...
+
+    async def traffic(self, name: str) -> tuple[list[Any], list[Any]]:
+        """Every completion `name`'s log holds, oldest first, and the feedback on them."""
+        ...
+
+    def save_checkpoint(self, name: str, checkpoint: str | None = None) -> dict[str, Any]:
+        """Save the live weights as a named checkpoint (served as NAME@CHECKPOINT); returns its name and step."""
+        ...
+
+    def restore_checkpoint(self, name: str, checkpoint: str, with_optimizer: bool = True) -> int:
+        """Put the live weights back to a named checkpoint's; returns the step."""
+        ...
+
+    async def list_checkpoints(self, name: str) -> list[dict[str, Any]]: ...
+
+    def promotions(self, name: str) -> dict[str, Any]:
+        """What NAME serves (NAME@CHECKPOINT, or NAME@live) and every gate decision on its checkpoints."""
+        ...
+
+    def promote(self, name: str, checkpoint: str, promoted: bool = True, reason: str = "", metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        """Record a decision on a checkpoint; promoted, NAME serves it (a rollback promotes an older one)."""
+        ...
+
     # ------------------------------------------------------------------ clients
     def openai_client(self, rollout_id: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
         """An async OpenAI client whose chat completions sample from this backend's models (and, with

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ import openai
 import torch
 from fastapi import FastAPI
 
+from hone.backends.promotions import LIVE, CheckpointBook, SavedCheckpoint
 from hone.engine import Engine
 from hone.engine.grammar import GrammarMatchers
 from hone.errors import HoneError, InvalidRequestError, ModelNotFoundError
@@ -74,6 +77,7 @@ class LocalBackend:
         checkpoint_models: int = 2,
         serve_only: bool = False,
         traffic: str | Path | None = None,
+        checkpoints: str | Path | None = None,
     ):
         """`share_base=True` keeps one base in memory for all LoRA models of that base, each adapter
         applied unmerged and batched per adapter (what `hone serve --home` uses for its tenants).
@@ -84,7 +88,10 @@ class LocalBackend:
         packed copy of the weights and the loaded model's own fp32 copy is freed, ~0.9 GB less for
         the embedded model; training and serving checkpoints are refused.
         `traffic`: a SQLite file for the traffic log (`configure_traffic` turns it on per model;
-        see hone.traffic); None = nothing served is kept."""
+        see hone.traffic); None = nothing served is kept.
+        `checkpoints`: a folder for named checkpoints and promotion decisions (`save_checkpoint`,
+        `promote`: what hone.traffic.promotion gates with); None = a temporary folder, removed at
+        `close()`. Given the same folder again, a new backend serves what was promoted."""
         self._share_base = share_base
         self._serve_only = serve_only
         self._checkpoint_models: OrderedDict[str, None] = OrderedDict()  # least recently used first
@@ -98,6 +105,11 @@ class LocalBackend:
         self._app = None
         self._loopback: LoopbackServer | None = None
         self.traffic_log = TrafficLog(traffic) if traffic is not None else None
+        self._checkpoint_root = Path(checkpoints) if checkpoints is not None else None
+        # a temporary one is made on first use, so a backend that never promotes makes no folder
+        self._book = CheckpointBook(self._checkpoint_root) if self._checkpoint_root is not None else None
+        self._book_models: set[str] = set()  # the checkpoint models serving NAME@CHECKPOINT (not listed)
+        self._book_load_lock = threading.Lock()  # one load per checkpoint, however many requests wait for it
 
     # ------------------------------------------------------------------ models
     def add_model(self, name: str, base_model: str = DEFAULT_MODEL, **options: Any) -> ModelInfo:
@@ -214,13 +226,18 @@ class LocalBackend:
     def delete_model(self, name: str) -> None:
         """Stop serving `name`: new requests for it are refused at once; samples already running on it
         finish, and its sampler and trainer are freed when the last one ends."""
+        serves_a_checkpoint = name in self._book_models
         if not self._delete_if_present(name):
             raise ModelNotFoundError(f"the model '{name}' does not exist; GET /v1/models lists the ones that do")
+        if self._book is not None and not serves_a_checkpoint:
+            self._evict_book_models(name)
+            self._book.forget(name)
 
     def _delete_if_present(self, name: str) -> bool:
         with self._lock:
             handle = self._models.pop(name, None)
             self._checkpoint_models.pop(name, None)
+            self._book_models.discard(name)
             if handle is None:
                 return False
             handle.deleted = True
@@ -268,13 +285,42 @@ class LocalBackend:
             release_freed_memory()
 
     def list_models(self) -> list[str]:
-        return sorted(self._models)
+        """The models, and for each one with promotions NAME@live and NAME@STEP of its named checkpoints."""
+        names = sorted(set(self._models) - self._book_models)
+        if self._book is None:
+            return names
+        listed = []
+        for name in names:
+            listed.append(name)
+            if self._book.decisions(name):
+                listed.append(f"{name}@{LIVE}")
+            listed.extend(f"{name}@{step}" for step in sorted({c.step for c in self._book.checkpoints(name)}))
+        return listed
 
     def tokenizer(self, name: str) -> Any:
-        return self.get(name).loaded.tokenizer
+        handle = self._models.get(name)
+        return (handle or self.get(name.partition("@")[0])).loaded.tokenizer  # NAME@CHECKPOINT: NAME's
 
     # ------------------------------------------------------------------ sampling
     async def sample(
+        self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams, on_tokens: OnTokens | None = None
+    ) -> list[SampledSequence]:
+        """From model `name`; where NAME has a promoted checkpoint, NAME samples it, NAME@live the live
+        weights and NAME@CHECKPOINT (or NAME@STEP) a named checkpoint, loaded on first use."""
+        internal, checkpoint = self._route(name)
+        if checkpoint is None:
+            return await self._sample(internal, prompt_tokens, n, params, on_tokens)
+        for attempt in (1, 2):  # evicted between its load and this sample (a few are kept): loaded again, once
+            if not self.serves(internal):
+                await asyncio.to_thread(self._load_book_model, internal, name.partition("@")[0], checkpoint)
+            try:
+                return await self._sample(internal, prompt_tokens, n, params, on_tokens)
+            except ModelNotFoundError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _sample(
         self, name: str, prompt_tokens: list[int], n: int, params: SamplingParams, on_tokens: OnTokens | None = None
     ) -> list[SampledSequence]:
         with self._lock:  # counted, so a delete meanwhile lets this sample finish before freeing the model
@@ -293,6 +339,38 @@ class LocalBackend:
 
     def serves(self, name: str) -> bool:
         return name in self._models
+
+    def _route(self, served: str) -> tuple[str, SavedCheckpoint | None]:
+        """The model that samples `served`, and the named checkpoint it serves (None: a model as added)."""
+        name, at, version = served.partition("@")
+        if self._book is None or name not in self._models or (at and served in self._models):
+            return served, None  # no promotions, or a checkpoint model added under this very name
+        if not at:
+            checkpoint = self._book.promoted(name)
+        elif version == LIVE:
+            return name, None
+        else:
+            try:
+                checkpoint = self._book.find(name, version)
+            except HoneError:
+                raise ModelNotFoundError(f"the model '{served}' does not exist; GET /v1/models lists the ones that do") from None
+        if checkpoint is None:
+            return name, None
+        return f"{name}@{checkpoint.checkpoint}#{checkpoint.created!r}", checkpoint  # saved again: another model
+
+    def _load_book_model(self, internal: str, name: str, checkpoint: SavedCheckpoint) -> None:
+        with self._book_load_lock:
+            if self.serves(internal):
+                return
+            self.add_checkpoint_model(internal, name, self._checkpoints().folder(name, checkpoint.checkpoint))
+            with self._lock:
+                self._book_models.add(internal)
+
+    def _evict_book_models(self, name: str, checkpoint: str | None = None) -> None:
+        """Stop serving `name`'s checkpoints (or one of them); samples in flight on them finish."""
+        prefix = f"{name}@" + ("" if checkpoint is None else f"{checkpoint}#")
+        for internal in [m for m in list(self._book_models) if m.startswith(prefix)]:
+            self._delete_if_present(internal)
 
     # ------------------------------------------------------------------ training (Tinker-shaped)
     def trainer(self, name: str) -> Trainer:
@@ -358,7 +436,11 @@ class LocalBackend:
         name = completion.served.partition("@")[0]
         if self.traffic_log is None or not self.traffic_log.settings(LOCAL_TENANT, name).enabled:
             return
-        step = self.step(completion.served) if self.serves(completion.served) else 0
+        try:
+            internal, checkpoint = self._route(completion.served)
+        except ModelNotFoundError:
+            return  # deleted while it served: its log went with it
+        step = checkpoint.step if checkpoint is not None else self.step(internal) if self.serves(internal) else 0
         await asyncio.to_thread(self.traffic_log.record, LOCAL_TENANT, name, step, completion)
 
     def feedback(self, completion_id: str | None = None, *, rollout_id: str | None = None, reward: float | None = None, label: str | None = None, choice: int = 0) -> Feedback:
@@ -374,6 +456,51 @@ class LocalBackend:
         if self.traffic_log is None:
             raise HoneError("this LocalBackend keeps no traffic log; create it with LocalBackend(traffic='PATH/traffic.sqlite3')")
         return self.traffic_log
+
+    # ------------------------------------------------------------------ checkpoints and promotion (issue 17)
+    def save_checkpoint(self, name: str, checkpoint: str | None = None) -> dict[str, Any]:
+        """Save `name`'s trainer state as a named checkpoint (default `step-N`); returns its name and step.
+        Saving again under a name replaces that checkpoint, except the one NAME serves."""
+        handle = self.get(name)
+        book = self._checkpoints()
+        step = self.step(name)
+        checkpoint = checkpoint or f"step-{step}"
+        book.check_new(name, checkpoint)
+        self._evict_book_models(name, checkpoint)
+        self.trainer(name).save_state(book.folder(name, checkpoint), tokenizer=handle.loaded.tokenizer, base_model=handle.base_model)
+        book.record_checkpoint(name, checkpoint, step)
+        return {"checkpoint": checkpoint, "step": step}
+
+    def restore_checkpoint(self, name: str, checkpoint: str, with_optimizer: bool = True) -> int:
+        """Put `name`'s live weights (and optimizer, step, RNG states) back to a named checkpoint's; returns the step."""
+        self.get(name)
+        saved = self._checkpoints().find_named(name, checkpoint)
+        self.trainer(name).load_state(self._checkpoints().folder(name, saved.checkpoint), with_optimizer)
+        self._push_weights(name)
+        return self.step(name)
+
+    async def list_checkpoints(self, name: str) -> list[dict[str, Any]]:
+        self.get(name)
+        return [{"checkpoint": c.checkpoint, "step": c.step, "created": c.created} for c in self._checkpoints().checkpoints(name)]
+
+    def promotions(self, name: str) -> dict[str, Any]:
+        """What NAME serves (NAME@CHECKPOINT, or NAME@live), and every decision recorded on its checkpoints."""
+        self.get(name)
+        return self._checkpoints().info(name)
+
+    def promote(self, name: str, checkpoint: str, promoted: bool = True, reason: str = "", metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        """Record a gate's decision on a named checkpoint; promoted, NAME serves it from the next
+        request on (a rollback is the promotion of an older one); refused, it is kept with the reason."""
+        self.get(name)
+        self._checkpoints().record_decision(name, checkpoint, promoted, reason, metrics or {})
+        return self.promotions(name)
+
+    def _checkpoints(self) -> CheckpointBook:
+        with self._lock:
+            if self._book is None:
+                root = self._checkpoint_root or Path(tempfile.mkdtemp(prefix="hone-checkpoints-"))
+                self._book = CheckpointBook(root)
+            return self._book
 
     # ------------------------------------------------------------------ clients
     @property
@@ -434,6 +561,8 @@ class LocalBackend:
         self._bases.clear()
         if self.traffic_log is not None:
             self.traffic_log.close()
+        if self._book is not None and self._checkpoint_root is None:
+            shutil.rmtree(self._book.root, ignore_errors=True)  # a temporary folder: nothing promoted outlives the backend
 
 
 def _eos_ids(loaded: LoadedModel) -> list[int]:

@@ -12,7 +12,8 @@ recorded; by default the live weights then go back to the incumbent's, so traini
 from a model that learned to game its feedback. A rollback is promoting an older checkpoint.
 
 Works over a backend with save_checkpoint / restore_checkpoint / promotions / promote: a
-RemoteBackend (the server keeps the checkpoints and the decisions).
+RemoteBackend (the server keeps the checkpoints and the decisions) or a LocalBackend (a folder
+keeps them: hone.backends.promotions).
 """
 
 from __future__ import annotations
