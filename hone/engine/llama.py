@@ -80,7 +80,9 @@ class Linear:
     ~25-35% less time here. fp32 goes through oneDNN too, not MKL: on a 2-core AMD EPYC, MKL ran
     the fp32 LM head (576 -> 49152) 2-4x slower than oneDNN (10.5 vs 5.4 ms for 1 row, 47 vs 4.8 ms
     for 3, 28 vs 11 ms for 32), and the layers' fp32 matmuls 1.2-3x slower; MKL is kept only where
-    oneDNN is missing. `weight` stays the plain (N, K) tensor that `load_weights` writes into;
+    oneDNN is missing. bf16 weights where oneDNN cannot pack them (AVX2 without AVX-512) go
+    through hone's own kernel (`linear_bf16` in hone.engine.kernels), not torch's much slower bf16
+    matmul there. `weight` stays the plain (N, K) tensor that `load_weights` writes into;
     `repack()` must follow any write.
     """
 
@@ -104,8 +106,12 @@ class Linear:
             elif self.weight.dtype == torch.float32 and torch.backends.mkl.is_available():
                 self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight, self.batch_hint)
                 self.mode = "mkl"
-        except (AttributeError, RuntimeError, NotImplementedError):  # a torch build without these ops
+        except (AttributeError, RuntimeError, NotImplementedError):  # a torch build without these ops, or a CPU
             self.mode, self.packed = "plain", None
+        if self.mode == "plain" and self.weight.dtype == torch.bfloat16:
+            module = load_kernels()
+            if module is not None:
+                self.mode, self._rows = "kernel", module.linear_bf16
 
     def drop_plain(self) -> None:
         """Free the plain weight where oneDNN computes from its packed copy alone (MKL needs both)."""
@@ -121,6 +127,9 @@ class Linear:
                 y = torch.ops.mkldnn._linear_pointwise.binary(x, r, self.packed, self.bias, "add")
             else:
                 y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        elif self.mode == "kernel":
+            r = residual.reshape(-1, self.out_features).contiguous() if residual is not None else None
+            y = self._rows(x.contiguous(), self.weight, self.bias, r)
         elif self.mode == "mkl":
             y = torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.batch_hint)
             if residual is not None:

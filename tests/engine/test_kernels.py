@@ -113,3 +113,41 @@ def test_rms_norm_kernel_rounds_as_torch_does(dtype):
     assert bool(close.all())
     if dtype == torch.bfloat16:
         assert (got == expected).float().mean() > 0.99
+
+
+@needs_kernel
+@pytest.mark.parametrize("B", [1, 3, 32])
+@pytest.mark.parametrize("N, K", [(960, 576), (7, 20)])  # SmolLM2's q|k|v; rows not a multiple of 4, K not of 8
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_bf16_linear_kernel_is_an_fp32_sum_of_the_bf16_weights(B, N, K, dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, K, generator=g).to(dtype)
+    w = (torch.randn(N, K, generator=g) * 0.05).bfloat16()
+    bias = torch.randn(N, generator=g).to(dtype)
+    residual = torch.randn(B, N, generator=g).to(dtype)
+    exact = x.double() @ w.double().T
+    for b, r, expected in [(None, None, exact), (bias, residual, exact + bias.double() + residual.double())]:
+        got = kernels.linear_bf16(x, w, b, r)
+        assert got.shape == (B, N) and got.dtype == dtype
+        # the sum in fp32 (order aside), rounded once to x's dtype
+        assert torch.allclose(got.double(), expected, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5, atol=1e-4)
+    with pytest.raises(RuntimeError, match="bf16 weight"):
+        kernels.linear_bf16(x, w.float(), None, None)
+
+
+@needs_kernel
+def test_a_bf16_linear_runs_on_onednn_where_it_packs_bf16_and_on_the_kernel_elsewhere():
+    from hone.engine.llama import Linear
+
+    weight = (torch.randn(64, 32) * 0.1).bfloat16()
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(weight, 32)
+        expected_mode = "onednn"  # AVX-512 or AMX: oneDNN has native bf16
+    except RuntimeError:
+        expected_mode = "kernel"  # AVX2: torch's own bf16 matmul would be the slow fallback
+    linear = Linear(weight, torch.zeros(64, dtype=torch.bfloat16))
+    assert linear.mode == expected_mode
+    x, residual = torch.randn(2, 5, 32).bfloat16(), torch.randn(2, 5, 64).bfloat16()
+    expected = (torch.nn.functional.linear(x.float(), weight.float()) + residual.float()).bfloat16()
+    got = linear(x, residual=residual)
+    assert got.shape == (2, 5, 64) and torch.allclose(got.float(), expected.float(), rtol=2**-6, atol=1e-2)
