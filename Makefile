@@ -29,9 +29,10 @@ demo: $(STAMP)
 	$(BIN)/hone demo
 
 # two workers (pytest-xdist), a file each at a time: one worker used one of the two cores
-# (user 28:16 in 27:54 on an AVX2-only EPYC); two took 18:48, peaking at 15.9 GB of 24
+# (user 28:16 in 27:54 on an AVX2-only EPYC); two took 18:48, peaking at 15.9 GB of 24.
+# The 15 slowest tests are listed at the end, so a CI log shows where the time goes
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -66,11 +66,11 @@ MAX_TOKENS = 48
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--population", choices=("honest", "gameable"), default="honest")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--users", type=int, default=32, help="requests per round, one per simulated user")
     parser.add_argument("--tasks", type=int, default=8, help="distinct tasks per round: users share them, so attempts group")
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--steps-per-round", type=int, default=1, help="optimizer steps on the traffic before each gate (the clipped IS loss corrects the reuse)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="2e-4 barely moved validation in 6 rounds; 1e-3 moves it, and the gate refuses its bad steps")
+    parser.add_argument("--steps-per-round", type=int, default=2, help="optimizer steps on the traffic before each gate (the clipped IS loss corrects the reuse)")
     parser.add_argument("--tolerance", type=float, default=0.0, help="how far below what is served a candidate may validate and still be promoted")
     parser.add_argument("--temperature", type=float, default=0.6)
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -232,10 +232,10 @@ def plot() -> None:
         colour = f"C{index}"  # the same run, the same colour, in both panels
         result = json.loads(path.read_text())
         steps = max(int(r.get("steps") or 1) for r in result["rounds"][1:])  # made, not asked: the staleness bound can stop a round's steps
-        label = f"{result['settings']['population']} users, {steps} step(s) a round"
+        label = f"{result['settings']['population']} users, lr {result['settings']['learning_rate']:g}, {steps} step(s) a round"
         chosen.plot(result["served_validation"], marker="o", color=colour, label=label)
         if "served_test" in result:
-            held_out.plot(result["served_test"], marker="o", color=colour, label=label)
+            held_out.plot(result["served_test"], marker="o", color=colour)  # its legend is the left panel's
             baselines = result.get("baselines_on_test", baselines)
     for name, style in (("keyword_router", ":"), ("untrained_forced_call", "--")):
         if name in baselines:
@@ -245,7 +245,8 @@ def plot() -> None:
     for axes in (chosen, held_out):
         axes.set_xlabel("round (serve → feedback → train → gate)")
         axes.set_ylim(0, 1.05)
-        axes.legend(fontsize=8)
+    chosen.legend(fontsize=7, loc="lower right")  # the curves run above 0.35
+    held_out.legend(fontsize=7, loc="lower right")
     chosen.set_ylabel("right-tool success of what is served")
     figure.tight_layout()
     figure.savefig(RESULTS / "online_rl.png", dpi=120)
