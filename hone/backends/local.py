@@ -4,6 +4,9 @@ LoRA models of the same base model share one copy of it: one loaded model (whose
 every LoRA trainer of that base uses, each with its own adapter, optimizer and step) and one engine
 (the base weights once, each model's adapter unmerged on top, named after the model; a NAME@STEP
 checkpoint of a LoRA model is one more adapter). Full fine-tuning models keep their own copies.
+
+Named checkpoints and promotion decisions (hone.traffic.promotion) live in a folder
+(hone.backends.promotions): once one is promoted, NAME samples it and NAME@live the live weights.
 """
 
 from __future__ import annotations
