@@ -108,8 +108,8 @@ class Linear:
                 self.mode = "mkl"
         except (AttributeError, RuntimeError, NotImplementedError):  # a torch build without these ops, or a CPU
             self.mode, self.packed = "plain", None
-        if self.mode == "plain" and self.weight.dtype == torch.bfloat16:
-            module = load_kernels()
+        if self.mode == "plain" and self.weight.dtype == torch.bfloat16 and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+            module = load_kernels()  # its vector path is AVX2's; elsewhere (ARM) torch's own bf16 matmul stays
             if module is not None:
                 self.mode, self._rows = "kernel", module.linear_bf16
 
