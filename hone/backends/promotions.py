@@ -70,9 +70,10 @@ class CheckpointBook:
         return list(self._book(model)["promotions"])
 
     def find(self, model: str, version: str) -> SavedCheckpoint:
-        """The checkpoint named `version`, or the newest of step `version` when it is digits."""
+        """The newest checkpoint of step `version` when it is digits, else (or if none) the one named
+        `version`: the order `hone serve` resolves NAME@VERSION in, so both backends agree."""
         saved = self.checkpoints(model)
-        matches = [c for c in saved if c.checkpoint == version] or [c for c in saved if version.isdigit() and c.step == int(version)]
+        matches = [c for c in saved if version.isdigit() and c.step == int(version)] or [c for c in saved if c.checkpoint == version]
         if not matches:
             kept = ", ".join(c.checkpoint for c in saved) or "none"
             raise CheckpointError(f"the model '{model}' has no checkpoint '{version}' (it keeps: {kept})")

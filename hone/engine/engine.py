@@ -894,18 +894,13 @@ def serving_dtype() -> torch.dtype:
 
 
 def bf16_kernel_runs() -> bool:
-    """Whether bf16 linear layers here run on hone's kernel: a CPU with AVX2 (or better) where
-    oneDNN cannot pack bf16 weights, and the kernel built (see hone.engine.llama.Linear)."""
-    if torch.cuda.is_available() or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+    """Whether bf16 linear layers here run on hone's kernel: asked of `Linear` itself, so this and
+    the layers cannot disagree (x86 with AVX2 where oneDNN cannot pack bf16, and the kernel built)."""
+    if torch.cuda.is_available():
         return False
-    try:
-        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16), 8)
-        return False  # oneDNN packs bf16 here: Linear uses it, not the kernel
-    except (AttributeError, RuntimeError):
-        pass
-    from hone.engine.kernels import load_kernels
+    from hone.engine.llama import Linear
 
-    return load_kernels() is not None
+    return Linear(torch.zeros(8, 8, dtype=torch.bfloat16)).mode == "kernel"
 
 
 @lru_cache(maxsize=None)

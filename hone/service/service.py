@@ -34,6 +34,7 @@ from hone.rl.step import TrainConfig, train_step
 from hone.rl.trajectory import TrajectoryGroup
 from hone.server.rollouts import RolloutBook
 from hone.service.journal import Journal
+from hone.backends.promotions import LIVE  # one name for the live weights, in-process and served
 from hone.service.store import CheckpointRow, ModelRow, PromotionRow, RequestRow, Store, Tenant, check_name
 from hone.traffic import Feedback, LoggedCompletion, ServedCompletion, TrafficLog, TrafficSettings
 from hone.training import Trainer
@@ -41,7 +42,6 @@ from hone.types import AdamParams, ModelSpec, OnTokens, SampledSequence, Samplin
 
 
 TRAFFIC_FILE = "traffic.sqlite3"
-LIVE = "live"  # NAME@live: the live weights, even where NAME serves a promoted checkpoint
 
 
 @dataclass(frozen=True)
