@@ -11,7 +11,7 @@
    FLOPs per token = 2 x (parameters that multiply: every layer plus the LM head; the embedding
    lookup is free).
 4b. The decode roofline at batch B: a decode step must read every weight once (the layers in the
-   engine's dtype, the LM head in fp32), each row's KV cache (at the mean decode position, prompt +
+   engine's dtype, the LM head in its own: fp32 by default), each row's KV cache (at the mean decode position, prompt +
    half the new tokens) and write and read the fp32 logits; and it must do B x FLOPs per token plus
    attention. Its least time is max(bytes / memory bandwidth, FLOPs / matmul peak); the memory
    bandwidth is measured here (the best of summing a 512 MiB fp32 tensor). roofline_fraction =
@@ -26,6 +26,12 @@
 
 6. The main figures decode without speculation (as HF generate and llama.cpp do, and the engine's
    default); with n-gram speculation on, the same workload is reported beside them at batch 1, 8, 32.
+
+7. "serving": the same workload and roofline for the engine `hone serve` builds when it only
+   serves (`engine.serving_options`; on an AVX2 CPU: bf16 layers and a bf16 LM head on hone's own
+   kernel, which multiplies in fp32, so its compute bound uses the fp32 matmul peak). On such a
+   CPU the default engine (fp32, what training samples with) and the serving one are the before
+   and after of that kernel, measured in one run.
 
 Run: .venv/bin/python bench/engine.py [--threads N] [--repeats R] [--quick]
 Writes bench/results/engine.json.
@@ -47,7 +53,8 @@ from pathlib import Path
 
 import torch
 
-from hone.engine import Engine, SpeculationConfig
+from hone.engine import Engine, SpeculationConfig, serving_options
+from hone.engine.engine import bf16_kernel_runs
 from hone.models import load_model
 from hone.types import SamplingParams
 
@@ -176,26 +183,27 @@ def memory_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
     return data.numel() * 4 / best / 1e9
 
 
-def decode_step_cost(model, dtype: torch.dtype, batch: int, position: int) -> tuple[float, float]:
+def decode_step_cost(model, dtype: torch.dtype, head_dtype: torch.dtype, batch: int, position: int) -> tuple[float, float]:
     """(bytes moved, FLOPs) of one decode step at `batch` rows, each at cache `position` (point 4b)."""
     config = model.config
     itemsize = torch.tensor([], dtype=dtype).element_size()
+    head_itemsize = torch.tensor([], dtype=head_dtype).element_size()
     body = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name and "lm_head" not in name)
     head = model.get_output_embeddings().weight.numel()
     head_dim = config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", config.num_attention_heads)
     kv_bytes = batch * position * config.num_hidden_layers * 2 * kv_heads * head_dim * itemsize
     logits_bytes = 2 * batch * config.vocab_size * 4
-    moved = body * itemsize + head * 4 + kv_bytes + logits_bytes
+    moved = body * itemsize + head * head_itemsize + kv_bytes + logits_bytes
     attention_flops = batch * 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * position
     return float(moved), batch * flops_per_token(model) + attention_flops
 
 
-def roofline(model, dtype: torch.dtype, tokens_per_s: dict[int, float], bandwidth_gbs: float, peak_gflops: float) -> dict[str, dict[str, float]]:
+def roofline(model, dtype: torch.dtype, head_dtype: torch.dtype, tokens_per_s: dict[int, float], bandwidth_gbs: float, peak_gflops: float) -> dict[str, dict[str, float]]:
     position = PROMPT_TOKENS + NEW_TOKENS // 2
     rows = {}
     for batch, rate in tokens_per_s.items():
-        moved, flops = decode_step_cost(model, dtype, batch, position)
+        moved, flops = decode_step_cost(model, dtype, head_dtype, batch, position)
         memory_s, compute_s = moved / (bandwidth_gbs * 1e9), flops / (peak_gflops * 1e9)
         measured_s = batch / rate
         rows[str(batch)] = {
@@ -246,9 +254,10 @@ def main() -> None:
         speculative.sample_sync(prompts[0], 4, SamplingParams(max_tokens=8))
         hone_speculative = {b: hone_tokens_per_s(speculative, prompts[:b], args.repeats) for b in BATCHES}
         acceptance = speculative.stats["draft_tokens_accepted"] / max(1, speculative.stats["draft_tokens"])
-    with Engine(model, eos_token_ids=[], dtype=dtype, lm_head_dtype=torch.bfloat16, num_threads=args.threads, speculation=None) as bf16_head:
-        bf16_head.sample_sync(prompts[0], 4, SamplingParams(max_tokens=8))
-        hone_bf16_head = hone_tokens_per_s(bf16_head, prompts[:32], args.repeats)
+    serve = serving_options()
+    with Engine(model, eos_token_ids=[], decode=tokenizer.decode, num_threads=args.threads, speculation=None, **serve) as serving:
+        serving.sample_sync(prompts[0], 4, SamplingParams(max_tokens=8))
+        hone_serving = {b: hone_tokens_per_s(serving, prompts[:b], args.repeats) for b in BATCHES}
 
     hf = {}
     if not args.quick:
@@ -259,12 +268,21 @@ def main() -> None:
     fpt = flops_per_token(model)
     dtype_name = str(dtype).replace("torch.", "")
     bandwidth = in_thread(args.threads, memory_bandwidth_gbs)
-    decode_roofline = roofline(model, dtype, hone, bandwidth, peak[dtype_name])
+    decode_roofline = roofline(model, dtype, torch.float32, hone, bandwidth, peak[dtype_name])
+    serve_name = str(serve["dtype"]).replace("torch.", "")
+    serve_peak = peak["float32"] if serve["dtype"] == torch.bfloat16 and bf16_kernel_runs() else peak[serve_name]  # point 7
+    serving_roofline = roofline(model, serve["dtype"], serve["lm_head_dtype"], hone_serving, bandwidth, serve_peak)
     result = {
         "hone_tokens_per_s": {str(b): round(v, 1) for b, v in hone.items()},
         "hf_generate_tokens_per_s": {str(b): round(v, 1) for b, v in hf.items()},
         "speedup_vs_hf": {str(b): round(hone[b] / hf[b], 2) for b in hf},
-        "hone_tokens_per_s_bf16_lm_head": {"32": round(hone_bf16_head, 1)},
+        "serving": {  # point 7: the engine `hone serve` builds when it only serves
+            "dtype": serve_name,
+            "lm_head_dtype": str(serve["lm_head_dtype"]).replace("torch.", ""),
+            "tokens_per_s": {str(b): round(v, 1) for b, v in hone_serving.items()},
+            "matmul_peak_gflops_used": round(serve_peak, 1),
+            "decode_roofline": serving_roofline,
+        },
         # with n-gram drafts verified in the decode step (opt-in; this text is not copied much)
         "hone_tokens_per_s_speculative": {str(b): round(v, 1) for b, v in hone_speculative.items()},
         "speculative_acceptance": round(acceptance, 3),
@@ -297,7 +315,10 @@ def main() -> None:
         share = decode_roofline[str(b)]["roofline_fraction"]
         print(f"{b:>5}  {hone[b]:>10.1f}  {hf_b or float('nan'):>17.1f}  {(hone[b] / hf_b if hf_b else float('nan')):>7.2f}x  {share:>8.1%}")
     print(f"memory bandwidth {bandwidth:.1f} GB/s; roofline fraction = least step time (bytes/bandwidth or FLOPs/peak) / measured")
-    print(f"batch 32 with a bf16 LM head: {hone_bf16_head:.1f} tok/s")
+    print(f"serving engine ({serve_name}, LM head {result['serving']['lm_head_dtype']}):")
+    for b in BATCHES:
+        share = serving_roofline[str(b)]["roofline_fraction"]
+        print(f"{b:>5}  {hone_serving[b]:>10.1f}  {'':>17}  {hone_serving[b] / hone[b]:>7.2f}x  {share:>8.1%}   (x = over the default engine)")
     print(f"with speculation on: {result['hone_tokens_per_s_speculative']} tok/s, acceptance {acceptance:.0%}")
     print(f"matmul peak GFLOP/s: {result['matmul_peak_gflops']}  engine dtype: {dtype_name}")
     print(f"fraction of {dtype_name} peak at batch 32: {result['fraction_of_peak']:.1%}")

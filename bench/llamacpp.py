@@ -22,8 +22,10 @@ the two binaries, native CPU flags) and cached with the GGUF under $HONE_HOME/ll
 the first run downloads and builds it: 11.5 min on a 2-core AMD EPYC (AVX2), download included.
 Delete that folder to rebuild (the binaries use this CPU's instructions: rebuild on another machine).
 
-Run: .venv/bin/python bench/llamacpp.py [--quick] [--repeats N] [--dtype auto|bf16|fp32]
-Writes bench/results/llamacpp.json, or llamacpp_bf16.json with --dtype bf16 (figures are only comparable within one machine and run).
+Run: .venv/bin/python bench/llamacpp.py [--quick] [--repeats N] [--dtype auto|bf16|fp32|serve]
+--dtype serve takes the dtypes `hone serve` picks when it only serves (engine.serving_options: on an
+AVX2 CPU, bf16 layers and a bf16 LM head on hone's kernel).
+Writes bench/results/llamacpp.json, or llamacpp_DTYPE.json for another --dtype (figures are only comparable within one machine and run).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import torch
 from common import best_tokens_per_s, machine
 
 import hone.gguf_export
-from hone.engine import Engine
+from hone.engine import Engine, serving_options
 from hone.models import load_model
 from hone.models.loader import hone_home
 from hone.types import SamplingParams
@@ -220,7 +222,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 1 and 8, 32 new tokens: checks that it all works")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto", help="hone's compute dtype (auto: preferred_dtype)")
+    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32", "serve"), default="auto",
+                        help="hone's compute dtype (auto: preferred_dtype; serve: what `hone serve` picks, engine.serving_options)")
     args = parser.parse_args()
     batches, new_tokens = ((1, 8), 32) if args.quick else (BATCHES, NEW_TOKENS)
     load_before = load_average()
@@ -237,16 +240,17 @@ def main() -> None:
 
     prompts = distinct_prompts(loaded.tokenizer, max(batches))
     print(f"throughput: {PROMPT_TOKENS}-token prompts, {new_tokens} new tokens per row, batches {', '.join(map(str, batches))}, best of {args.repeats}", flush=True)
-    dtype = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    with Engine(loaded.model, eos_token_ids=[], decode=loaded.tokenizer.decode, dtype=dtype, num_threads=THREADS, speculation=None) as engine:
+    options = serving_options() if args.dtype == "serve" else {"dtype": {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]}
+    with Engine(loaded.model, eos_token_ids=[], decode=loaded.tokenizer.decode, num_threads=THREADS, speculation=None, **options) as engine:
         engine.sample_sync(prompts[0], 4, SamplingParams(max_tokens=8))  # warm-up: first calls pay one-off setup
         figures = throughput(engine, gguf, prompts, batches, new_tokens, args.repeats)
         dtype, attention = str(engine.dtype).replace("torch.", ""), engine.attention_impl
+        head_dtype = str(engine.lm_head_dtype).replace("torch.", "")
 
     result = {
         **figures,
         "parameters": {"model": "SmolLM2-135M-Instruct (embedded)", "llama_cpp_weights": "f16 GGUF written by hone.gguf_export",
-                       "hone_dtype": dtype, "hone_attention": attention, "hone_speculation": False, "threads": THREADS,
+                       "hone_dtype": dtype, "hone_lm_head_dtype": head_dtype, "hone_attention": attention, "hone_speculation": False, "threads": THREADS,
                        "prompt_tokens": PROMPT_TOKENS, "new_tokens": new_tokens, "batches": list(batches), "repeats": args.repeats,
                        "quick": args.quick},
         "workload": f"B rows, distinct {PROMPT_TOKENS}-token prompts, {new_tokens} new tokens each; tokens/s = B x {new_tokens} / wall time, "
@@ -263,7 +267,7 @@ def main() -> None:
     print(f"\n{'batch':>5}  {'hone tok/s':>10}  {'llama.cpp tok/s':>15}  {'hone/llama.cpp':>14}  {'llama.cpp decode-only':>21}")
     for b in map(str, batches):
         print(f"{b:>5}  {tps['hone'][b]:>10.1f}  {tps['llama_cpp'][b]:>15.1f}  {ratio[b]:>13.2f}x  {result['llama_cpp_decode_only_tokens_per_s'][b]:>21.1f}")
-    print(f"(tokens/s with prefill, best of {args.repeats}; hone {dtype}, llama.cpp f16, {THREADS} threads each)")
+    print(f"(tokens/s with prefill, best of {args.repeats}; hone {dtype} (LM head {head_dtype}), llama.cpp f16, {THREADS} threads each)")
     print(f"load average before/after: {load_before} / {result['machine']['load_average_after']}")
     print(f"wrote {path}")
 

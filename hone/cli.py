@@ -153,10 +153,10 @@ def serve(
         return
     from hone.export import servable
 
-    if dtype == "auto":  # nothing here trains, so nothing needs fp32's trainer-exact logprobs (engine.serving_dtype)
-        from hone.engine import serving_dtype
+    if dtype == "auto":  # nothing here trains, so nothing needs fp32's trainer-exact logprobs (engine.serving_options)
+        from hone.engine import serving_options
 
-        engine_options = {"dtype": serving_dtype()}
+        engine_options = serving_options()
     backend = LocalBackend(engine_options, serve_only=True)  # no training routes here: one packed copy of the weights
     for name in model:
         backend.add_model(name, servable(name))  # a run directory or checkpoint: its weights, exported once

@@ -119,26 +119,27 @@ class Linear:
             self.weight = None
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dim() == 2 and (residual is None or residual.dim() == 2):  # a decode step's rows: no reshaping
+            return self._rows2d(x, residual)
         lead = x.shape[:-1]
-        x = x.reshape(-1, x.shape[-1])
+        r = residual.reshape(-1, self.out_features) if residual is not None else None
+        return self._rows2d(x.reshape(-1, x.shape[-1]), r).view(*lead, self.out_features)
+
+    def _rows2d(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """(B, K) rows -> (B, N), plus a (B, N) residual if given."""
         if self.mode == "onednn":
             if residual is not None:  # the residual add fused into the matmul
-                r = residual.reshape(-1, self.out_features)
-                y = torch.ops.mkldnn._linear_pointwise.binary(x, r, self.packed, self.bias, "add")
-            else:
-                y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        elif self.mode == "kernel":
-            r = residual.reshape(-1, self.out_features).contiguous() if residual is not None else None
-            y = self._rows(x.contiguous(), self.weight, self.bias, r)
-        elif self.mode == "mkl":
+                return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, self.bias, "add")
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        if self.mode == "kernel":
+            return self._rows(x.contiguous(), self.weight, self.bias, residual.contiguous() if residual is not None else None)
+        if self.mode == "mkl":
             y = torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.batch_hint)
-            if residual is not None:
-                y += residual.reshape(-1, self.out_features)
         else:
             y = F.linear(x, self.weight, self.bias)
-            if residual is not None:
-                y += residual.reshape(-1, self.out_features)
-        return y.view(*lead, self.out_features)
+        if residual is not None:
+            y += residual
+        return y
 
 
 class LlamaRunner:
@@ -197,8 +198,11 @@ class LlamaRunner:
         with torch.no_grad():
             self.embed = _own(base.embed_tokens.weight, dtype)  # (V, D)
             self.norm = norm(base.norm.weight)
-            # the head gets its own copy in head_dtype (fp32 by default) even when tied to the embedding
-            self.head = Linear(_own(model.get_output_embeddings().weight, head_dtype), batch_hint=hint)  # (V, D)
+            # the head gets its own copy in head_dtype (fp32 by default) even when tied to the embedding,
+            # unless the two dtypes agree: then a tied head and the embedding are one tensor
+            head = model.get_output_embeddings().weight
+            shared = head is base.embed_tokens.weight and head_dtype == dtype
+            self.head = Linear(self.embed if shared else _own(head, head_dtype), batch_hint=hint)  # (V, D)
             self.ln1, self.ln2, self.qkv, self.o, self.gate_up, self.down = [], [], [], [], [], []
             self.q_norm, self.k_norm = [], []
             self.attn_out_norm, self.mlp_out_norm = [], []  # Gemma: norms of each block's output
@@ -601,7 +605,10 @@ class LlamaRunner:
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm, then the LM head in the head's dtype (fp32 by default); always returns fp32."""
         x = self._norm(x, self.norm)
-        logits = self.head(x.to(self.head_dtype)).float()
+        if self.head.mode == "kernel":  # bf16 weights times fp32 activations, fp32 sums: logits never rounded to bf16
+            logits = self.head(x.float())
+        else:
+            logits = self.head(x.to(self.head_dtype)).float()
         if self.softcap:  # Gemma's optional cap: cap · tanh(logits / cap)
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits

@@ -151,3 +151,30 @@ def test_a_bf16_linear_runs_on_onednn_where_it_packs_bf16_and_on_the_kernel_else
     expected = (torch.nn.functional.linear(x.float(), weight.float()) + residual.float()).bfloat16()
     got = linear(x, residual=residual)
     assert got.shape == (2, 5, 64) and torch.allclose(got.float(), expected.float(), rtol=2**-6, atol=1e-2)
+
+
+@needs_kernel
+def test_a_bf16_head_on_the_kernel_gives_fp32_logits_only_its_weights_rounded(lively):
+    from hone.engine.llama import LlamaRunner
+
+    runners = {hd: LlamaRunner(lively, dtype=torch.float32, head_dtype=hd, max_slots=2, max_seq_len=64) for hd in (torch.float32, torch.bfloat16)}
+    if runners[torch.bfloat16].head.mode != "kernel":
+        pytest.skip("oneDNN packs bf16 here: its bf16 head rounds the logits to bf16")
+    x = torch.randn(3, lively.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    exact, got = (runners[hd]._logits(x) for hd in (torch.float32, torch.bfloat16))
+    assert got.dtype == torch.float32
+    # the head's weights rounded to bf16, nothing else: the fp32 product of those weights
+    rounded = runners[torch.float32]._norm(x, runners[torch.float32].norm) @ runners[torch.bfloat16].head.weight.float().T
+    assert torch.allclose(got, rounded, atol=1e-5)
+    assert (got.bfloat16().float() != got).float().mean() > 0.9  # logits with fp32's resolution, not bf16's
+    assert (got - exact).abs().max() < 0.05 * exact.abs().max()
+
+
+def test_a_tied_head_is_the_embedding_when_their_dtypes_agree(lively):
+    from hone.engine.llama import LlamaRunner
+
+    assert lively.get_output_embeddings().weight is lively.model.embed_tokens.weight  # the tiny model ties them
+    same = LlamaRunner(lively, dtype=torch.float32, head_dtype=torch.float32, max_slots=2, max_seq_len=64)
+    assert same.head.weight is same.embed  # one copy of the vocabulary's weights, not two
+    apart = LlamaRunner(lively, dtype=torch.bfloat16, head_dtype=torch.float32, max_slots=2, max_seq_len=64)
+    assert apart.head.weight.dtype == torch.float32 and apart.embed.dtype == torch.bfloat16
