@@ -22,8 +22,9 @@ OpenAI-compatible client, forced tool calls under a grammar, stop strings) on `-
 validation questions at concurrency 1, 8 and 32, untrained weights, greedy; tokens/s of the
 rollouts and success with each engine.
 
-Run: .venv/bin/python bench/speculative.py [--threads 2] [--repeats 2] [--temperature 0.8] [--agent]
-Writes bench/results/speculative.json.
+Run: .venv/bin/python bench/speculative.py [--threads 2] [--repeats 2] [--temperature 0.8] [--agent [--skip-engine]] [--dtype auto|serve]
+Writes bench/results/speculative.json, or speculative_serve.json with --dtype serve (the engine
+`hone serve` builds when it only serves: on an AVX2 CPU bf16 with a bf16 LM head).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from common import machine
 from prefix_cache import turn_prompts
 
 from hone.chat.render import render_prompt
-from hone.engine import Engine
+from hone.engine import Engine, serving_options
 from hone.engine.speculation import SpeculationConfig
 from hone.envs import toolcall
 from hone.models import load_model
@@ -89,7 +90,7 @@ def measure(engine: Engine, prompts: list[list[int]], batch: int, params: Sampli
 
 def engine_part(loaded, sets: dict[str, list[list[int]]], args) -> dict:
     eos = [loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")]
-    engines = {name: Engine(loaded.model, eos_token_ids=eos, num_threads=args.threads, speculation=spec)
+    engines = {name: Engine(loaded.model, eos_token_ids=eos, num_threads=args.threads, speculation=spec, **dtypes(args))
                for name, spec in (("off", None), ("on", SpeculationConfig()))}
     sampled = SamplingParams(max_tokens=MAX_TOKENS, temperature=args.temperature, seed=0)
     greedy = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0)
@@ -135,7 +136,9 @@ def step_cost_by_rows(loaded, args, context: int = 512) -> dict[str, float]:
         from hone.engine.engine import preferred_dtype
         from hone.engine.llama import LlamaRunner
 
-        runner = LlamaRunner(loaded.model, dtype=preferred_dtype(), max_slots=128, max_seq_len=context + 64)
+        options = dtypes(args)
+        runner = LlamaRunner(loaded.model, dtype=options.get("dtype", preferred_dtype()), head_dtype=options.get("lm_head_dtype", torch.float32),
+                             max_slots=128, max_seq_len=context + 64)
         runner.repack()
         out = {}
         with torch.inference_mode():
@@ -163,7 +166,7 @@ def agent_part(args) -> dict:
     questions = list(env.validation_tasks())[: args.questions]
     out = {}
     for name, spec in (("off", None), ("on", SpeculationConfig())):
-        backend = LocalBackend(engine_options={"speculation": spec, "num_threads": args.threads})
+        backend = LocalBackend(engine_options={"speculation": spec, "num_threads": args.threads, **dtypes(args)})
         model = make_model("inbox-agent", RunConfig(), backend)
         rows = {}
         for concurrency in BATCHES:
@@ -187,17 +190,28 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--agent", action="store_true", help="also time the inbox agent's evaluation end to end")
     parser.add_argument("--questions", type=int, default=32)
+    parser.add_argument("--dtype", choices=("auto", "serve"), default="auto",
+                        help="auto: the engine's default (what training samples with); serve: what `hone serve` picks when it only serves")
+    parser.add_argument("--skip-engine", action="store_true", help="with --agent: only the end-to-end part")
     args = parser.parse_args()
     loaded = load_model("smollm2-135m")
-    result = {"machine": machine(), "temperature": args.temperature, "max_tokens": MAX_TOKENS, "config": vars(SpeculationConfig())}
-    result["step_ms_by_rows_fed"] = step_cost_by_rows(loaded, args)
-    print("decode step ms by rows fed (512 cached positions each):", result["step_ms_by_rows_fed"], flush=True)
-    result["engine"] = engine_part(loaded, workloads(loaded.tokenizer), args)
+    result = {"machine": machine(), "temperature": args.temperature, "max_tokens": MAX_TOKENS, "config": vars(SpeculationConfig()),
+              "dtypes": {k: str(v).replace("torch.", "") for k, v in dtypes(args).items()} or "engine default"}
+    if not args.skip_engine:
+        result["step_ms_by_rows_fed"] = step_cost_by_rows(loaded, args)
+        print("decode step ms by rows fed (512 cached positions each):", result["step_ms_by_rows_fed"], flush=True)
+        result["engine"] = engine_part(loaded, workloads(loaded.tokenizer), args)
     if args.agent:
         result["agent"] = agent_part(args)
     print(json.dumps(result, indent=1))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1))
+    path = RESULTS if args.dtype == "auto" else RESULTS.with_name(f"speculative_{args.dtype}.json")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+
+
+def dtypes(args) -> dict:
+    """Engine dtype options for --dtype: none (the engine's default) or `hone serve`'s."""
+    return serving_options() if args.dtype == "serve" else {}
 
 if __name__ == "__main__":
     main()

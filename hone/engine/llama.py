@@ -40,6 +40,11 @@ from hone.errors import HoneError, InvalidRequestError
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
 _ACTIVATIONS = {"silu": F.silu, "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
 _CACHE_CHUNK = 32  # cache capacity is a multiple of this many positions
+# From this many rows (a prefill), a bf16 weight on hone's kernel is widened to fp32 for the call
+# and multiplied by torch's fp32 matmul: the kernel's register tiles reach ~60 GFLOP/s, oneDNN's
+# fp32 ~130, so at 128 rows widening (~0.5 ms for a 3072x576 weight) won 1.1-2x (2-core AMD
+# EPYC, AVX2); at 32 rows the kernel won. The widened copy lives only for the call.
+KERNEL_MAX_ROWS = 128
 # a PEFT adapter state key: [base_model.model.]model.layers.{i}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])(?:\.\w+)?\.weight$")
 # the runner's fused projections -> the model's own linear layers they are made of, in order
@@ -132,6 +137,11 @@ class Linear:
                 return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, self.bias, "add")
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         if self.mode == "kernel":
+            if x.shape[0] >= KERNEL_MAX_ROWS:  # a prefill's rows: widen the weights once, multiply in fp32 (see KERNEL_MAX_ROWS)
+                y = F.linear(x.float(), self.weight.float(), self.bias.float() if self.bias is not None else None)
+                if residual is not None:
+                    y += residual
+                return y.to(x.dtype)  # rounded once, as the kernel rounds
             return self._rows(x.contiguous(), self.weight, self.bias, residual.contiguous() if residual is not None else None)
         if self.mode == "mkl":
             y = torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.batch_hint)

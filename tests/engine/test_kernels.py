@@ -178,3 +178,22 @@ def test_a_tied_head_is_the_embedding_when_their_dtypes_agree(lively):
     assert same.head.weight is same.embed  # one copy of the vocabulary's weights, not two
     apart = LlamaRunner(lively, dtype=torch.bfloat16, head_dtype=torch.float32, max_slots=2, max_seq_len=64)
     assert apart.head.weight.dtype == torch.float32 and apart.embed.dtype == torch.bfloat16
+
+
+@needs_kernel
+def test_a_bf16_linear_widens_its_weight_for_a_prefill_and_rounds_as_the_kernel_does():
+    from hone.engine.llama import KERNEL_MAX_ROWS, Linear
+
+    g = torch.Generator().manual_seed(0)
+    weight, bias = (torch.randn(48, 40, generator=g) * 0.1).bfloat16(), torch.randn(48, generator=g).bfloat16()
+    linear = Linear(weight, bias)
+    if linear.mode != "kernel":
+        pytest.skip("oneDNN packs bf16 here")
+    x, residual = torch.randn(KERNEL_MAX_ROWS + 3, 40, generator=g).bfloat16(), torch.randn(KERNEL_MAX_ROWS + 3, 48, generator=g).bfloat16()
+    widened = linear(x, residual=residual)  # enough rows for torch's fp32 matmul
+    rows = torch.cat([linear(x[i : i + 4], residual=residual[i : i + 4]) for i in range(0, len(x), 4)])  # the kernel's
+    exact = (x.double() @ weight.double().T + bias.double() + residual.double())
+    assert widened.dtype == torch.bfloat16 and widened.shape == rows.shape
+    # both are fp32 sums rounded once to bf16: at most one bf16 step apart, and as close to the exact sum
+    assert torch.allclose(widened.float(), rows.float(), rtol=2**-7, atol=1e-3)
+    assert torch.allclose(widened.double(), exact, rtol=2**-8, atol=1e-3)
