@@ -159,7 +159,6 @@ def step_cost_by_rows(loaded, args, context: int = 512) -> dict[str, float]:
 def agent_part(args) -> dict:
     from hone.backends.local import LocalBackend
     from hone.envs.inbox.agent import InboxEnv
-    from hone.rl.evaluate import evaluate
     from hone.rl.loop import RunConfig, make_model
 
     env = InboxEnv()
@@ -169,18 +168,27 @@ def agent_part(args) -> dict:
         backend = LocalBackend(engine_options={"speculation": spec, "num_threads": args.threads, **dtypes(args)})
         model = make_model("inbox-agent", RunConfig(), backend)
         rows = {}
-        for concurrency in BATCHES:
-            tasks = questions[:8] if concurrency == 1 else questions
-            start = time.perf_counter()
-            result = asyncio.run(evaluate(env, model.openai_client(), model.name, tasks, temperature=0.0, concurrency=concurrency))
-            wall = time.perf_counter() - start
-            tokens = sum(len(turn.completion_tokens) for t in result.trajectories for turn in t.turns)
-            rows[f"concurrency_{concurrency}"] = {"tokens_per_s": round(tokens / wall, 1), "wall_s": round(wall, 1), "tokens": tokens,
-                                                   "success": round(result.summary()["success"], 3), "questions": len(tasks)}
-            print("agent", name, concurrency, rows[f"concurrency_{concurrency}"], flush=True)
+        try:
+            measure_agent(env, model, questions, rows, name)
+        finally:
+            backend.close()  # its engine's worker thread, before the next arm starts (and before exit)
         out[name] = rows
     out["speedup"] = {k: round(out["on"][k]["tokens_per_s"] / out["off"][k]["tokens_per_s"], 2) for k in out["off"]}
     return out
+
+
+def measure_agent(env, model, questions, rows: dict, name: str) -> None:
+    from hone.rl.evaluate import evaluate
+
+    for concurrency in BATCHES:
+        tasks = questions[:8] if concurrency == 1 else questions
+        start = time.perf_counter()
+        result = asyncio.run(evaluate(env, model.openai_client(), model.name, tasks, temperature=0.0, concurrency=concurrency))
+        wall = time.perf_counter() - start
+        tokens = sum(len(turn.completion_tokens) for t in result.trajectories for turn in t.turns)
+        rows[f"concurrency_{concurrency}"] = {"tokens_per_s": round(tokens / wall, 1), "wall_s": round(wall, 1), "tokens": tokens,
+                                               "success": round(result.summary()["success"], 3), "questions": len(tasks)}
+        print("agent", name, concurrency, rows[f"concurrency_{concurrency}"], flush=True)
 
 
 def main() -> None:
