@@ -136,20 +136,17 @@ class Linear:
             if residual is not None:  # the residual add fused into the matmul
                 return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, self.bias, "add")
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        if self.mode == "kernel":
-            if x.shape[0] >= KERNEL_MAX_ROWS:  # a prefill's rows: widen the weights once, multiply in fp32 (see KERNEL_MAX_ROWS)
-                y = F.linear(x.float(), self.weight.float(), self.bias.float() if self.bias is not None else None)
-                if residual is not None:
-                    y += residual
-                return y.to(x.dtype)  # rounded once, as the kernel rounds
+        if self.mode == "kernel" and x.shape[0] < KERNEL_MAX_ROWS:
             return self._rows(x.contiguous(), self.weight, self.bias, residual.contiguous() if residual is not None else None)
-        if self.mode == "mkl":
+        if self.mode == "kernel":  # a prefill's rows: widen the weights once, multiply in fp32 (see KERNEL_MAX_ROWS)
+            y = F.linear(x.float(), self.weight.float(), self.bias.float() if self.bias is not None else None)
+        elif self.mode == "mkl":
             y = torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.batch_hint)
         else:
             y = F.linear(x, self.weight, self.bias)
         if residual is not None:
             y += residual
-        return y
+        return y.to(x.dtype)  # a no-op but for widened bf16, rounded once as the kernel rounds
 
 
 class LlamaRunner:
@@ -210,9 +207,8 @@ class LlamaRunner:
             self.norm = norm(base.norm.weight)
             # the head gets its own copy in head_dtype (fp32 by default) even when tied to the embedding,
             # unless the two dtypes agree: then a tied head and the embedding are one tensor
-            head = model.get_output_embeddings().weight
-            shared = head is base.embed_tokens.weight and head_dtype == dtype
-            self.head = Linear(self.embed if shared else _own(head, head_dtype), batch_hint=hint)  # (V, D)
+            shared = self.tied and head_dtype == dtype
+            self.head = Linear(self.embed if shared else _own(model.get_output_embeddings().weight, head_dtype), batch_hint=hint)  # (V, D)
             self.ln1, self.ln2, self.qkv, self.o, self.gate_up, self.down = [], [], [], [], [], []
             self.q_norm, self.k_norm = [], []
             self.attn_out_norm, self.mlp_out_norm = [], []  # Gemma: norms of each block's output
@@ -630,10 +626,11 @@ class LlamaRunner:
 
     def _parameter_map(self) -> dict[str, list[torch.Tensor]]:
         """Hugging Face parameter name -> the views of our tensors that hold it."""
+        separate_head = self.tied and self.head.weight is not self.embed  # a tied head of its own dtype: both copies
         names: dict[str, list[torch.Tensor]] = {
-            "model.embed_tokens.weight": [self.embed] + ([self.head.weight] if self.tied else []),
+            "model.embed_tokens.weight": [self.embed] + ([self.head.weight] if separate_head else []),
             "model.norm.weight": [self.norm],
-            "lm_head.weight": [self.head.weight] + ([self.embed] if self.tied else []),
+            "lm_head.weight": [self.head.weight] + ([self.embed] if separate_head else []),
         }
         sizes = {"q_proj": self.q_dim, "k_proj": self.kv_dim, "v_proj": self.kv_dim, "gate_proj": self.intermediate}
         for i in range(self.n_layers):
