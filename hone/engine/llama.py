@@ -41,9 +41,10 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_t
 _ACTIVATIONS = {"silu": F.silu, "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
 _CACHE_CHUNK = 32  # cache capacity is a multiple of this many positions
 # From this many rows (a prefill), a bf16 weight on hone's kernel is widened to fp32 for the call
-# and multiplied by torch's fp32 matmul: the kernel's register tiles reach ~60 GFLOP/s, oneDNN's
-# fp32 ~130, so at 128 rows widening (~0.5 ms for a 3072x576 weight) won 1.1-2x (2-core AMD
-# EPYC, AVX2); at 32 rows the kernel won. The widened copy lives only for the call.
+# and multiplied by torch's fp32 matmul (oneDNN's fp32 tiles outrun the kernel's on many rows):
+# measured on SmolLM2's three weight shapes, the kernel took 0.65-0.79x the widened call's time at
+# 32 rows, 1.01-1.10x at 128 and 1.25-1.35x at 256 (2-core AMD EPYC, Zen 3, AVX2;
+# bench/linear_bf16.py). The widened copy lives only for the call.
 KERNEL_MAX_ROWS = 128
 # a PEFT adapter state key: [base_model.model.]model.layers.{i}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])(?:\.\w+)?\.weight$")

@@ -116,7 +116,7 @@ def test_rms_norm_kernel_rounds_as_torch_does(dtype):
 
 
 @needs_kernel
-@pytest.mark.parametrize("B", [1, 3, 32])
+@pytest.mark.parametrize("B", [1, 3, 5, 7, 32])  # every row group the kernel has: 1, 3, 4 + 1, 4 + 3, 8 x 4
 @pytest.mark.parametrize("N, K", [(960, 576), (7, 20)])  # SmolLM2's q|k|v; rows not a multiple of 4, K not of 8
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_bf16_linear_kernel_is_an_fp32_sum_of_the_bf16_weights(B, N, K, dtype):
