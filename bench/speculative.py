@@ -214,6 +214,8 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     path = RESULTS if args.dtype == "auto" else RESULTS.with_name(f"speculative_{args.dtype}.json")
     path.parent.mkdir(exist_ok=True)
+    if args.skip_engine and path.exists():  # keep the engine part of the last full run beside this agent run
+        result = {**json.loads(path.read_text()), "agent": result["agent"], "agent_machine": result["machine"]}
     path.write_text(json.dumps(result, indent=1))
 
 
