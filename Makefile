@@ -32,7 +32,7 @@ demo: $(STAMP)
 # (user 28:16 in 27:54 on an AVX2-only EPYC); two took 18:48, peaking at 15.9 GB of 24.
 # The 15 slowest tests are listed at the end, so a CI log shows where the time goes
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -23,7 +23,11 @@ if _path:
         _libc = None
 
 
-def release_freed_memory() -> None:
-    gc.collect()
+def release_freed_memory(collect_cycles: bool = True) -> None:
+    """`collect_cycles`: first run a full garbage collection, for objects only a reference cycle
+    still holds (a served model's modules once it is dropped). It costs 0.2-0.8 s in a process with
+    many live objects, so callers whose garbage is freed by reference counting alone skip it."""
+    if collect_cycles:
+        gc.collect()
     if _libc is not None:
         _libc.malloc_trim(0)

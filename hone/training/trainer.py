@@ -185,7 +185,10 @@ class Trainer:
         metrics["prefix_tokens_shared"] = float(
             sum((len(u.indices) - 1) * u.prefix_len for mb in plan for u in mb)
         )  # tokens the trunk did not recompute thanks to prefix sharing
-        release_freed_memory()
+        # a step's activations are freed by reference counting, not by the cycle collector (on the
+        # embedded model a full collection after each of 6 steps found 0 unreachable objects), and
+        # a collection cost 0.2-0.8 s a step: 0.8 of a tiny model's 0.8 s step in a test process
+        release_freed_memory(collect_cycles=False)
         return metrics
 
     def _backward_in_one_pass(
