@@ -44,8 +44,11 @@ _CACHE_CHUNK = 32  # cache capacity is a multiple of this many positions
 # and multiplied by torch's fp32 matmul (oneDNN's fp32 tiles outrun the kernel's on many rows):
 # measured on SmolLM2's three weight shapes, the kernel took 0.65-0.79x the widened call's time at
 # 32 rows, 1.01-1.10x at 128 and 1.25-1.35x at 256 (2-core AMD EPYC, Zen 3, AVX2;
-# bench/linear_bf16.py). The widened copy lives only for the call.
+# bench/linear_bf16.py). The widened copy lives only for the call, and is made a slice of rows at
+# a time (WIDEN_SLICE_BYTES of fp32 each): the LM head (49152 x 576) widened whole was a transient
+# 113 MB, for a call with 128+ rows of logits (prompt logprobs, a wide verification).
 KERNEL_MAX_ROWS = 128
+WIDEN_SLICE_BYTES = 16 << 20
 # a PEFT adapter state key: [base_model.model.]model.layers.{i}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])(?:\.\w+)?\.weight$")
 # the runner's fused projections -> the model's own linear layers they are made of, in order
@@ -139,8 +142,8 @@ class Linear:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         if self.mode == "kernel" and x.shape[0] < KERNEL_MAX_ROWS:
             return self._rows(x.contiguous(), self.weight, self.bias, residual.contiguous() if residual is not None else None)
-        if self.mode == "kernel":  # a prefill's rows: widen the weights once, multiply in fp32 (see KERNEL_MAX_ROWS)
-            y = F.linear(x.float(), self.weight.float(), self.bias.float() if self.bias is not None else None)
+        if self.mode == "kernel":  # a prefill's rows: widen the weights, multiply in fp32 (see KERNEL_MAX_ROWS)
+            y = self._widened(x.float())
         elif self.mode == "mkl":
             y = torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.batch_hint)
         else:
@@ -148,6 +151,18 @@ class Linear:
         if residual is not None:
             y += residual
         return y.to(x.dtype)  # a no-op but for widened bf16, rounded once as the kernel rounds
+
+    def _widened(self, x: torch.Tensor) -> torch.Tensor:
+        """fp32 x (B, K) times the bf16 weight widened to fp32, a slice of its rows at a time."""
+        n, k = self.weight.shape
+        rows = max(1, WIDEN_SLICE_BYTES // (4 * k))
+        if rows >= n:
+            return F.linear(x, self.weight.float(), self.bias.float() if self.bias is not None else None)
+        y = torch.empty(x.shape[0], n, dtype=torch.float32)
+        for start in range(0, n, rows):
+            part = slice(start, min(n, start + rows))
+            y[:, part] = F.linear(x, self.weight[part].float(), self.bias[part].float() if self.bias is not None else None)
+        return y
 
 
 class LlamaRunner:

@@ -181,8 +181,13 @@ def test_a_tied_head_is_the_embedding_when_their_dtypes_agree(lively):
 
 
 @needs_kernel
-def test_a_bf16_linear_widens_its_weight_for_a_prefill_and_rounds_as_the_kernel_does():
+@pytest.mark.parametrize("slice_bytes", [None, 40 * 4 * 10], ids=["whole", "slices_of_10_rows"])
+def test_a_bf16_linear_widens_its_weight_for_a_prefill_and_rounds_as_the_kernel_does(slice_bytes, monkeypatch):
+    from hone.engine import llama
     from hone.engine.llama import KERNEL_MAX_ROWS, Linear
+
+    if slice_bytes is not None:  # the LM head's case: widened a slice of rows at a time (48 = 4 x 10 + 8)
+        monkeypatch.setattr(llama, "WIDEN_SLICE_BYTES", slice_bytes)
 
     g = torch.Generator().manual_seed(0)
     weight, bias = (torch.randn(48, 40, generator=g) * 0.1).bfloat16(), torch.randn(48, generator=g).bfloat16()
