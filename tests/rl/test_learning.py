@@ -27,15 +27,15 @@ def test_grpo_drives_the_toy_reward_from_chance_to_near_perfect(tmp_path):
 @pytest.mark.slow
 def test_grpo_raises_the_embedded_models_valid_tool_call_rate(tmp_path):
     config = RunConfig(
-        out_dir=str(tmp_path), steps=5, group_size=8, groups_per_step=4, learning_rate=2e-4, lora_rank=16,
-        validate_every=5, show_progress=False,  # before and after: 20 greedy validation prompts, ~15 s each time
+        out_dir=str(tmp_path), steps=4, group_size=8, groups_per_step=4, learning_rate=2e-4, lora_rank=16,
+        validate_every=4, show_progress=False,  # before and after: 20 greedy validation prompts, ~15 s each time
         report_every_s=0,  # the page once, at the end: each rewrite draws its plots for ~2.5 s on 2 cores
     )
     history = asyncio.run(run_training(ToolCallEnv(), config)).history
     rewards = [h["reward/mean"] for h in history if "reward/mean" in h]
-    # starts near 25% valid calls (one worked example in the prompt); a clear margin after 5 steps
-    # (bench/second_model.py, the same settings, AMD EPYC: 0.28 0.47 0.66 0.88 0.88, first two 0.38,
-    # last two 0.88; this test alone, 2026-12-02: 0.22 0.41 0.72 0.88 0.91)
+    # starts near 25% valid calls (one worked example in the prompt); a clear margin after 4 steps
+    # (bench/second_model.py, the same settings, AMD EPYC: 0.28 0.47 0.66 0.88, first two 0.38,
+    # last two 0.77; this test, 2026-12-02: 0.22 0.41 0.72 0.88, first two 0.31, last two 0.80)
     assert fmean(rewards[-2:]) >= fmean(rewards[:2]) + 0.25, rewards
     # ... on prompts it never trained on too, and a healthy run raises no warning
     validation = [h["validation/success"] for h in history if "validation/success" in h]
