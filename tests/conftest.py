@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from hone.models import load_model, load_tokenizer
@@ -20,6 +22,13 @@ def tiny():
 @pytest.fixture(scope="session")
 def embedded():
     return load_model("smollm2-135m")
+
+
+def pytest_collection_finish(session):
+    """Move everything alive after collection (torch, transformers, every test module: ~500k
+    objects) out of the cycle collector's sight: a full collection, after each file below and
+    whenever Python decides, then scans only what the tests made (~0.3 s -> ~0 s each)."""
+    gc.freeze()
 
 
 @pytest.hookimpl(trylast=True)
