@@ -27,7 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
-from serve_memory import free_port, wait_healthy  # noqa: E402
+from serve_memory import free_port, stop, wait_healthy  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "serve_latency.json"
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,11 +59,7 @@ def session(tree: Path | None, requests: int, max_tokens: int) -> dict[str, obje
         return {"median_ms": round(statistics.median(times) * 1e3, 1), "min_ms": round(min(times) * 1e3, 1),
                 "max_ms": round(max(times) * 1e3, 1), "tokens_per_request": round(sum(tokens) / len(tokens), 1)}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def main() -> None:

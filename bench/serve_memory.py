@@ -64,6 +64,14 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 300) ->
     raise RuntimeError(f"the server was not healthy after {timeout_s} s")
 
 
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def chat(base: str, model: str, i: int) -> int:
     prompt = f"Write a short poem about {TOPICS[i % len(TOPICS)]}, number {i}."
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": NEW_TOKENS, "temperature": 0.8}
@@ -112,11 +120,7 @@ def measure(name: str, command: list[str], base: str, health: str, model: str, e
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
         return row
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def hone_row(dtype: str) -> dict[str, object]:
