@@ -43,7 +43,8 @@ def pytest_runtest_teardown(item, nextitem):
 
 
 # The slowest files (minutes each on 2 cores) start first: with two workers taking a file at a time
-# (make test: -n 2 --dist loadfile), one started last would run on alone at the end.
+# (make test: -n 2 --dist loadfile), one started last would run on alone at the end. make test also
+# passes --no-loadscope-reorder: pytest-xdist otherwise reorders files by their number of tests.
 SLOWEST_FIRST = ("tests/rl/test_learning.py", "tests/rl/test_resume.py", "tests/serve/test_traffic.py", "tests/test_export.py")
 
 

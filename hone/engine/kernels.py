@@ -359,7 +359,10 @@ static void linear_rows(const T* x, const uint16_t* w, const T* bias, const T* r
       const int64_t n0 = t * R;
       int64_t b = 0;
       for (; b + 4 <= B; b += 4) tile<T, R, 4>(X, w, bias, residual, y, b, n0, N, K);
-      if (b + 3 == B) tile<T, R, 3>(X, w, bias, residual, y, b, n0, N, K), b += 3;
+      if (b + 3 == B) {
+        tile<T, R, 3>(X, w, bias, residual, y, b, n0, N, K);
+        b += 3;
+      }
       for (; b + 2 <= B; b += 2) tile<T, R, 2>(X, w, bias, residual, y, b, n0, N, K);
       for (; b < B; ++b) tile<T, R, 1>(X, w, bias, residual, y, b, n0, N, K);
     }
