@@ -493,7 +493,7 @@ def demo(
     sft_epochs: int = typer.Option(1, help="Passes over the worked episodes."),
     sft_learning_rate: float = typer.Option(1e-3, "--sft-lr", help="AdamW learning rate for the warm start."),
     temperature: float = typer.Option(0.8, help="Sampling temperature while training."),
-    bf16: bool = typer.Option(True, help="Train with bf16 matmuls (logprobs stay fp32)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="Train with bf16 matmuls (logprobs stay fp32). Default: where the trainer's hardware multiplies in bf16 natively (AVX512-BF16, AMX, a CUDA GPU); an AVX2-only CPU emulates bf16, several times slower than fp32."),
     eval_limit: int = typer.Option(0, help="Evaluate on only this many questions per split (0 = all; smoke runs only)."),
     reward: str = typer.Option("code", help="code: the environment's reward; judge: a relative LLM judge's scores alone."),
     judge_url: str = typer.Option("http://127.0.0.1:8000/v1", help="OpenAI-compatible base URL of the judge (with --reward judge)."),
@@ -523,13 +523,27 @@ def demo(
         lora_rank=lora_rank,
         seed=seed,
         temperature=temperature,
-        autocast_bf16=bf16,
+        autocast_bf16=_demo_autocast(bf16, backend),
     )
     config = DemoConfig(
         run=run, eval_limit=eval_limit, score=score, sft_demonstrations=sft_demonstrations, sft_epochs=sft_epochs,
         sft_learning_rate=sft_learning_rate,
     )
     run_demo(env, config, backend=make_backend(backend), console=console)
+
+
+def _demo_autocast(bf16: bool | None, backend: str) -> bool | str:
+    """The demo's bf16 choice: as asked, else decided for the hardware that trains. Resolved here for
+    a local run, so results.json records what was used; a server decides for its own."""
+    if bf16 is not None:
+        return bf16
+    if backend != "local":
+        return "auto"
+    import torch
+
+    from hone.hardware import bf16_is_native
+
+    return bf16_is_native(torch.device("cpu"))  # where a LocalBackend trains
 
 
 def make_backend(spec: str) -> Any:

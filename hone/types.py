@@ -149,7 +149,7 @@ class ModelOptions(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)  # LoRA init, dropout; and which `tiny` weights
     max_seq_len: int | None = Field(default=None, ge=8, le=1 << 16)
     micro_batch_tokens: int | None = Field(default=None, ge=64, le=1 << 20)
-    autocast_bf16: bool | None = None
+    autocast_bf16: bool | Literal["auto"] | None = None  # "auto": bf16 where the trainer's device multiplies in it natively
     lora_alpha: int | None = Field(default=None, ge=1, le=1 << 16)  # None = 2 × lora_rank
 
 

@@ -19,7 +19,8 @@ copy of the model's weights, which a trainer replaces with `load_weights` after 
 - speculation.py: drafts copied from a sequence's own n-grams, verified in the decode step.
 """
 
-from hone.engine.engine import Engine, preferred_dtype, serving_dtype, serving_options
+from hone.engine.engine import Engine, serving_dtype, serving_options
+from hone.hardware import preferred_dtype
 from hone.engine.speculation import SpeculationConfig
 
 __all__ = ["Engine", "SpeculationConfig", "preferred_dtype", "serving_dtype", "serving_options"]

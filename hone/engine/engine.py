@@ -36,7 +36,6 @@ import concurrent.futures
 import hashlib
 import logging
 import math
-import platform
 import random
 import secrets
 import threading
@@ -48,7 +47,6 @@ from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from hone.engine.grammar import GrammarMatchers, describe_grammar_error
@@ -58,6 +56,7 @@ from hone.engine.llama import LlamaRunner, LoraAdapter, check_supported
 from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.engine.speculation import DraftPolicy, NgramIndex, SpeculationConfig
 from hone.errors import HoneError, InvalidRequestError, SequenceTooLongError
+from hone.hardware import preferred_dtype
 from hone.memory import release_freed_memory
 from hone.types import OnTokens, SampledSequence, SamplingParams, TokenDelta
 
@@ -919,37 +918,3 @@ def bf16_kernel_runs() -> bool:
     from hone.engine.llama import Linear
 
     return Linear(torch.zeros(8, 8, dtype=torch.bfloat16)).mode == "kernel"
-
-
-@lru_cache(maxsize=None)
-def preferred_dtype(hidden: int = 576, intermediate: int = 1536) -> torch.dtype:
-    """bf16 where the hardware multiplies in it natively (CUDA with bf16, x86 with AVX512-BF16 or
-    AMX), fp32 on other x86 CPUs, elsewhere bf16 only if a model-shaped batch-32 matmul measures
-    clearly faster than fp32.
-
-    An x86 CPU without those instructions emulates bf16 (AVX2-only AMD EPYC: batch-32 sampling ~3x
-    slower than fp32), and the timing probe there picked bf16 once while another process loaded
-    the cores: so x86 is decided by its flags alone."""
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    try:
-        if torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported():
-            return torch.bfloat16
-        if platform.machine().lower() in ("x86_64", "amd64"):
-            return torch.float32
-    except AttributeError:  # a torch without these probes: measure instead
-        pass
-    timings = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        x = torch.randn(32, hidden, dtype=dtype)
-        w = torch.randn(intermediate, hidden, dtype=dtype)
-        for _ in range(3):
-            F.linear(x, w)
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(5):
-                F.linear(x, w)
-            best = min(best, time.perf_counter() - start)
-        timings[dtype] = best
-    return torch.bfloat16 if timings[torch.bfloat16] < 0.8 * timings[torch.float32] else torch.float32

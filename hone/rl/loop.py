@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import fmean, pstdev
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Literal
 
 from hone.backends import Backend
 from hone.errors import HoneError
@@ -73,7 +73,7 @@ class RunConfig:
     stop_on: tuple[str, ...] = ()  # warnings that end the run: collapse, hacking, truncation, mismatch, drift
     report_every_s: float = 30.0  # rewrite report.html at most this often during the run; 0: only at the end
     scale_by_std: bool = False
-    autocast_bf16: bool = False
+    autocast_bf16: bool | Literal["auto"] = False  # "auto": where the trainer's hardware multiplies in bf16 natively
     log_sinks: tuple[str, ...] = ()  # "wandb", "tensorboard"
     show_progress: bool = True
 

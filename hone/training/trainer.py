@@ -37,7 +37,7 @@ import random
 import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from transformers import PreTrainedModel
 
 import hone.training.checkpoint as checkpoint
 from hone.errors import CheckpointError, InvalidRequestError, SequenceTooLongError
+from hone.hardware import bf16_is_native
 from hone.models.names import hub_id
 from hone.training.head import head_logprobs
 from hone.training.losses import (
@@ -78,8 +79,8 @@ class Trainer:
     `lora_rank`/`lora_alpha`/`lora_dropout` are ignored when `full_finetune`. `max_seq_len` bounds
     a datum's length (longer ones are refused before compute); `micro_batch_tokens` bounds the padded
     tokens run through the trunk at once (gradients are accumulated across micro-batches; a single
-    datum longer than it still runs alone). `autocast_bf16` runs the trunk's matmuls in bf16; the
-    head's logits and logprobs stay fp32. `seed` fixes the LoRA init. `min_shared_prefix` is the
+    datum longer than it still runs alone). `autocast_bf16` runs the trunk's matmuls in bf16 ("auto":
+    where the device multiplies in bf16 natively); the head's logits and logprobs stay fp32. `seed` fixes the LoRA init. `min_shared_prefix` is the
     fewest shared input tokens for which datums share one prefix pass (0 turns sharing off).
     `share_frozen_base` (LoRA): the model's modules are copied but not its parameters, which PEFT
     freezes (requires_grad off, in the caller's model too) and which are only read: several LoRA
@@ -96,7 +97,7 @@ class Trainer:
         full_finetune: bool = False,
         max_seq_len: int = 2048,
         micro_batch_tokens: int | None = None,  # None = 1024 on a CPU, 2048 on a GPU (see default_micro_batch_tokens)
-        autocast_bf16: bool = False,
+        autocast_bf16: bool | Literal["auto"] = False,
         seed: int = 0,
         min_shared_prefix: int = 16,  # datums sharing at least this many input tokens share one prefix pass; 0 = never
         share_frozen_base: bool = False,  # LoRA only: use the given model's weights (frozen) instead of a copy
@@ -106,7 +107,6 @@ class Trainer:
         self.lora_alpha = 2 * lora_rank if lora_alpha is None else lora_alpha
         self.lora_dropout = lora_dropout
         self.max_seq_len = max_seq_len
-        self.autocast_bf16 = autocast_bf16
         self.seed = seed
         self.min_shared_prefix = min_shared_prefix
         self.step = 0
@@ -147,6 +147,7 @@ class Trainer:
                 )
         self._head: nn.Linear = head
         self._device = next(model.parameters()).device
+        self.autocast_bf16 = bf16_is_native(self._device) if autocast_bf16 == "auto" else bool(autocast_bf16)
         self.micro_batch_tokens = micro_batch_tokens or default_micro_batch_tokens(self._device)
         self._vocab = min(head.weight.shape[0], self._causal_lm.get_input_embeddings().weight.shape[0])
         self._trainable = [p for p in model.parameters() if p.requires_grad]

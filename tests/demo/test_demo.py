@@ -55,6 +55,12 @@ def test_results_json_has_the_promised_fields_with_sane_values(demo_out):
     # the RL run's health: its warnings (each with a step and advice) and its own report page
     assert all({"step", "code", "message", "advice"} <= w.keys() for w in results["warnings"])
     assert (out / "run" / "report.html").exists()
+    # trained in bf16 only where the CPU multiplies in it (emulated bf16 trains ~20x slower than fp32)
+    import torch
+
+    from hone.hardware import bf16_is_native
+
+    assert results["config"]["autocast_bf16"] is bf16_is_native(torch.device("cpu"))
 
 
 def test_the_report_shows_curves_bars_rules_and_trajectories(demo_out):

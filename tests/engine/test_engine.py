@@ -542,7 +542,7 @@ def test_gemma3_270m_greedy_and_logprobs_match_its_full_forward():
 def test_preferred_dtype_on_x86_follows_the_cpus_bf16_instructions_not_a_timing():
     import platform
 
-    from hone.engine.engine import preferred_dtype
+    from hone.hardware import preferred_dtype
 
     if torch.cuda.is_available() or platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("decided by CUDA or by a timing probe on this machine")
