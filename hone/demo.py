@@ -123,7 +123,9 @@ async def _run_demo(env: InboxEnv, config: DemoConfig, backend: Backend | None, 
     if sft_stage is not None and sft_stage.summary["success"] > rl_stage.summary["success"]:
         chosen = "sft"
         await model.load_state(sft_state, with_optimizer=False)
-    console.print(f"[bold]4/4[/] the {'RL' if chosen == 'rl' else 'warm-start'} weights (better on validation) on the test questions")
+    tied = sft_stage is not None and sft_stage.summary["success"] == rl_stage.summary["success"]
+    why = "tied on validation: the later ones" if tied else "better on validation"
+    console.print(f"[bold]4/4[/] the {'RL' if chosen == 'rl' else 'warm-start'} weights ({why}) on the test questions")
     final = await _cached_eval(out / f"test_{chosen}_step{run_config.steps}.json", env, model, test, config)
 
     results = _results(env, config, run_config, test, untrained, final, rules, best_rule, sft_stage, rl_stage, chosen)
