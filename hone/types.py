@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hone.errors import InvalidRequestError
 
@@ -151,6 +151,14 @@ class ModelOptions(BaseModel):
     micro_batch_tokens: int | None = Field(default=None, ge=64, le=1 << 20)
     autocast_bf16: bool | Literal["auto"] | None = None  # "auto": bf16 where the trainer's device multiplies in it natively
     lora_alpha: int | None = Field(default=None, ge=1, le=1 << 16)  # None = 2 × lora_rank
+
+    @field_validator("autocast_bf16", mode="wrap")
+    @classmethod
+    def _one_sentence_for_autocast(cls, value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:  # pydantic's two messages (one per union member) say less than this
+            raise ValueError(f'must be true, false or "auto", not {value!r}') from None
 
 
 class ModelSpec(BaseModel):

@@ -109,6 +109,17 @@ def test_bad_model_names_get_400_and_create_nothing_on_disk(server, name):
     assert server.files() == before
 
 
+def test_autocast_bf16_takes_true_false_or_auto_and_anything_else_is_one_clear_400(server):
+    client = server.http(server.new_key())
+    before = server.files()
+    response = client.post("/v1/hone/models", json={"name": "m", "base_model": "tiny", "options": {"autocast_bf16": "maybe"}})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "options.autocast_bf16" and 'must be true, false or "auto"' in error["message"], error
+    assert server.files() == before
+    create_model(client, "m", options={"autocast_bf16": "auto"})  # the server decides for its own hardware
+
+
 def test_path_escapes_in_urls_and_checkpoint_names_get_4xx_and_create_nothing(server):
     client = server.http(server.new_key())
     create_model(client, "m")
