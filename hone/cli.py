@@ -493,7 +493,7 @@ def demo(
     sft_epochs: int = typer.Option(1, help="Passes over the worked episodes."),
     sft_learning_rate: float = typer.Option(1e-3, "--sft-lr", help="AdamW learning rate for the warm start."),
     temperature: float = typer.Option(0.8, help="Sampling temperature while training."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="Train with bf16 matmuls (logprobs stay fp32). Default: where the trainer's hardware multiplies in bf16 natively (AVX512-BF16, AMX, a CUDA GPU); an AVX2-only CPU emulates bf16, several times slower than fp32."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="Train with bf16 matmuls (logprobs stay fp32). Default: where the trainer's hardware multiplies in bf16 natively (AVX512-BF16, AMX, a CUDA GPU); an AVX2-only CPU emulates bf16, which trained 18x slower than fp32 there."),
     eval_limit: int = typer.Option(0, help="Evaluate on only this many questions per split (0 = all; smoke runs only)."),
     reward: str = typer.Option("code", help="code: the environment's reward; judge: a relative LLM judge's scores alone."),
     judge_url: str = typer.Option("http://127.0.0.1:8000/v1", help="OpenAI-compatible base URL of the judge (with --reward judge)."),

@@ -20,7 +20,7 @@ copy of the model's weights, which a trainer replaces with `load_weights` after 
 """
 
 from hone.engine.engine import Engine, serving_dtype, serving_options
-from hone.hardware import preferred_dtype
 from hone.engine.speculation import SpeculationConfig
+from hone.hardware import preferred_dtype
 
 __all__ = ["Engine", "SpeculationConfig", "preferred_dtype", "serving_dtype", "serving_options"]

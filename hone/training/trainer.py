@@ -80,8 +80,9 @@ class Trainer:
     a datum's length (longer ones are refused before compute); `micro_batch_tokens` bounds the padded
     tokens run through the trunk at once (gradients are accumulated across micro-batches; a single
     datum longer than it still runs alone). `autocast_bf16` runs the trunk's matmuls in bf16 ("auto":
-    where the device multiplies in bf16 natively); the head's logits and logprobs stay fp32. `seed` fixes the LoRA init. `min_shared_prefix` is the
-    fewest shared input tokens for which datums share one prefix pass (0 turns sharing off).
+    where the device multiplies in bf16 natively); the head's logits and logprobs stay fp32. `seed`
+    fixes the LoRA init. `min_shared_prefix` is the fewest shared input tokens for which datums
+    share one prefix pass (0 turns sharing off).
     `share_frozen_base` (LoRA): the model's modules are copied but not its parameters, which PEFT
     freezes (requires_grad off, in the caller's model too) and which are only read: several LoRA
     trainers then hold one base in memory, each with its own adapter, optimizer and step.

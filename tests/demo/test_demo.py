@@ -55,7 +55,7 @@ def test_results_json_has_the_promised_fields_with_sane_values(demo_out):
     # the RL run's health: its warnings (each with a step and advice) and its own report page
     assert all({"step", "code", "message", "advice"} <= w.keys() for w in results["warnings"])
     assert (out / "run" / "report.html").exists()
-    # trained in bf16 only where the CPU multiplies in it (emulated bf16 trains ~20x slower than fp32)
+    # trained in bf16 only where the CPU multiplies in it (emulated bf16 trained 18x slower than fp32)
     import torch
 
     from hone.hardware import bf16_is_native

@@ -542,12 +542,13 @@ def test_gemma3_270m_greedy_and_logprobs_match_its_full_forward():
 def test_preferred_dtype_on_x86_follows_the_cpus_bf16_instructions_not_a_timing():
     import platform
 
-    from hone.hardware import preferred_dtype
+    from hone.hardware import bf16_is_native, preferred_dtype
 
     if torch.cuda.is_available() or platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("decided by CUDA or by a timing probe on this machine")
     native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
     assert preferred_dtype() == (torch.bfloat16 if native else torch.float32)
+    assert bf16_is_native(torch.device("cpu")) is native  # what a trainer's autocast_bf16="auto" asks
 
 
 def test_a_serving_only_process_computes_in_bf16_wherever_bf16_runs_fast_and_training_keeps_fp32_elsewhere():

@@ -164,16 +164,11 @@ def test_bf16_autocast_gives_close_fp32_logprobs(tiny):
 
 
 def test_bf16_autocast_auto_follows_the_hardware(tiny):
-    """"auto" autocasts only where bf16 is native: emulated bf16 (AVX2-only x86) trains several
-    times slower than fp32, and `hone demo` asks for "auto"."""
-    import platform
-
+    """"auto" autocasts only where bf16 is native (tests/engine checks that against the CPU's flags):
+    emulated bf16 (AVX2-only x86) trains 18x slower than fp32, and `hone demo` asks for "auto"."""
     from hone.hardware import bf16_is_native
 
     assert _trainer(tiny, autocast_bf16="auto").autocast_bf16 is bf16_is_native(torch.device("cpu"))
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-        assert bf16_is_native(torch.device("cpu")) is native
     assert _trainer(tiny, autocast_bf16=False).autocast_bf16 is False
 
 
