@@ -32,6 +32,7 @@ How a request travels:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import hashlib
 import logging
@@ -40,6 +41,7 @@ import random
 import secrets
 import threading
 import time
+import weakref
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
@@ -206,6 +208,7 @@ class Engine:
         self._adapters: dict[str, LoraAdapter] = {}  # name -> current matrices; swapped whole, never edited
         self._worker = threading.Thread(target=self._run, name="hone-engine", daemon=True)
         self._worker.start()
+        _open_engines.add(self)
 
     # ------------------------------------------------------------------------ public API
     async def sample(
@@ -814,6 +817,19 @@ class Engine:
                 _resolve(request.future, exc=closed)
         self._rows = []
         self._runner.release()
+
+
+# A daemon worker still inside torch when the interpreter exits (repacking the weights just after
+# the engine was made, or in a decode step) is killed there, and the C++ runtime aborts the process
+# ("terminate called without an active exception", exit status 134). Closing open engines before
+# that lets the worker finish its call and stop.
+_open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_engines() -> None:
+    for engine in list(_open_engines):
+        engine.close()
 
 
 # --------------------------------------------------------------------------- helpers

@@ -561,3 +561,20 @@ def test_a_serving_only_process_computes_in_bf16_wherever_bf16_runs_fast_and_tra
     # the head goes bf16 only where the kernel keeps its logits fp32 (fp32 activations and sums)
     head = torch.bfloat16 if serving_dtype() == torch.bfloat16 and bf16_kernel_runs() else torch.float32
     assert serving_options() == {"dtype": serving_dtype(), "lm_head_dtype": head}
+
+
+def test_a_script_that_makes_an_engine_and_ends_at_once_exits_cleanly():
+    """The worker repacks the weights as soon as the engine is made; a script that ended during
+    that (a training-only script never samples) was killed inside torch: 'terminate called without
+    an active exception', exit status 134. The embedded model, so the repack outlasts the script."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from hone.engine import Engine\n"
+        "from hone.models import load_model\n"
+        "Engine(load_model('smollm2-135m').model, eos_token_ids=[])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and "terminate called" not in done.stderr, done.stderr[-2000:]
