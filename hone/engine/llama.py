@@ -383,7 +383,8 @@ class LlamaRunner:
             for r, (slot, start, end) in enumerate(zip(slots, starts, ends)):  # real positions only: padding could run past the slot
                 k_cache[slot, :, :, start:end] = k[r, : end - start].permute(1, 2, 0)  # (K, E, T_r)
                 v_cache[slot, :, start:end] = v[r, : end - start].transpose(0, 1)  # (K, T_r, E)
-            keys = k_cache[slot_t, :, :, :S].transpose(-1, -2)  # (R, K, S, E)
+            # (R, K, S, E), made contiguous: SDPA given the transposed view ran ~2.8x slower here
+            keys = k_cache[slot_t, :, :, :S].transpose(-1, -2).contiguous()
             values = v_cache[slot_t, :, :S]
             a = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask, scale=self.scale, enable_gqa=K != H)
             x = self._block_outputs(x, a.transpose(1, 2).reshape(n_rows, T, self.q_dim), i)
