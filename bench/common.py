@@ -15,9 +15,21 @@ import httpx
 
 
 def machine() -> dict[str, object]:
-    """CPU model, core count, Python and date: figures compare only within one machine and run."""
+    """CPU model and vector extensions, core count, Python and date: figures compare only within one
+    machine and run ("AMD EPYC" alone names CPUs with and without AVX-512 BF16)."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "")
-    return {"cpu": cpu or platform.processor() or "unknown", "cores": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+    return {
+        "cpu": cpu or platform.processor() or "unknown", "vector_extensions": vector_extensions(), "cores": os.cpu_count(),
+        "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def vector_extensions() -> list[str]:
+    """The CPU flags that decide hone's dtype and llama.cpp's kernels."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
 
 
 def best_tokens_per_s(engine, prompts: list[list[int]], params, repeats: int) -> float:

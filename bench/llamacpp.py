@@ -212,12 +212,6 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def vector_extensions() -> list[str]:
-    """The CPU flags that decide hone's dtype and llama.cpp's kernels."""
-    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), [])
-    return [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 1 and 8, 32 new tokens: checks that it all works")
@@ -257,7 +251,7 @@ def main() -> None:
                     "prefill included; hone samples at temperature 1, llama-batched-bench feeds random tokens (no sampling)",
         "versions": {"llama_cpp_python": VERSION, "llama_cpp_commit": info["llama_cpp_commit"], "torch": torch.__version__},
         "llama_cpp_build_s": info["build_s"],
-        "machine": {**machine(), "vector_extensions": vector_extensions(), "threads": THREADS, "load_average_before": load_before, "load_average_after": load_average()},
+        "machine": {**machine(), "threads": THREADS, "load_average_before": load_before, "load_average_after": load_average()},
     }
     path = RESULTS / ("llamacpp.json" if args.dtype == "auto" else f"llamacpp_{args.dtype}.json")
     path.parent.mkdir(parents=True, exist_ok=True)

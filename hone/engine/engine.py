@@ -53,7 +53,7 @@ from transformers import PreTrainedModel
 
 from hone.engine.grammar import GrammarMatchers, describe_grammar_error
 from hone.engine.fallback import TransformersRunner
-from hone.engine.prefix_cache import PrefixCache, PrefixEntry
+from hone.engine.prefix_cache import MIN_REUSE, PrefixCache, PrefixEntry
 from hone.engine.llama import LlamaRunner, LoraAdapter, check_supported
 from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.engine.speculation import DraftPolicy, NgramIndex, SpeculationConfig
@@ -479,17 +479,42 @@ class Engine:
         self._compact()
 
     def _admit_prompts(self, distinct: dict[tuple[int, ...], list[_Request]], lora: LoraAdapter | None) -> None:
+        fresh, continued = self._lookup_prefixes(list(distinct), lora)
+        if self._cache_shared_starts(fresh, lora):
+            fresh, more = self._lookup_prefixes(fresh, lora)
+            continued.update(more)
+        for group in _continue_groups(list(continued), {p: shared for p, (_, shared) in continued.items()}):
+            self._admit_group(group, distinct, lora, continued)
+        for group in _prefill_groups(fresh):
+            self._admit_group(group, distinct, lora)
+
+    def _lookup_prefixes(
+        self, prompts: list[tuple[int, ...]], lora: LoraAdapter | None
+    ) -> tuple[list[tuple[int, ...]], dict[tuple[int, ...], tuple[PrefixEntry, int]]]:
+        """The prompts with nothing cached to continue, and the others with their entry and shared length."""
         fresh, continued = [], {}
-        for prompt in distinct:
+        for prompt in prompts:
             found = self.prefix_cache.lookup(list(prompt), lora) if self.prefix_cache is not None else None
             if found is None:
                 fresh.append(prompt)
             else:
                 continued[prompt] = found
-        for group in _continue_groups(list(continued), {p: shared for p, (_, shared) in continued.items()}):
-            self._admit_group(group, distinct, lora, continued)
-        for group in _prefill_groups(fresh):
-            self._admit_group(group, distinct, lora)
+        return fresh, continued
+
+    def _cache_shared_starts(self, fresh: list[tuple[int, ...]], lora: LoraAdapter | None) -> bool:
+        """Prefill once, into the prefix cache, the start that prompts arriving together share but
+        find nothing cached for (an evaluation's first turns: one system prompt and tool list, many
+        questions), so each then continues it like a cached conversation. Whether any was cached."""
+        if self.prefix_cache is None:
+            return False
+        starts = _shared_starts(fresh)
+        for start in starts:
+            scratch = len(self._rows)  # a free slot; this admission overwrites it
+            self._runner.reserve(scratch + 1, len(start))
+            self._runner.prefill([list(start)], [scratch], lora)
+            self.prefix_cache.insert(list(start), lora, *self._runner.read_slot(scratch, len(start)))
+            self.stats["prefill_forwards"] += 1
+        return bool(starts)
 
     def _admit_group(
         self, group: list[tuple[int, ...]], distinct: dict[tuple[int, ...], list[_Request]], lora: LoraAdapter | None,
@@ -848,6 +873,37 @@ def _prefill_groups(prompts: list[tuple[int, ...]]) -> list[list[tuple[int, ...]
     if current:
         groups.append(current)
     return groups
+
+
+def _shared_starts(prompts: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Starts of at least MIN_REUSE tokens that two or more of `prompts` share, chosen to save the
+    most prompt positions. Prompts sharing a start are neighbours in sorted order, so the choice is
+    a split of the sorted prompts into runs, each run's start being what all its prompts share (one
+    position short of its shortest prompt, which must run to give logits); a run of k prompts saves
+    k - 1 times its start. The best split by dynamic programming (admissions hold tens of prompts)."""
+    ordered = sorted(prompts)
+    common = [_common_length(a, b) for a, b in zip(ordered, ordered[1:])]  # of each prompt and the next
+    # best[j]: positions saved by the best split of ordered[:j]; its last run is ordered[first[j]:j], sharing length[j]
+    best, first, length = [0] * (len(ordered) + 1), [0] * (len(ordered) + 1), [0] * (len(ordered) + 1)
+    for j in range(1, len(ordered) + 1):
+        best[j], first[j] = best[j - 1], j - 1  # ordered[j - 1] on its own
+        shared = len(ordered[j - 1]) - 1
+        for i in range(j - 2, -1, -1):  # the run ordered[i:j]
+            shared = min(shared, common[i], len(ordered[i]) - 1)
+            if shared < MIN_REUSE:
+                break
+            if best[i] + (j - i - 1) * shared > best[j]:
+                best[j], first[j], length[j] = best[i] + (j - i - 1) * shared, i, shared
+    starts, j = [], len(ordered)
+    while j > 0:
+        if j - first[j] > 1:
+            starts.append(ordered[first[j]][: length[j]])
+        j = first[j]
+    return starts[::-1]
+
+
+def _common_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _continue_groups(prompts: list[tuple[int, ...]], shared: dict[tuple[int, ...], int]) -> list[list[tuple[int, ...]]]:

@@ -5,7 +5,9 @@ An agent's next request repeats everything before it: the system prompt, the que
 earlier reply and tool result. Measured on the inbox agent's validation episodes (2-core CPU,
 embedded 135M model), prefill was 81% of sampling time before this cache. The engine stores the
 cache of each sequence it finishes (prompt and completion), and a new prompt copies the longest
-matching prefix from it and prefills only the rest.
+matching prefix from it and prefills only the rest. Prompts that arrive together and share a start
+nothing cached covers (an evaluation's first questions: one system prompt and tool list) have that
+start prefilled once and stored here first, then continue it like any other entry.
 
 What a stored prefix is valid for: the same weights. Entries are keyed by the LoRA adapter object
 that computed them (adapters are immutable; new weights are a new object, so old entries simply

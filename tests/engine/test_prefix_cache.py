@@ -138,3 +138,42 @@ def test_rows_still_running_on_a_replaced_adapter_store_nothing(lively, tokenize
         assert not any(entry.lora is old for entry in engine.prefix_cache._entries.values())
     finally:
         engine.close()
+
+
+def test_prompts_arriving_together_prefill_their_shared_start_once_and_sample_what_the_plain_engine_samples(engines, tokenizer):
+    """An evaluation's first turns: one system prompt, many questions, nothing cached yet."""
+    cached, plain = engines
+    cached.prefix_cache.clear()
+    system = tokenizer.encode("You answer questions about the inbox. Tools: search, read, answer. " * 4)
+    prompts = [system + tokenizer.encode(f" Question {i}: who sent the invoice in week {i}?") for i in range(5)]
+    prompts.append(tokenizer.encode("An unrelated prompt that shares nothing with the others, " * 3))
+    params = SamplingParams(max_tokens=8, temperature=1.0, seed=5)
+
+    async def together(engine):
+        return await asyncio.gather(*(engine.sample(p, 2, params) for p in prompts))
+
+    before = dict(cached.stats)
+    for a, b in zip(asyncio.run(together(cached)), asyncio.run(together(plain)), strict=True):
+        assert [s.tokens for s in a] == [s.tokens for s in b]
+        assert torch.allclose(torch.tensor([s.logprobs for s in a]), torch.tensor([s.logprobs for s in b]), atol=1e-4)
+    computed = cached.stats["prefill_tokens"] - before["prefill_tokens"]
+    assert cached.stats["prefix_hits"] - before["prefix_hits"] == 5  # the questions; the unrelated prompt ran whole
+    assert cached.stats["prefix_tokens_reused"] - before["prefix_tokens_reused"] >= 5 * len(system)
+    assert computed < sum(len(p) for p in prompts) - 3 * len(system)  # the system prompt ran once, not five times
+
+
+def test_shared_starts_are_found_per_run_of_alike_prompts():
+    from hone.engine.engine import _shared_starts
+
+    system, other = tuple(range(100, 140)), tuple(range(500, 540))
+    prompts = [system + (1, 2), system + (3,), other + (7, 8, 9), other + (7, 8, 10), (9,) * 50]
+    assert sorted(_shared_starts(prompts)) == sorted([system, other + (7, 8)])
+    assert _shared_starts([system + (1,)]) == []  # alone: nothing to share
+    assert _shared_starts([system[:20] + (1,), system[:20] + (2,)]) == []  # shorter than MIN_REUSE
+    assert _shared_starts([system, system + (5,)]) == [system[:-1]]  # one token short of the shortest prompt
+    # two prompts sharing 100 tokens keep them, though a third shares 40 of them (it continues the entry later)
+    long = tuple(range(1000, 1100))
+    assert _shared_starts([long + (1,), long + (2,), long[:40] + (3,)]) == [long]
+    # ... but six more prompts sharing 40 are worth more than two sharing 50
+    many = [long[:40] + (i,) * 20 for i in range(3, 9)]
+    assert _shared_starts([long[:50] + (1,), long[:50] + (2,), *many]) == [long[:40]]
