@@ -53,7 +53,7 @@ from transformers import PreTrainedModel
 
 from hone.engine.grammar import GrammarMatchers, describe_grammar_error
 from hone.engine.fallback import TransformersRunner
-from hone.engine.prefix_cache import MIN_REUSE, PrefixCache, PrefixEntry
+from hone.engine.prefix_cache import PrefixCache, PrefixEntry, shared_starts
 from hone.engine.llama import LlamaRunner, LoraAdapter, check_supported
 from hone.engine.sampling import Draw, RowSettings, find_stop_cut, sample_rows, stop_window
 from hone.engine.speculation import DraftPolicy, NgramIndex, SpeculationConfig
@@ -507,7 +507,7 @@ class Engine:
         questions), so each then continues it like a cached conversation. Whether any was cached."""
         if self.prefix_cache is None:
             return False
-        starts = _shared_starts(fresh)
+        starts = shared_starts(fresh)
         for start in starts:
             scratch = len(self._rows)  # a free slot; this admission overwrites it
             self._runner.reserve(scratch + 1, len(start))
@@ -873,37 +873,6 @@ def _prefill_groups(prompts: list[tuple[int, ...]]) -> list[list[tuple[int, ...]
     if current:
         groups.append(current)
     return groups
-
-
-def _shared_starts(prompts: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """Starts of at least MIN_REUSE tokens that two or more of `prompts` share, chosen to save the
-    most prompt positions. Prompts sharing a start are neighbours in sorted order, so the choice is
-    a split of the sorted prompts into runs, each run's start being what all its prompts share (one
-    position short of its shortest prompt, which must run to give logits); a run of k prompts saves
-    k - 1 times its start. The best split by dynamic programming (admissions hold tens of prompts)."""
-    ordered = sorted(prompts)
-    common = [_common_length(a, b) for a, b in zip(ordered, ordered[1:])]  # of each prompt and the next
-    # best[j]: positions saved by the best split of ordered[:j]; its last run is ordered[first[j]:j], sharing length[j]
-    best, first, length = [0] * (len(ordered) + 1), [0] * (len(ordered) + 1), [0] * (len(ordered) + 1)
-    for j in range(1, len(ordered) + 1):
-        best[j], first[j] = best[j - 1], j - 1  # ordered[j - 1] on its own
-        shared = len(ordered[j - 1]) - 1
-        for i in range(j - 2, -1, -1):  # the run ordered[i:j]
-            shared = min(shared, common[i], len(ordered[i]) - 1)
-            if shared < MIN_REUSE:
-                break
-            if best[i] + (j - i - 1) * shared > best[j]:
-                best[j], first[j], length[j] = best[i] + (j - i - 1) * shared, i, shared
-    starts, j = [], len(ordered)
-    while j > 0:
-        if j - first[j] > 1:
-            starts.append(ordered[first[j]][: length[j]])
-        j = first[j]
-    return starts[::-1]
-
-
-def _common_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _continue_groups(prompts: list[tuple[int, ...]], shared: dict[tuple[int, ...], int]) -> list[list[tuple[int, ...]]]:

@@ -114,6 +114,33 @@ class PrefixCache:
                 self.nbytes -= self._entries.popitem(last=False)[1].nbytes
 
 
+def shared_starts(prompts: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Starts of at least MIN_REUSE tokens that two or more of `prompts` share, chosen to save the
+    most prompt positions. Prompts sharing a start are neighbours in sorted order, so the choice is
+    a split of the sorted prompts into runs, each run's start being what all its prompts share (one
+    position short of its shortest prompt, which must run to give logits); a run of k prompts saves
+    k - 1 times its start. The best split by dynamic programming (admissions hold tens of prompts)."""
+    ordered = sorted(prompts)
+    common = [_common_prefix(torch.tensor(a), torch.tensor(b)) for a, b in zip(ordered, ordered[1:])]  # of each prompt and the next
+    # best[j]: positions saved by the best split of ordered[:j]; its last run is ordered[first[j]:j], sharing length[j]
+    best, first, length = [0] * (len(ordered) + 1), [0] * (len(ordered) + 1), [0] * (len(ordered) + 1)
+    for j in range(1, len(ordered) + 1):
+        best[j], first[j] = best[j - 1], j - 1  # ordered[j - 1] on its own
+        shared = len(ordered[j - 1]) - 1
+        for i in range(j - 2, -1, -1):  # the run ordered[i:j]
+            shared = min(shared, common[i], len(ordered[i]) - 1)
+            if shared < MIN_REUSE:
+                break
+            if best[i] + (j - i - 1) * shared > best[j]:
+                best[j], first[j], length[j] = best[i] + (j - i - 1) * shared, i, shared
+    starts, j = [], len(ordered)
+    while j > 0:
+        if j - first[j] > 1:
+            starts.append(ordered[first[j]][: length[j]])
+        j = first[j]
+    return starts[::-1]
+
+
 def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
     n = min(len(a), len(b))
     differ = (a[:n] != b[:n]).nonzero()

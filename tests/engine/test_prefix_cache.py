@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hone.engine import Engine
-from hone.engine.prefix_cache import MIN_REUSE
+from hone.engine.prefix_cache import MIN_REUSE, shared_starts
 from hone.types import SamplingParams
 
 from tests.engine.test_adapters import random_adapter
@@ -163,17 +163,15 @@ def test_prompts_arriving_together_prefill_their_shared_start_once_and_sample_wh
 
 
 def test_shared_starts_are_found_per_run_of_alike_prompts():
-    from hone.engine.engine import _shared_starts
-
     system, other = tuple(range(100, 140)), tuple(range(500, 540))
     prompts = [system + (1, 2), system + (3,), other + (7, 8, 9), other + (7, 8, 10), (9,) * 50]
-    assert sorted(_shared_starts(prompts)) == sorted([system, other + (7, 8)])
-    assert _shared_starts([system + (1,)]) == []  # alone: nothing to share
-    assert _shared_starts([system[:20] + (1,), system[:20] + (2,)]) == []  # shorter than MIN_REUSE
-    assert _shared_starts([system, system + (5,)]) == [system[:-1]]  # one token short of the shortest prompt
+    assert sorted(shared_starts(prompts)) == sorted([system, other + (7, 8)])
+    assert shared_starts([system + (1,)]) == []  # alone: nothing to share
+    assert shared_starts([system[:20] + (1,), system[:20] + (2,)]) == []  # shorter than MIN_REUSE
+    assert shared_starts([system, system + (5,)]) == [system[:-1]]  # one token short of the shortest prompt
     # two prompts sharing 100 tokens keep them, though a third shares 40 of them (it continues the entry later)
     long = tuple(range(1000, 1100))
-    assert _shared_starts([long + (1,), long + (2,), long[:40] + (3,)]) == [long]
+    assert shared_starts([long + (1,), long + (2,), long[:40] + (3,)]) == [long]
     # ... but six more prompts sharing 40 are worth more than two sharing 50
     many = [long[:40] + (i,) * 20 for i in range(3, 9)]
-    assert _shared_starts([long[:50] + (1,), long[:50] + (2,), *many]) == [long[:40]]
+    assert shared_starts([long[:50] + (1,), long[:50] + (2,), *many]) == [long[:40]]
