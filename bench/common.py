@@ -30,6 +30,12 @@ def vector_extensions() -> list[str]:
     return [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
 
 
+def native_bf16_suffix() -> str:
+    """"_avx512bf16" on a CPU that multiplies in bf16 natively (AVX512-BF16 or AMX), else "": a bench
+    keeps one results file per kind of machine, since hone takes other paths on each."""
+    return "_avx512bf16" if {"avx512_bf16", "amx_tile"} & set(vector_extensions()) else ""
+
+
 def best_tokens_per_s(engine, prompts: list[list[int]], params, repeats: int) -> float:
     """Best over `repeats` of sampled tokens / wall time, all `prompts` at once (prefill included)."""
 

@@ -7,11 +7,17 @@ SmolLM2-135M's three weight shapes (gate|up, down, q|k|v), for 1 to 256 rows:
 - kernel: `linear_bf16` on the bf16 weight;
 - widened: the bf16 weight widened to fp32 for the call, then torch's fp32 matmul;
 - fp32 prepacked: an fp32 copy of the weight prepacked for oneDNN (what the fp32 engine runs,
-  reading twice the bytes).
-The crossover of the first two is where KERNEL_MAX_ROWS belongs.
+  reading twice the bytes);
+- bf16 prepacked, on a CPU with native bf16 (AVX512-BF16, AMX) only: the bf16 weight prepacked for
+  oneDNN, what a bf16 engine runs there from `DOT_KERNEL_MAX_ROWS` rows (the kernel, with
+  AVX512-BF16's dot products there, below).
+On AVX2 the crossover of kernel and widened is where KERNEL_MAX_ROWS belongs; with native bf16,
+that of kernel and bf16 prepacked is where DOT_KERNEL_MAX_ROWS does. The weights here are small
+enough to stay in cache between calls: in a decode step they come from memory, where the kernel's
+lead at few rows is larger.
 
 Run: .venv/bin/python bench/linear_bf16.py [--repeats 20]
-Writes bench/results/linear_bf16.json.
+Writes bench/results/linear_bf16.json (linear_bf16_avx512bf16.json on a CPU with native bf16).
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import machine
+from common import machine, native_bf16_suffix
 from hone.engine.kernels import load_kernels
-from hone.engine.llama import KERNEL_MAX_ROWS, Linear
+from hone.engine.llama import DOT_KERNEL_MAX_ROWS, KERNEL_MAX_ROWS, Linear
 
 RESULTS = Path(__file__).parent / "results" / "linear_bf16.json"
 SHAPES = {"gate|up 3072x576": (3072, 576), "down 576x1536": (576, 1536), "q|k|v 960x576": (960, 576)}
@@ -54,28 +60,38 @@ def main() -> None:
     for name, (n, k) in SHAPES.items():
         weight = (torch.randn(n, k, generator=torch.Generator().manual_seed(0)) * 0.05).bfloat16()
         fp32 = Linear(weight.float())
+        bf16 = Linear(weight)
+        native = bf16.mode == "onednn"  # oneDNN packs bf16 here
         for rows in ROWS:
             x = torch.randn(rows, k).bfloat16()
             repeats = max(args.repeats, 400 // rows)
             times = {
-                "kernel": microseconds(lambda: kernels.linear_bf16(x, weight, None, None), repeats),
+                "kernel": microseconds(lambda: kernels.linear_bf16(x, weight, None, None, False), repeats),
                 "widened": microseconds(lambda: F.linear(x.float(), weight.float()).bfloat16(), repeats),
                 "fp32 prepacked": microseconds(lambda: fp32(x.float()), repeats),
             }
+            if native:
+                times["bf16 prepacked"] = microseconds(lambda: torch.ops.mkldnn._linear_pointwise(x, bf16.packed, None, "none", [], ""), repeats)
             flops = 2 * rows * n * k
             row = {"shape": name, "rows": rows, **{f"{key} us": round(t, 1) for key, t in times.items()}}
             row.update({f"{key} GFLOP/s": round(flops / t / 1e3, 1) for key, t in times.items()})
             row["kernel / widened"] = round(times["kernel"] / times["widened"], 2)
+            if native:
+                row["kernel / bf16 prepacked"] = round(times["kernel"] / times["bf16 prepacked"], 2)
             rows_out.append(row)
             print(
                 f"{name:18s} {rows:4d} rows  kernel {times['kernel']:8.1f} us ({row['kernel GFLOP/s']:5.1f} GFLOP/s)  "
                 f"widened {times['widened']:8.1f} us  fp32 prepacked {times['fp32 prepacked']:8.1f} us  "
-                f"kernel/widened {row['kernel / widened']:.2f}",
+                f"kernel/widened {row['kernel / widened']:.2f}"
+                + (f"  bf16 prepacked {times['bf16 prepacked']:8.1f} us  kernel/bf16 prepacked {row['kernel / bf16 prepacked']:.2f}" if native else ""),
                 flush=True,
             )
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": machine(), "kernel_max_rows": KERNEL_MAX_ROWS, "rows": rows_out}, indent=1))
-    print(f"wrote {RESULTS}")
+    path = RESULTS.with_name(f"linear_bf16{native_bf16_suffix()}.json")
+    path.parent.mkdir(exist_ok=True)
+    info = {"machine": machine(), "kernel_max_rows": KERNEL_MAX_ROWS, "dot_kernel_max_rows": DOT_KERNEL_MAX_ROWS,
+            "bf16_dot_products": kernels.bf16_dot_products()}
+    path.write_text(json.dumps({**info, "rows": rows_out}, indent=1))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ Delete that folder to rebuild (the binaries use this CPU's instructions: rebuild
 Run: .venv/bin/python bench/llamacpp.py [--quick] [--repeats N] [--dtype auto|bf16|fp32|serve]
 --dtype serve takes the dtypes `hone serve` picks when it only serves (engine.serving_options: on an
 AVX2 CPU, bf16 layers and a bf16 LM head on hone's kernel).
-Writes bench/results/llamacpp.json, or llamacpp_DTYPE.json for another --dtype (figures are only comparable within one machine and run).
+Writes bench/results/llamacpp.json, or llamacpp_DTYPE.json for another --dtype, with _avx512bf16 added
+on a CPU with native bf16 (figures are only comparable within one machine and run).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from common import best_tokens_per_s, machine
+from common import best_tokens_per_s, machine, native_bf16_suffix
 
 import hone.gguf_export
 from hone.engine import Engine, serving_options
@@ -253,7 +254,7 @@ def main() -> None:
         "llama_cpp_build_s": info["build_s"],
         "machine": {**machine(), "threads": THREADS, "load_average_before": load_before, "load_average_after": load_average()},
     }
-    path = RESULTS / ("llamacpp.json" if args.dtype == "auto" else f"llamacpp_{args.dtype}.json")
+    path = RESULTS / (("llamacpp" if args.dtype == "auto" else f"llamacpp_{args.dtype}") + native_bf16_suffix() + ".json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
 

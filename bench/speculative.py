@@ -22,9 +22,10 @@ OpenAI-compatible client, forced tool calls under a grammar, stop strings) on `-
 validation questions at concurrency 1, 8 and 32, untrained weights, greedy; tokens/s of the
 rollouts and success with each engine.
 
-Run: .venv/bin/python bench/speculative.py [--threads 2] [--repeats 2] [--temperature 0.8] [--agent [--skip-engine]] [--dtype auto|serve]
+Run: .venv/bin/python bench/speculative.py [--threads 2] [--repeats 2] [--temperature 0.8] [--agent [--skip-engine]] [--dtype auto|serve] [--max-batch N]
 Writes bench/results/speculative.json, or speculative_serve.json with --dtype serve (the engine
-`hone serve` builds when it only serves: on an AVX2 CPU bf16 with a bf16 LM head).
+`hone serve` builds when it only serves: on an AVX2 CPU bf16 with a bf16 LM head), with
+`_max_batchN` added when --max-batch is not the default, and `_avx512bf16` on a CPU with native bf16.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import json
 import time
 from pathlib import Path
 
-from common import machine
+from common import machine, native_bf16_suffix
 from prefix_cache import turn_prompts
 
 from hone.chat.render import render_prompt
@@ -91,7 +92,7 @@ def measure(engine: Engine, prompts: list[list[int]], batch: int, params: Sampli
 def engine_part(loaded, sets: dict[str, list[list[int]]], args) -> dict:
     eos = [loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")]
     engines = {name: Engine(loaded.model, eos_token_ids=eos, num_threads=args.threads, speculation=spec, **dtypes(args))
-               for name, spec in (("off", None), ("on", SpeculationConfig()))}
+               for name, spec in (("off", None), ("on", spec_config(args)))}
     sampled = SamplingParams(max_tokens=MAX_TOKENS, temperature=args.temperature, seed=0)
     greedy = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0)
     out = {}
@@ -164,7 +165,7 @@ def agent_part(args) -> dict:
     env = InboxEnv()
     questions = list(env.validation_tasks())[: args.questions]
     out = {}
-    for name, spec in (("off", None), ("on", SpeculationConfig())):
+    for name, spec in (("off", None), ("on", spec_config(args))):
         backend = LocalBackend(engine_options={"speculation": spec, "num_threads": args.threads, **dtypes(args)})
         model = make_model("inbox-agent", RunConfig(), backend)
         rows = {}
@@ -201,9 +202,11 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("auto", "serve"), default="auto",
                         help="auto: the engine's default (what training samples with); serve: what `hone serve` picks when it only serves")
     parser.add_argument("--skip-engine", action="store_true", help="with --agent: only the end-to-end part")
+    parser.add_argument("--max-batch", type=int, default=SpeculationConfig.max_batch,
+                        help="SpeculationConfig.max_batch: steps with more rows never draft")
     args = parser.parse_args()
     loaded = load_model("smollm2-135m")
-    result = {"machine": machine(), "temperature": args.temperature, "max_tokens": MAX_TOKENS, "config": vars(SpeculationConfig()),
+    result = {"machine": machine(), "temperature": args.temperature, "max_tokens": MAX_TOKENS, "config": vars(spec_config(args)),
               "dtypes": {k: str(v).replace("torch.", "") for k, v in dtypes(args).items()} or "engine default"}
     if not args.skip_engine:
         result["step_ms_by_rows_fed"] = step_cost_by_rows(loaded, args)
@@ -212,11 +215,17 @@ def main() -> None:
     if args.agent:
         result["agent"] = agent_part(args)
     print(json.dumps(result, indent=1))
-    path = RESULTS if args.dtype == "auto" else RESULTS.with_name(f"speculative_{args.dtype}.json")
+    suffix = ("" if args.dtype == "auto" else f"_{args.dtype}") + ("" if args.max_batch == SpeculationConfig.max_batch else f"_max_batch{args.max_batch}")
+    suffix += native_bf16_suffix()
+    path = RESULTS.with_name(f"speculative{suffix}.json")
     path.parent.mkdir(exist_ok=True)
     if args.skip_engine and path.exists():  # keep the engine part of the last full run beside this agent run
         result = {**json.loads(path.read_text()), "agent": result["agent"], "agent_machine": result["machine"]}
     path.write_text(json.dumps(result, indent=1))
+
+
+def spec_config(args) -> SpeculationConfig:
+    return SpeculationConfig(max_batch=args.max_batch)
 
 
 def dtypes(args) -> dict:

@@ -940,22 +940,23 @@ def serving_dtype() -> torch.dtype:
 
 def serving_options() -> dict[str, torch.dtype]:
     """The Engine dtypes for a process that only serves: `serving_dtype`, and where hone's kernel
-    runs bf16 linears, a bf16 LM head too. The kernel multiplies the bf16 head by the fp32 final
-    hidden state with fp32 sums, so the logits are still fp32; only the head's weights are rounded.
-    That halves the bytes a batch-1 step reads for the head (7.9 -> 3.3 ms, 2-core AMD EPYC) and
-    moved logprobs by 0.0146 nats on average against fp32, where the bf16 layers alone move them
-    0.0142 (greedy chat replies, teacher-forced). Elsewhere the head stays fp32: oneDNN's bf16 head
-    would round the logits themselves to bf16."""
+    can run it (x86 with AVX2 or AVX-512), a bf16 LM head too, one tensor with a tied embedding.
+    The kernel multiplies the bf16 head by the final hidden state with fp32 sums and writes fp32,
+    so the logits are not rounded; only the head's weights are. That halves the bytes a batch-1
+    step reads for the head (7.9 -> 3.3 ms, 2-core AMD EPYC, AVX2) and moved logprobs by 0.0146
+    nats on average against fp32, where the bf16 layers alone move them 0.0142 (greedy chat
+    replies, teacher-forced). Elsewhere the head stays fp32: a bf16 matmul there (oneDNN's, a
+    GPU's) rounds the logits themselves to bf16."""
     dtype = serving_dtype()
     head = torch.bfloat16 if dtype == torch.bfloat16 and bf16_kernel_runs() else torch.float32
     return {"dtype": dtype, "lm_head_dtype": head}
 
 
 def bf16_kernel_runs() -> bool:
-    """Whether bf16 linear layers here run on hone's kernel: asked of `Linear` itself, so this and
-    the layers cannot disagree (x86 with AVX2 where oneDNN cannot pack bf16, and the kernel built)."""
+    """Whether a bf16 LM head here runs on hone's kernel, which gives fp32 logits: asked of `Linear`
+    itself, so this and the head cannot disagree (x86 with AVX2, the kernel built)."""
     if torch.cuda.is_available():
         return False
     from hone.engine.llama import Linear
 
-    return Linear(torch.zeros(8, 8, dtype=torch.bfloat16)).mode == "kernel"
+    return Linear(torch.zeros(8, 8, dtype=torch.bfloat16), fp32_out=True).mode == "kernel"

@@ -13,7 +13,10 @@ another platform) and by the tests as the slow obvious version. Set HONE_ENGINE_
 
 `linear_bf16` multiplies by bf16 weights where oneDNN cannot (CPUs with AVX2 but no AVX-512):
 each weight is widened to fp32 in registers and summed in fp32, so a bf16 engine reads half the
-bytes of an fp32 one per token instead of falling back to torch's slow bf16 matmul there.
+bytes of an fp32 one per token instead of falling back to torch's slow bf16 matmul there. Built
+for a CPU with AVX512-BF16, it multiplies bf16 rows with that extension's dot products, and runs
+a decode step's few rows where oneDNN would (it reads the weights faster there); it can write
+fp32 from bf16 rows, for an LM head whose logits must not be rounded.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ _SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -330,8 +334,35 @@ static inline void dots(const float* X, int64_t K, const uint16_t* w, float out[
   for (; k < K; ++k)
     for (int b = 0; b < BB; ++b) for (int r = 0; r < R; ++r) out[b][r] += X[b * K + k] * bf16_to_float(w[r * K + k]);
 }
-template <typename T, int R, int BB>
-static inline void tile(const float* X, const uint16_t* w, const T* bias, const T* residual, T* y, int64_t b0, int64_t n0, int64_t N, int64_t K) {
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#define HONE_DPBF16 1
+// The same for bf16 X, on CPUs with AVX512-BF16: one instruction multiplies 32 bf16 pairs and
+// adds them, two by two, into 16 fp32 sums, where AVX2 widens 8 weights and does 8 FMAs. The
+// products of two bf16 numbers are exact in fp32, so only the order of the fp32 sums differs.
+template <int R, int BB>
+static inline void dots(const uint16_t* X, int64_t K, const uint16_t* w, float out[BB][R]) {
+  __m512 acc[BB][R];
+  for (int b = 0; b < BB; ++b) for (int r = 0; r < R; ++r) acc[b][r] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    // the tile after next, at the rate this one is read (R cache lines a step): one tile ahead, as
+    // in the AVX2 loop, read ~10-30% slower here (noisy; a 2-core AMD EPYC, Zen 5)
+    for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(w + 2 * R * K + k * R + r * 32), _MM_HINT_T0);
+    __m512bh wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = (__m512bh)_mm512_loadu_si512(w + r * K + k);
+    for (int b = 0; b < BB; ++b) {
+      __m512bh xv = (__m512bh)_mm512_loadu_si512(X + b * K + k);
+      asm("" : "+v"(xv));  // one load of x per step, as in the AVX2 loop
+      for (int r = 0; r < R; ++r) acc[b][r] = _mm512_dpbf16_ps(acc[b][r], wv[r], xv);
+    }
+  }
+  for (int b = 0; b < BB; ++b) for (int r = 0; r < R; ++r) out[b][r] = _mm512_reduce_add_ps(acc[b][r]);
+  for (; k < K; ++k)
+    for (int b = 0; b < BB; ++b) for (int r = 0; r < R; ++r) out[b][r] += bf16_to_float(X[b * K + k]) * bf16_to_float(w[r * K + k]);
+}
+#endif
+template <typename T, typename Y, int R, int BB, typename XT>
+static inline void tile(const XT* X, const uint16_t* w, const T* bias, const T* residual, Y* y, int64_t b0, int64_t n0, int64_t N, int64_t K) {
   float out[BB][R];
   dots<R, BB>(X + b0 * K, K, w + n0 * K, out);
   for (int b = 0; b < BB; ++b)
@@ -339,48 +370,73 @@ static inline void tile(const float* X, const uint16_t* w, const T* bias, const 
       float v = out[b][r];
       if (bias) v += to_float(bias[n0 + r]);
       if (residual) v += to_float(residual[(b0 + b) * N + n0 + r]);
-      y[(b0 + b) * N + n0 + r] = static_cast<T>(v);
+      y[(b0 + b) * N + n0 + r] = static_cast<Y>(v);
     }
 }
-// y (B, N) = x (B, K) . w (N, K)^T (+ bias) (+ residual), w bf16 widened to fp32 in registers and
-// accumulated in fp32, y rounded to x's dtype once. For CPUs where oneDNN cannot pack bf16 weights
-// (AVX2 without AVX-512): torch's own bf16 matmul there is several times slower than this at every
-// batch size. A tile of 3 weight rows is read from memory once and stays in L1 while every row of
-// x passes over it, so a decode step reads each weight once whatever its batch.
-template <typename T>
-static void linear_rows(const T* x, const uint16_t* w, const T* bias, const T* residual, T* y, int64_t B, int64_t N, int64_t K) {
-  std::vector<float> xf(B * K);
-  for (int64_t i = 0; i < B * K; ++i) xf[i] = to_float(x[i]);
-  const float* X = xf.data();
+// Every (3 weight rows, 4 rows of x) tile of y; XT is fp32, or bf16 where dots has a bf16 form.
+template <typename T, typename Y, typename XT>
+static void run_tiles(const XT* X, const uint16_t* w, const T* bias, const T* residual, Y* y, int64_t B, int64_t N, int64_t K) {
   constexpr int R = 3;  // 3 weight rows x 4 rows of x: 12 accumulators and 3 weights in 16 registers
   const int64_t tiles = N / R;
   at::parallel_for(0, tiles, 8, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n0 = t * R;
       int64_t b = 0;
-      for (; b + 4 <= B; b += 4) tile<T, R, 4>(X, w, bias, residual, y, b, n0, N, K);
+      for (; b + 4 <= B; b += 4) tile<T, Y, R, 4>(X, w, bias, residual, y, b, n0, N, K);
       if (b + 3 == B) {
-        tile<T, R, 3>(X, w, bias, residual, y, b, n0, N, K);
+        tile<T, Y, R, 3>(X, w, bias, residual, y, b, n0, N, K);
         b += 3;
       }
-      for (; b + 2 <= B; b += 2) tile<T, R, 2>(X, w, bias, residual, y, b, n0, N, K);
-      for (; b < B; ++b) tile<T, R, 1>(X, w, bias, residual, y, b, n0, N, K);
+      for (; b + 2 <= B; b += 2) tile<T, Y, R, 2>(X, w, bias, residual, y, b, n0, N, K);
+      for (; b < B; ++b) tile<T, Y, R, 1>(X, w, bias, residual, y, b, n0, N, K);
     }
   });
   for (int64_t n = tiles * R; n < N; ++n)
-    for (int64_t b = 0; b < B; ++b) tile<T, 1, 1>(X, w, bias, residual, y, b, n, N, K);
+    for (int64_t b = 0; b < B; ++b) tile<T, Y, 1, 1>(X, w, bias, residual, y, b, n, N, K);
 }
-torch::Tensor linear_bf16(torch::Tensor x, torch::Tensor w, c10::optional<torch::Tensor> bias, c10::optional<torch::Tensor> residual) {
+// y (B, N) = x (B, K) . w (N, K)^T (+ bias) (+ residual), w bf16, sums in fp32, y rounded once to
+// Y (x's dtype, or fp32 for logits). For CPUs where oneDNN cannot pack bf16 weights (AVX2 without
+// AVX-512): torch's own bf16 matmul there is several times slower than this at every batch size;
+// and with AVX512-BF16 for a few rows, where it reads the weights faster than oneDNN's bf16 path.
+// A tile of 3 weight rows is read from memory once and stays in L1 while every row of x passes
+// over it, so a decode step reads each weight once whatever its batch.
+template <typename T, typename Y>
+static void linear_rows(const T* x, const uint16_t* w, const T* bias, const T* residual, Y* y, int64_t B, int64_t N, int64_t K) {
+#ifdef HONE_DPBF16
+  if constexpr (std::is_same<T, c10::BFloat16>::value) {
+    run_tiles<T, Y>(reinterpret_cast<const uint16_t*>(x), w, bias, residual, y, B, N, K);
+    return;
+  }
+#endif
+  std::vector<float> xf(B * K);
+  for (int64_t i = 0; i < B * K; ++i) xf[i] = to_float(x[i]);
+  run_tiles<T, Y>(xf.data(), w, bias, residual, y, B, N, K);
+}
+torch::Tensor linear_bf16(torch::Tensor x, torch::Tensor w, c10::optional<torch::Tensor> bias, c10::optional<torch::Tensor> residual, bool float_out) {
   TORCH_CHECK(w.scalar_type() == at::kBFloat16 && w.dim() == 2 && w.is_contiguous(), "a contiguous bf16 weight (N, K)");
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.size(1) == w.size(1), "contiguous rows x (B, K) matching the weight's K");
   TORCH_CHECK(!bias || (bias->is_contiguous() && bias->scalar_type() == x.scalar_type() && bias->numel() == w.size(0)), "a bias (N,) of x's dtype");
   TORCH_CHECK(!residual || (residual->is_contiguous() && residual->scalar_type() == x.scalar_type() && residual->numel() == x.size(0) * w.size(0)), "a residual (B, N) of x's dtype");
   const int64_t B = x.size(0), K = x.size(1), N = w.size(0);
-  auto y = torch::empty({B, N}, x.options());
+  auto y = torch::empty({B, N}, x.options().dtype(float_out ? at::kFloat : x.scalar_type()));
+  const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
   AT_DISPATCH_SWITCH(x.scalar_type(), "linear_bf16",
-    AT_DISPATCH_CASE(at::kFloat, [&] { linear_rows<float>(x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr()), bias ? bias->data_ptr<float>() : nullptr, residual ? residual->data_ptr<float>() : nullptr, y.data_ptr<float>(), B, N, K); })
-    AT_DISPATCH_CASE(at::kBFloat16, [&] { using T = c10::BFloat16; linear_rows<T>(x.data_ptr<T>(), reinterpret_cast<const uint16_t*>(w.data_ptr()), bias ? bias->data_ptr<T>() : nullptr, residual ? residual->data_ptr<T>() : nullptr, y.data_ptr<T>(), B, N, K); }));
+    AT_DISPATCH_CASE(at::kFloat, [&] { linear_rows<float, float>(x.data_ptr<float>(), wp, bias ? bias->data_ptr<float>() : nullptr, residual ? residual->data_ptr<float>() : nullptr, y.data_ptr<float>(), B, N, K); })
+    AT_DISPATCH_CASE(at::kBFloat16, [&] {
+      using T = c10::BFloat16;
+      const T* bp = bias ? bias->data_ptr<T>() : nullptr;
+      const T* rp = residual ? residual->data_ptr<T>() : nullptr;
+      if (float_out) linear_rows<T, float>(x.data_ptr<T>(), wp, bp, rp, y.data_ptr<float>(), B, N, K);
+      else linear_rows<T, T>(x.data_ptr<T>(), wp, bp, rp, y.data_ptr<T>(), B, N, K);
+    }));
   return y;
+}
+bool bf16_dot_products() {  // whether linear_bf16 multiplies bf16 rows of x with AVX512-BF16's dot products
+#ifdef HONE_DPBF16
+  return true;
+#else
+  return false;
+#endif
 }
 torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
                                torch::Tensor v_cache, torch::Tensor positions, int64_t H, int64_t K, double scale) {
@@ -460,7 +516,7 @@ def load_kernels():
             _module = load_inline(
                 name=f"hone_engine_kernels_{digest}",
                 cpp_sources=_SOURCE,
-                functions=["decode_attention", "verify_attention", "rms_norm", "linear_bf16"],
+                functions=["decode_attention", "verify_attention", "rms_norm", "linear_bf16", "bf16_dot_products"],
                 extra_cflags=_cflags(),
                 extra_ldflags=["-fopenmp"],
                 verbose=False,

@@ -49,6 +49,11 @@ _CACHE_CHUNK = 32  # cache capacity is a multiple of this many positions
 # 113 MB, for a call with 128+ rows of logits (prompt logprobs, a wide verification).
 KERNEL_MAX_ROWS = 128
 WIDEN_SLICE_BYTES = 16 << 20
+# Below this many rows a bf16 linear runs on hone's kernel where it has AVX512-BF16 dot products,
+# though oneDNN packs bf16 there: measured on SmolLM2's layer shapes (2-core AMD EPYC, Zen 5), the
+# kernel took 0.3-0.5x oneDNN's time for 1 row, 0.5-0.7x for 4, 0.7-0.9x for 8, 0.7-1.2x for 16 and
+# 1.1-1.6x for 32 (bench/linear_bf16.py, weights in cache); a batch-1 decode step 1.3-1.5x faster.
+DOT_KERNEL_MAX_ROWS = 16
 # a PEFT adapter state key: [base_model.model.]model.layers.{i}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])(?:\.\w+)?\.weight$")
 # the runner's fused projections -> the model's own linear layers they are made of, in order
@@ -91,22 +96,33 @@ class Linear:
     for 3, 28 vs 11 ms for 32), and the layers' fp32 matmuls 1.2-3x slower; MKL is kept only where
     oneDNN is missing. bf16 weights where oneDNN cannot pack them (AVX2 without AVX-512) go
     through hone's own kernel (`linear_bf16` in hone.engine.kernels), not torch's much slower bf16
-    matmul there. `weight` stays the plain (N, K) tensor that `load_weights` writes into;
-    `repack()` must follow any write.
+    matmul there. Where oneDNN does pack bf16 and the kernel has AVX512-BF16's dot products, calls
+    of fewer than `DOT_KERNEL_MAX_ROWS` rows (a decode step of a few sequences) run on the kernel
+    too: it reads the weights faster than oneDNN there. `weight` stays the plain (N, K) tensor that
+    `load_weights` writes into; `repack()` must follow any write.
+
+    `fp32_out`: the output is fp32 whatever x's dtype (the LM head: logits must not be rounded to
+    bf16). A bf16 weight then always runs on the kernel, which sums in fp32 and writes fp32, never
+    on oneDNN's bf16 matmul, which rounds its output to bf16.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, batch_hint: int = 32):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, batch_hint: int = 32, fp32_out: bool = False):
         self.weight = weight
         self.bias = bias
         self.batch_hint = batch_hint
+        self.fp32_out = fp32_out
         self.out_features = weight.shape[0]
         self.repack()
 
     def repack(self) -> None:
         if self.weight is None:
             raise HoneError("this weight kept only its packed copy (serve_only) and cannot be repacked")
-        self.mode, self.packed = "plain", None
+        self.mode, self.packed, self.kernel_rows = "plain", None, 0  # kernel_rows: calls of fewer rows run on the kernel
         if self.weight.device.type != "cpu":
+            return
+        module = _bf16_kernel() if self.weight.dtype == torch.bfloat16 else None
+        if module is not None and self.fp32_out:
+            self.mode, self._rows, self.kernel_rows = "kernel", module.linear_bf16, KERNEL_MAX_ROWS
             return
         try:
             if self.weight.dtype in (torch.bfloat16, torch.float32) and torch.backends.mkldnn.is_available():
@@ -117,14 +133,20 @@ class Linear:
                 self.mode = "mkl"
         except (AttributeError, RuntimeError, NotImplementedError):  # a torch build without these ops, or a CPU
             self.mode, self.packed = "plain", None
-        if self.mode == "plain" and self.weight.dtype == torch.bfloat16 and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-            module = load_kernels()  # its vector path is AVX2's; elsewhere (ARM) torch's own bf16 matmul stays
-            if module is not None:
-                self.mode, self._rows = "kernel", module.linear_bf16
+        if module is None:
+            return
+        if self.mode == "plain":  # AVX2 without AVX-512: the kernel, widened fp32 from KERNEL_MAX_ROWS
+            self.mode, self._rows, self.kernel_rows = "kernel", module.linear_bf16, KERNEL_MAX_ROWS
+        elif self.mode == "onednn" and module.bf16_dot_products():
+            self._rows, self.kernel_rows = module.linear_bf16, DOT_KERNEL_MAX_ROWS
 
     def drop_plain(self) -> None:
-        """Free the plain weight where oneDNN computes from its packed copy alone (MKL needs both)."""
-        if self.mode == "onednn":
+        """Free the plain weight where oneDNN computes from its packed copy alone (MKL needs both).
+        Where the kernel runs a few rows beside oneDNN (AVX512-BF16) both copies stay: the kernel
+        reads the plain one, and torch's bf16 matmul on it in place of the packed copy ran 16-64
+        rows ~20-40% slower and rounded differently (a serving engine's greedy tokens then
+        differed from a trainable one's)."""
+        if self.mode == "onednn" and not self.kernel_rows:
             self.weight = None
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -136,12 +158,15 @@ class Linear:
 
     def _rows2d(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         """(B, K) rows -> (B, N), plus a (B, N) residual if given."""
+        if x.shape[0] < self.kernel_rows:
+            return self._rows(x.contiguous(), self.weight, self.bias, residual.contiguous() if residual is not None else None, self.fp32_out)
+        out_dtype = torch.float32 if self.fp32_out else x.dtype
         if self.mode == "onednn":
             if residual is not None:  # the residual add fused into the matmul
-                return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, self.bias, "add")
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        if self.mode == "kernel" and x.shape[0] < KERNEL_MAX_ROWS:
-            return self._rows(x.contiguous(), self.weight, self.bias, residual.contiguous() if residual is not None else None)
+                y = torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, self.bias, "add")
+            else:
+                y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+            return y.to(out_dtype)
         if self.mode == "kernel":  # a prefill's rows: widen the weights, multiply in fp32 (see KERNEL_MAX_ROWS)
             y = self._widened(x.float())
         elif self.mode == "mkl":
@@ -150,7 +175,7 @@ class Linear:
             y = F.linear(x, self.weight, self.bias)
         if residual is not None:
             y += residual
-        return y.to(x.dtype)  # a no-op but for widened bf16, rounded once as the kernel rounds
+        return y.to(out_dtype)  # a no-op but for widened bf16, rounded once as the kernel rounds
 
     def _widened(self, x: torch.Tensor) -> torch.Tensor:
         """fp32 x (B, K) times the bf16 weight widened to fp32, a slice of its rows at a time."""
@@ -224,7 +249,8 @@ class LlamaRunner:
             # the head gets its own copy in head_dtype (fp32 by default) even when tied to the embedding,
             # unless the two dtypes agree: then a tied head and the embedding are one tensor
             shared = self.tied and head_dtype == dtype
-            self.head = Linear(self.embed if shared else _own(model.get_output_embeddings().weight, head_dtype), batch_hint=hint)  # (V, D)
+            head = self.embed if shared else _own(model.get_output_embeddings().weight, head_dtype)
+            self.head = Linear(head, batch_hint=hint, fp32_out=True)  # (V, D)
             self.ln1, self.ln2, self.qkv, self.o, self.gate_up, self.down = [], [], [], [], [], []
             self.q_norm, self.k_norm = [], []
             self.attn_out_norm, self.mlp_out_norm = [], []  # Gemma: norms of each block's output
@@ -628,8 +654,8 @@ class LlamaRunner:
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm, then the LM head in the head's dtype (fp32 by default); always returns fp32."""
         x = self._norm(x, self.norm)
-        if self.head.mode == "kernel":  # bf16 weights times fp32 activations, fp32 sums: logits never rounded to bf16
-            logits = self.head(x.float())
+        if self.head.mode == "kernel":  # bf16 weights on the kernel, fp32 sums: logits never rounded to bf16
+            logits = self.head(x)
         else:
             logits = self.head(x.to(self.head_dtype)).float()
         if self.softcap:  # Gemma's optional cap: cap · tanh(logits / cap)
@@ -726,6 +752,13 @@ class LlamaRunner:
 
 
 # --------------------------------------------------------------------------- helpers
+def _bf16_kernel():
+    """hone's compiled module where it multiplies bf16 weights (x86 with AVX2), else None."""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None  # its vector path is AVX2's; elsewhere (ARM) torch's own bf16 matmul stays
+    return load_kernels()
+
+
 def check_supported(model: PreTrainedModel) -> None:
     """Raise a one-sentence HoneError unless this is a model this forward pass reproduces exactly."""
     config = model.config

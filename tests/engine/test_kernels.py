@@ -127,17 +127,21 @@ def test_bf16_linear_kernel_is_an_fp32_sum_of_the_bf16_weights(B, N, K, dtype):
     residual = torch.randn(B, N, generator=g).to(dtype)
     exact = x.double() @ w.double().T
     for b, r, expected in [(None, None, exact), (bias, residual, exact + bias.double() + residual.double())]:
-        got = kernels.linear_bf16(x, w, b, r)
+        got = kernels.linear_bf16(x, w, b, r, False)
         assert got.shape == (B, N) and got.dtype == dtype
         # the sum in fp32 (order aside), rounded once to x's dtype
         assert torch.allclose(got.double(), expected, rtol=2**-7 if dtype == torch.bfloat16 else 1e-5, atol=1e-4)
+    # fp32 out (logits): the fp32 sum itself, whether x is fp32 or bf16 (AVX512-BF16's dot products
+    # multiply bf16 pairs exactly and add them in fp32)
+    got = kernels.linear_bf16(x, w, None, None, True)
+    assert got.dtype == torch.float32 and torch.allclose(got.double(), exact, rtol=1e-5, atol=1e-5)
     with pytest.raises(RuntimeError, match="bf16 weight"):
-        kernels.linear_bf16(x, w.float(), None, None)
+        kernels.linear_bf16(x, w.float(), None, None, False)
 
 
 @needs_kernel
 def test_a_bf16_linear_runs_on_onednn_where_it_packs_bf16_and_on_the_kernel_elsewhere():
-    from hone.engine.llama import Linear
+    from hone.engine.llama import DOT_KERNEL_MAX_ROWS, KERNEL_MAX_ROWS, Linear
 
     weight = (torch.randn(64, 32) * 0.1).bfloat16()
     try:
@@ -147,10 +151,14 @@ def test_a_bf16_linear_runs_on_onednn_where_it_packs_bf16_and_on_the_kernel_else
         expected_mode = "kernel"  # AVX2: torch's own bf16 matmul would be the slow fallback
     linear = Linear(weight, torch.zeros(64, dtype=torch.bfloat16))
     assert linear.mode == expected_mode
-    x, residual = torch.randn(2, 5, 32).bfloat16(), torch.randn(2, 5, 64).bfloat16()
-    expected = (torch.nn.functional.linear(x.float(), weight.float()) + residual.float()).bfloat16()
-    got = linear(x, residual=residual)
-    assert got.shape == (2, 5, 64) and torch.allclose(got.float(), expected.float(), rtol=2**-6, atol=1e-2)
+    # with AVX512-BF16's dot products the kernel also takes calls of a few rows (a decode step)
+    dot_products = expected_mode == "onednn" and kernels.bf16_dot_products()
+    assert linear.kernel_rows == (DOT_KERNEL_MAX_ROWS if dot_products else KERNEL_MAX_ROWS if expected_mode == "kernel" else 0)
+    for rows in (2, 5, DOT_KERNEL_MAX_ROWS + 1):  # the kernel's rows and, from DOT_KERNEL_MAX_ROWS, oneDNN's
+        x, residual = torch.randn(2, rows, 32).bfloat16(), torch.randn(2, rows, 64).bfloat16()
+        expected = (torch.nn.functional.linear(x.float(), weight.float()) + residual.float()).bfloat16()
+        got = linear(x, residual=residual)
+        assert got.shape == (2, rows, 64) and torch.allclose(got.float(), expected.float(), rtol=2**-6, atol=1e-2)
 
 
 @needs_kernel
@@ -202,3 +210,17 @@ def test_a_bf16_linear_widens_its_weight_for_a_prefill_and_rounds_as_the_kernel_
     # both are fp32 sums rounded once to bf16: at most one bf16 step apart, and as close to the exact sum
     assert torch.allclose(widened.float(), rows.float(), rtol=2**-7, atol=1e-3)
     assert torch.allclose(widened.double(), exact, rtol=2**-8, atol=1e-3)
+
+
+@needs_kernel
+def test_a_bf16_head_gives_fp32_logits_on_the_kernel_and_widened_whatever_the_rows():
+    from hone.engine.llama import KERNEL_MAX_ROWS, Linear
+
+    g = torch.Generator().manual_seed(1)
+    weight = (torch.randn(48, 40, generator=g) * 0.1).bfloat16()
+    head = Linear(weight, fp32_out=True)
+    assert head.mode == "kernel"  # never oneDNN's bf16 matmul, which would round the logits to bf16
+    x = torch.randn(KERNEL_MAX_ROWS + 3, 40, generator=g).bfloat16()
+    exact = x.double() @ weight.double().T
+    for got in (head(x), torch.cat([head(x[i : i + 5]) for i in range(0, len(x), 5)])):  # widened; the kernel's rows
+        assert got.dtype == torch.float32 and torch.allclose(got.double(), exact, rtol=1e-5, atol=1e-5)
