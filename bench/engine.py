@@ -34,7 +34,7 @@
    and after of that kernel, measured in one run.
 
 Run: .venv/bin/python bench/engine.py [--threads N] [--repeats R] [--quick]
-Writes bench/results/engine.json.
+Writes bench/results/engine.json (engine_avx512bf16.json on a CPU with native bf16).
 """
 
 from __future__ import annotations
@@ -46,15 +46,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads: see point 5
 import argparse
 import asyncio
 import json
-import platform
 import threading
 import time
 from pathlib import Path
 
 import torch
 
+from common import machine, native_bf16_suffix
 from hone.engine import Engine, SpeculationConfig, serving_options
-from hone.engine.engine import bf16_kernel_runs
+from hone.engine.llama import Linear
 from hone.models import load_model
 from hone.types import SamplingParams
 
@@ -216,16 +216,6 @@ def roofline(model, dtype: torch.dtype, head_dtype: torch.dtype, tokens_per_s: d
     return rows
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -270,7 +260,8 @@ def main() -> None:
     bandwidth = in_thread(args.threads, memory_bandwidth_gbs)
     decode_roofline = roofline(model, dtype, torch.float32, hone, bandwidth, peak[dtype_name])
     serve_name = str(serve["dtype"]).replace("torch.", "")
-    serve_peak = peak["float32"] if serve["dtype"] == torch.bfloat16 and bf16_kernel_runs() else peak[serve_name]  # point 7
+    widens = Linear(torch.zeros(8, 8, dtype=torch.bfloat16)).mode == "kernel"  # bf16 layers on the AVX2 kernel: fp32 FMAs
+    serve_peak = peak["float32"] if serve["dtype"] == torch.bfloat16 and widens else peak[serve_name]  # point 7
     serving_roofline = roofline(model, serve["dtype"], serve["lm_head_dtype"], hone_serving, bandwidth, serve_peak)
     result = {
         "hone_tokens_per_s": {str(b): round(v, 1) for b, v in hone.items()},
@@ -298,16 +289,16 @@ def main() -> None:
         "workload": f"B concurrent requests, distinct {PROMPT_TOKENS}-token prompts, n=1, temperature 1, "
         f"{NEW_TOKENS} new tokens each, prefill included; best of {args.repeats}",
         "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
+            **machine(),
             "torch_threads": args.threads,
             "load_average_before": load_before,
             "load_average_after": load_average(),
             "torch": torch.__version__,
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    path = RESULTS.with_name(f"engine{native_bf16_suffix()}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
 
     print(f"{'batch':>5}  {'hone tok/s':>10}  {'HF generate tok/s':>17}  {'speed-up':>8}  {'roofline':>8}")
     for b in ROOFLINE_BATCHES:
@@ -323,7 +314,7 @@ def main() -> None:
     print(f"matmul peak GFLOP/s: {result['matmul_peak_gflops']}  engine dtype: {dtype_name}")
     print(f"fraction of {dtype_name} peak at batch 32: {result['fraction_of_peak']:.1%}")
     print(f"load average before/after: {load_before} / {result['machine']['load_average_after']}")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Each request asks for 64 new tokens of a distinct short prompt. With `--peer`, l
 `llama-server` (built by bench/llamacpp.py) is measured the same way in the same run, serving the
 same model as an f16 GGUF with an 8k context.
 
-Run: .venv/bin/python bench/serve_memory.py [--peer]   (writes bench/results/serve_memory.json)
+Run: .venv/bin/python bench/serve_memory.py [--peer]   (writes bench/results/serve_memory.json; serve_memory_avx512bf16.json on a CPU with native bf16)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import machine, native_bf16_suffix  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "serve_memory.json"
 CONCURRENT = 32
@@ -91,10 +91,10 @@ def measure(name: str, command: list[str], base: str, health: str, model: str, e
         idle = rss_mb(process.pid)
         chat(base, model, 0)
         after_one = rss_mb(process.pid)
-        peak, stop = [after_one], threading.Event()
+        peak, loaded = [after_one], threading.Event()
 
         def poll() -> None:
-            while not stop.is_set():
+            while not loaded.is_set():
                 peak[0] = max(peak[0], rss_mb(process.pid))
                 time.sleep(0.02)
 
@@ -104,7 +104,7 @@ def measure(name: str, command: list[str], base: str, health: str, model: str, e
         with ThreadPoolExecutor(CONCURRENT) as pool:
             tokens = sum(pool.map(lambda i: chat(base, model, i + 1), range(CONCURRENT)))
         load_s = time.perf_counter() - began
-        stop.set()
+        loaded.set()
         poller.join()
         time.sleep(1.0)
         row = {
@@ -152,8 +152,9 @@ def main() -> None:
                 ratio = round(results[f"hone_{dtype}"][key] / peer[key], 2)
                 results[f"{dtype}_over_llamacpp_{key}"] = ratio
                 print(f"hone --dtype {dtype} / llama.cpp f16, {key}: {ratio}x")
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    path = RESULTS.with_name(f"serve_memory{native_bf16_suffix()}.json")
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -141,12 +141,15 @@ class Linear:
             self._rows, self.kernel_rows = module.linear_bf16, DOT_KERNEL_MAX_ROWS
 
     def drop_plain(self) -> None:
-        """Free the plain weight where oneDNN computes from its packed copy alone (MKL needs both).
-        Where the kernel runs a few rows beside oneDNN (AVX512-BF16) both copies stay: the kernel
-        reads the plain one, and torch's bf16 matmul on it in place of the packed copy ran 16-64
-        rows ~20-40% slower and rounded differently (a serving engine's greedy tokens then
-        differed from a trainable one's)."""
-        if self.mode == "onednn" and not self.kernel_rows:
+        """Keep one copy of the weight, for a process that only serves: the packed one where oneDNN
+        computes from it alone; where the kernel also runs (AVX512-BF16: it reads the plain weight)
+        the plain one, and calls of 16 rows and more go to torch's bf16 matmul on it, ~20-40%
+        slower than on the packed copy at 16-64 rows and as fast for a prefill's hundreds. Keeping
+        both cost SmolLM2-135M 195 MB: `hone serve` held 1.93x llama.cpp's resident memory idle and
+        2.14x under 32 requests, one copy 1.53x and 1.76x (bench/serve_memory.py, Zen 5)."""
+        if self.mode == "onednn" and self.kernel_rows:
+            self.mode, self.packed = "plain", None
+        elif self.mode == "onednn":
             self.weight = None
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:

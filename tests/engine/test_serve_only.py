@@ -1,5 +1,5 @@
-"""A process that only serves keeps one copy of the weights: the engine its packed copies, the
-backend no model of its own. What it samples must not change, and what it can no longer do must
+"""A process that only serves keeps one copy of the weights: the engine its packed copies (the plain
+ones where hone's kernel reads them), the backend no model of its own. What it samples must not change, and what it can no longer do must
 be refused with one sentence."""
 
 from __future__ import annotations
@@ -23,18 +23,32 @@ GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
 def test_a_serve_only_engine_samples_what_a_trainable_one_does_base_and_adapter(lively, prompts, dtype):
     adapter = random_adapter(lively, 4, seed=5)
     engines = [Engine(lively, eos_token_ids=[], dtype=dtype, serve_only=flag) for flag in (False, True)]
+    greedy = SamplingParams(max_tokens=GREEDY.max_tokens, temperature=0.0, top_logprobs=2)
     try:
         for engine in engines:
             engine.set_adapter("a", adapter, 2.0)
-        calls = [(p, 1, GREEDY, a) for p in prompts for a in (None, "a")]
+        calls = [(p, 1, greedy, a) for p in prompts for a in (None, "a")]
         trainable, serving = (gather(engine, calls) for engine in engines)
+        linears = engines[1]._runner._linears()
+        # where hone's kernel runs a few rows beside oneDNN (AVX512-BF16) the serving engine keeps the
+        # plain bf16 weights the kernel reads, and a prefill's matmul on them (torch's, not the packed
+        # one) rounds to bf16 differently: logprobs agree to bf16's precision, and greedy choices
+        # part only where the two best tokens were within that of each other
+        unpacked = any(linear.kernel_rows and linear.mode == "plain" for linear in linears)
         for got, expected in zip(serving, trainable):
-            assert got[0].tokens == expected[0].tokens
-            assert got[0].logprobs == pytest.approx(expected[0].logprobs, abs=1e-5)
-        runner = engines[1]._runner
-        packed = [linear for linear in runner._linears() if linear.mode == "onednn"]
-        if torch.backends.mkldnn.is_available():  # one copy: the packed one, but where hone's kernel also reads the plain one
-            assert packed and all((linear.weight is None) != bool(linear.kernel_rows) for linear in packed)
+            a, b = got[0], expected[0]
+            if not unpacked:
+                assert a.tokens == b.tokens and a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+                continue
+            same = next((i for i, (x, y) in enumerate(zip(a.tokens, b.tokens)) if x != y), len(b.tokens))
+            assert a.logprobs[:same] == pytest.approx(b.logprobs[:same], abs=0.05)
+            if same < len(b.tokens):
+                (_, first), (_, second) = b.top_logprobs[same][:2]
+                assert first - second < 0.1, (same, b.top_logprobs[same])
+        # one copy of each weight: the packed one, or the plain one where the kernel reads it
+        assert all(linear.weight is None or linear.packed is None for linear in linears)
+        if torch.backends.mkldnn.is_available() and not unpacked:
+            assert any(linear.mode == "onednn" and linear.weight is None for linear in linears)
     finally:
         for engine in engines:
             engine.close()
