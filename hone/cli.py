@@ -103,7 +103,7 @@ def serve(
     share_base: bool = typer.Option(True, help="With --home: LoRA models of one base share it (95 MB per extra model, not 1.8 GB); merged weights sample ~25% faster."),
     drain_s: float = typer.Option(30.0, help="On SIGTERM or Ctrl-C: stop accepting, give requests in flight this long to finish, cancel the rest, exit."),
     request_timeout_s: float = typer.Option(600.0, help="Cancel a chat request still sampling after this long and answer 504 (0 = no limit)."),
-    dtype: str = typer.Option("auto", help="Weights' compute dtype: auto (bf16 where this CPU has bf16 instructions, or serving only without --home, where hone's bf16 kernel runs: AVX2, with the LM head's weights in bf16 too; else fp32), bf16 (half the memory) or fp32. Logits and logprobs are fp32 either way."),
+    dtype: str = typer.Option("auto", help="Weights' compute dtype: auto (bf16 where this CPU has bf16 instructions, or serving only without --home where hone's bf16 kernel runs (x86 with AVX2), then with the LM head's weights in bf16 too; else fp32), bf16 (half the memory) or fp32. Logits and logprobs are fp32 either way."),
 ) -> None:
     """Serve the OpenAI-compatible API over HTTP (and, with --home, the training API for many tenants)."""
     from hone.models.names import check_model_name
