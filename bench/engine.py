@@ -54,7 +54,7 @@ import torch
 
 from common import machine, native_bf16_suffix
 from hone.engine import Engine, SpeculationConfig, serving_options
-from hone.engine.llama import Linear
+from hone.engine.engine import bf16_kernel_runs
 from hone.models import load_model
 from hone.types import SamplingParams
 
@@ -260,8 +260,7 @@ def main() -> None:
     bandwidth = in_thread(args.threads, memory_bandwidth_gbs)
     decode_roofline = roofline(model, dtype, torch.float32, hone, bandwidth, peak[dtype_name])
     serve_name = str(serve["dtype"]).replace("torch.", "")
-    widens = Linear(torch.zeros(8, 8, dtype=torch.bfloat16)).mode == "kernel"  # bf16 layers on the AVX2 kernel: fp32 FMAs
-    serve_peak = peak["float32"] if serve["dtype"] == torch.bfloat16 and widens else peak[serve_name]  # point 7
+    serve_peak = peak["float32"] if serve["dtype"] == torch.bfloat16 and bf16_kernel_runs() else peak[serve_name]  # point 7
     serving_roofline = roofline(model, serve["dtype"], serve["lm_head_dtype"], hone_serving, bandwidth, serve_peak)
     result = {
         "hone_tokens_per_s": {str(b): round(v, 1) for b, v in hone.items()},

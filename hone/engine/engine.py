@@ -948,15 +948,16 @@ def serving_options() -> dict[str, torch.dtype]:
     replies, teacher-forced). Elsewhere the head stays fp32: a bf16 matmul there (oneDNN's, a
     GPU's) rounds the logits themselves to bf16."""
     dtype = serving_dtype()
-    head = torch.bfloat16 if dtype == torch.bfloat16 and bf16_kernel_runs() else torch.float32
+    head = torch.bfloat16 if dtype == torch.bfloat16 and bf16_kernel_runs(head=True) else torch.float32
     return {"dtype": dtype, "lm_head_dtype": head}
 
 
-def bf16_kernel_runs() -> bool:
-    """Whether a bf16 LM head here runs on hone's kernel, which gives fp32 logits: asked of `Linear`
-    itself, so this and the head cannot disagree (x86 with AVX2, the kernel built)."""
+def bf16_kernel_runs(head: bool = False) -> bool:
+    """Whether bf16 linear layers here run on hone's kernel (x86 with AVX2 where oneDNN cannot pack
+    bf16, the kernel built), or with `head`, whether a bf16 LM head does, giving fp32 logits (any
+    x86 with AVX2). Asked of `Linear` itself, so this and the layers cannot disagree."""
     if torch.cuda.is_available():
         return False
     from hone.engine.llama import Linear
 
-    return Linear(torch.zeros(8, 8, dtype=torch.bfloat16), fp32_out=True).mode == "kernel"
+    return Linear(torch.zeros(8, 8, dtype=torch.bfloat16), fp32_out=head).mode == "kernel"

@@ -558,8 +558,8 @@ def test_a_serving_only_process_computes_in_bf16_wherever_bf16_runs_fast_and_tra
         assert serving_dtype() == torch.bfloat16  # native bf16: both
     else:  # e.g. AVX2 without AVX-512: hone's own kernel makes bf16 the faster one to serve in, not to train beside
         assert serving_dtype() == (torch.bfloat16 if bf16_kernel_runs() else torch.float32)
-    # the head goes bf16 only where the kernel keeps its logits fp32 (fp32 activations and sums)
-    head = torch.bfloat16 if serving_dtype() == torch.bfloat16 and bf16_kernel_runs() else torch.float32
+    # the head goes bf16 only where the kernel keeps its logits fp32 (fp32 sums, fp32 out)
+    head = torch.bfloat16 if serving_dtype() == torch.bfloat16 and bf16_kernel_runs(head=True) else torch.float32
     assert serving_options() == {"dtype": serving_dtype(), "lm_head_dtype": head}
 
 
