@@ -100,6 +100,30 @@ def test_verify_attention_equals_one_decode_step_per_token(dtype, atol, H, K, E)
 
 
 @needs_kernel
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("H, K, E", [(9, 3, 64), (4, 2, 16), (10, 2, 24)])
+def test_verify_kernel_gives_exactly_the_decode_kernels_outputs(dtype, H, K, E):
+    """The kernel attends a run's rows together (several rows' queries per pass over the keys, each
+    to its own length); the outputs are bit for bit those of its one-token decode steps, so greedy
+    output does not change with speculation. Runs cross whole tiles of positions and a partial one."""
+    S = 96
+    runs = [(1, list(range(60, 65))), (0, [31, 32, 33]), (2, [0, 1]), (3, [95])]
+    slots = torch.tensor([slot for slot, ps in runs for _ in ps])
+    positions = torch.tensor([p for _, ps in runs for p in ps])
+    starts = torch.tensor([0, 5, 8, 10, 11])
+    qkv, cos, sin, k_cache, v_cache, _ = random_step(dtype, len(slots), H, K, E, S, slots=4, positions=[0])
+    step_k, step_v = k_cache.clone(), v_cache.clone()
+    expected = torch.cat([
+        kernels.decode_attention(qkv[i : i + 1], cos[i : i + 1], sin[i : i + 1], step_k[b : b + 1], step_v[b : b + 1], positions[i : i + 1], H, K, E**-0.5)
+        for i, b in enumerate(slots.tolist())
+    ])
+    got_k, got_v = k_cache.clone(), v_cache.clone()
+    got = kernels.verify_attention(qkv, cos, sin, got_k, got_v, slots, positions, starts, H, K, E**-0.5)
+    assert torch.equal(got, expected), (got.float() - expected.float()).abs().max()
+    assert torch.equal(got_k, step_k) and torch.equal(got_v, step_v)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rms_norm_kernel_rounds_as_torch_does(dtype):
     g = torch.Generator().manual_seed(0)
