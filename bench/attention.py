@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from common import machine, native_bf16_suffix
-from hone.engine.kernels import decode_attention_reference, load_kernels, verify_attention_reference
+from hone.engine.kernels import NO_SHARING, decode_attention_reference, load_kernels, verify_attention_reference
 
 RESULTS = Path(__file__).parent / "results" / "attention.json"
 LAYERS, H, K, E = 30, 9, 3, 64  # SmolLM2-135M
@@ -68,7 +68,7 @@ def main() -> None:
         scale = E**-0.5
         if per == 1:
             arms = {
-                "kernel": lambda k, v: kernels.decode_attention(qkv, cos, sin, k, v, positions, H, K, scale),
+                "kernel": lambda k, v: kernels.decode_attention(qkv, cos, sin, k, v, positions, H, K, scale, *NO_SHARING),
                 "torch": lambda k, v: decode_attention_reference(qkv, cos, sin, k, v, positions, H, K, scale),
             }
         else:

@@ -8,7 +8,8 @@ How a request travels:
 3. Admission prefills each distinct prompt once (right-padded batch) and copies its cache into
    the n slots of its samples; the first tokens are drawn from the shared prefill logits.
 4. Each decode step feeds every active row one token; finished rows leave and their slots are
-   refilled by compaction. When all n samples of a request are done its future is resolved
+   refilled by compaction. Samples of one prompt read its keys and values from one of their slots
+   (the attention kernel), so a group of RL attempts reads its prompt from memory once a step. When all n samples of a request are done its future is resolved
    (asyncio futures are resolved on their own loop via `call_soon_threadsafe`).
 5. An exception while computing fails the requests in flight, not the worker: it goes on serving.
    A request whose caller cancels (its `sample` task, e.g. a server whose client hung up) is
@@ -110,6 +111,9 @@ class _Row:
     ngrams: NgramIndex | None = None  # prompt and tokens so far, indexed once the row first may draft
     drafted: int = 0  # draft tokens verified for this row, and how many of them were kept
     accepted: int = 0
+    # (prefill id, prompt length) for samples of one prompt admitted together, whose caches are
+    # copies of one prefill up to the prompt's end: a decode step reads that part from one of them
+    share: tuple[int, int] | None = None
 
     @property
     def position(self) -> int:
@@ -184,6 +188,7 @@ class Engine:
             "prefix_hits": 0,  # prompts that continued a cached prefix
             "prefix_tokens_reused": 0,  # positions copied from the prefix cache instead of computed
             "decode_steps": 0,
+            "shared_prefix_rows": 0,  # rows of decode steps that read their prompt's cache from another sample's slot
             "tokens_sampled": 0,
             "tokens_constrained": 0,  # drawn under a grammar's mask
             "tokens_forced": 0,  # of those, the only token the grammar allowed
@@ -198,6 +203,7 @@ class Engine:
         self._queue: deque[_Request] = deque()
         self._rows: list[_Row] = []
         self._cv = threading.Condition()
+        self._prefills = 0  # ids for rows' `share`
         self._paused = 0  # weight loads waiting for the decode to drain
         self._busy = False  # the worker holds rows (or is admitting): weights must not change
         self._closed = False
@@ -526,6 +532,7 @@ class Engine:
         first_slot, sources, copies, new_rows = [], [], [], []
         for prompt in group:
             first_slot.append(len(self._rows) + len(new_rows))
+            self._prefills += 1
             for request in distinct[prompt]:
                 for i in range(request.n):
                     slot = len(self._rows) + len(new_rows)
@@ -533,6 +540,7 @@ class Engine:
                         sources.append(first_slot[-1])
                         copies.append(slot)
                     new_rows.append(self._new_row(request, i))
+                    new_rows[-1].share = (self._prefills, len(prompt))
         # room for every slot's prompt and (up to a limit) its completion: fewer regrowths later
         room = max(len(r.request.prompt) + min(r.request.params.max_tokens, _RESERVE_AHEAD) for r in new_rows)
         self._runner.reserve(len(self._rows) + len(new_rows), room)
@@ -570,7 +578,9 @@ class Engine:
             tokens = torch.tensor([row.tokens[-1] for row in self._rows])
             positions = torch.tensor([row.position for row in self._rows])
             self._runner.reserve(len(self._rows), int(positions.max()) + 1)
-            logits = self._runner.decode(tokens, positions, self._lora_rows(self._rows))  # (B, V) fp32
+            shared = self._shared_prefixes()
+            extra = {"shared": shared} if shared is not None else {}
+            logits = self._runner.decode(tokens, positions, self._lora_rows(self._rows), **extra)  # (B, V) fp32
             self._record(self._rows, self._draw(logits, self._rows))
             fed = len(self._rows)
         self.stats["decode_steps"] += 1
@@ -579,6 +589,23 @@ class Engine:
             self.drafting.record_step(fed, seconds)
             self.drafting.record_outcome(batch, drafted, seconds, self.stats["tokens_sampled"] - sampled)
         self._compact()
+
+    def _shared_prefixes(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For `decode(shared=)`: each row's owner (the first live sample of its prompt) and how many
+        of its first positions it reads there; None when no two live rows share a prompt's prefill."""
+        if not getattr(self._runner, "shares_prefixes", False):
+            return None
+        first: dict[int, int] = {}
+        owners, lengths = [], []
+        for b, row in enumerate(self._rows):
+            owner = first.setdefault(row.share[0], b) if row.share is not None else b
+            owners.append(owner)
+            lengths.append(row.share[1] if owner != b else 0)
+        sharing = sum(1 for n in lengths if n)
+        if not sharing:
+            return None
+        self.stats["shared_prefix_rows"] += sharing
+        return torch.tensor(owners), torch.tensor(lengths)
 
     def _drafts(self) -> list[list[int]]:
         """Each row's guess at its next tokens (often none), as long as the policy finds worth verifying."""

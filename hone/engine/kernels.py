@@ -99,11 +99,11 @@ struct Vec {
 // explicitly (a decode step's attention at 32 slots x 512 positions, keys and values from memory:
 // ~20 GB/s without, ~30 with, AMD EPYC Zen 5).
 template <typename T, int G, int E>
-static inline int64_t score_tiles(const float* q, const T* kc, int64_t n, int64_t S, float* scores) {
+static inline void score_range(const float* q, const T* kc, int64_t from, int64_t to, int64_t S, float* scores, int64_t n) {
+  int64_t t0 = from;
 #ifdef HONE_VEC
   constexpr int TV = 2 * G <= Vec::kRegs ? 2 : 1;  // vectors per tile
-  int64_t t0 = 0;
-  for (; t0 + TV * Vec::L <= n; t0 += TV * Vec::L) {
+  for (; t0 + TV * Vec::L <= to; t0 += TV * Vec::L) {
     typename Vec::reg acc[G][TV];
     for (int g = 0; g < G; ++g) for (int j = 0; j < TV; ++j) acc[g][j] = Vec::zero();
     for (int e = 0; e < E; ++e) {
@@ -118,27 +118,35 @@ static inline int64_t score_tiles(const float* q, const T* kc, int64_t n, int64_
     }
     for (int g = 0; g < G; ++g) for (int j = 0; j < TV; ++j) Vec::store(scores + g * n + t0 + j * Vec::L, acc[g][j]);
   }
-  return t0;
-#else
-  return 0;
 #endif
+  // the last positions, fewer than a tile (all of them without vectors), a key row at a time
+  for (int g = 0; g < G; ++g) std::fill(scores + g * n + t0, scores + g * n + to, 0.f);
+  for (int e = 0; e < E && t0 < to; ++e) {
+    const T* kr = kc + e * S;
+    for (int g = 0; g < G; ++g) {
+      const float qe = q[g * E + e];
+      float* sg = scores + g * n;
+#pragma omp simd
+      for (int64_t t = t0; t < to; ++t) sg[t] += qe * to_float(kr[t]);
+    }
+  }
 }
 
-// acc (G, E) = scores (G, n) times values vc (n, E), summed over positions in order; false where
-// the vector path does not apply (E not a multiple of the lanes). Blocks of the E columns small
-// enough that G of them stay in registers, one pass over the positions per block.
+// acc (G, E) += scores (G, n) times value rows [from, to) of vc (n, E), summed over positions in
+// order (acc starts at zero when `fresh`). Blocks of the E columns small enough that G of them stay
+// in registers where vectors apply (E a multiple of the lanes), one pass over the positions each.
 template <typename T, int G, int E>
-static inline bool weigh_values(const float* scores, const T* vc, int64_t n, float* acc_out) {
+static inline void weigh_range(const float* scores, const T* vc, int64_t from, int64_t to, int64_t n, float* acc_out,
+                               bool fresh) {
 #ifdef HONE_VEC
-  if constexpr (E % Vec::L != 0) {
-    return false;
-  } else {
+  if constexpr (E % Vec::L == 0) {
     constexpr int V = E / Vec::L;  // vectors per value row
     constexpr int B = G * V <= Vec::kRegs ? V : (V % 2 == 0 && 2 * G <= Vec::kRegs ? 2 : 1);  // vectors per block
     for (int v0 = 0; v0 < V; v0 += B) {
       typename Vec::reg acc[G][B];
-      for (int g = 0; g < G; ++g) for (int j = 0; j < B; ++j) acc[g][j] = Vec::zero();
-      for (int64_t t = 0; t < n; ++t) {
+      for (int g = 0; g < G; ++g)
+        for (int j = 0; j < B; ++j) acc[g][j] = fresh ? Vec::zero() : Vec::load(acc_out + g * E + (v0 + j) * Vec::L);
+      for (int64_t t = from; t < to; ++t) {
         typename Vec::reg x[B];
         for (int j = 0; j < B; ++j) x[j] = Vec::load(vc + t * E + (v0 + j) * Vec::L);
         if (v0 == 0) {  // the rows 16 positions on: the first block's pass is the one that reads memory
@@ -152,30 +160,37 @@ static inline bool weigh_values(const float* scores, const T* vc, int64_t n, flo
       }
       for (int g = 0; g < G; ++g) for (int j = 0; j < B; ++j) Vec::store(acc_out + g * E + (v0 + j) * Vec::L, acc[g][j]);
     }
-    return true;
+    return;
   }
-#else
-  return false;
 #endif
+  if (fresh) std::fill(acc_out, acc_out + G * E, 0.f);
+  for (int64_t t = from; t < to; ++t) {
+    const T* vr = vc + t * E;
+    float x[E];
+#pragma omp simd
+    for (int e = 0; e < E; ++e) x[e] = to_float(vr[e]);
+    for (int g = 0; g < G; ++g) {
+      const float p = scores[g * n + t];
+      float* a = acc_out + g * E;
+#pragma omp simd
+      for (int e = 0; e < E; ++e) a[e] += p * x[e];
+    }
+  }
 }
 
 // lens: each query's own number of positions (<= n), or null for n each; a query's scores past its
 // own length are zeroed after its softmax, so it sums exactly what it would alone (plus exact zeros).
+// Positions [0, P) are read from kc0 / vc0, another slot holding the same keys and values there
+// (samples of one prompt: their caches are copies), so a batch's samples of a prompt read its cache
+// from one place; the rest from kc / vc. Every sum runs over positions in order either way, so the
+// outputs are the same bit for bit.
 template <typename T, int G, int E>
-static void attend_one(const float* q, const T* kc, const T* vc, int64_t n, const int64_t* lens, int64_t S,
-                       float* scores, T* out) {
+static void attend_one(const float* q, const T* kc0, const T* vc0, int64_t P, const T* kc, const T* vc, int64_t n,
+                       const int64_t* lens, int64_t S, float* scores, T* out) {
+  P = std::min(P, n);
   // 1) scores (G, n): tiles of positions in registers, then any last positions a key row at a time
-  const int64_t t0 = score_tiles<T, G, E>(q, kc, n, S, scores);
-  for (int g = 0; g < G; ++g) std::fill(scores + g * n + t0, scores + (g + 1) * n, 0.f);
-  for (int e = 0; e < E && t0 < n; ++e) {
-    const T* kr = kc + e * S;
-    for (int g = 0; g < G; ++g) {
-      const float qe = q[g * E + e];
-      float* sg = scores + g * n;
-#pragma omp simd
-      for (int64_t t = t0; t < n; ++t) sg[t] += qe * to_float(kr[t]);
-    }
-  }
+  if (P > 0) score_range<T, G, E>(q, kc0, 0, P, S, scores, n);
+  score_range<T, G, E>(q, kc, P, n, S, scores, n);
   // 2) an fp32 softmax per query
   for (int g = 0; g < G; ++g) {
     float* sg = scores + g * n;
@@ -194,36 +209,22 @@ static void attend_one(const float* q, const T* kc, const T* vc, int64_t n, cons
     std::fill(sg + m, sg + n, 0.f);
   }
   // 3) weighted sum of the value rows
-  float acc[G][E] = {};
-  if (weigh_values<T, G, E>(scores, vc, n, &acc[0][0])) {
-    for (int g = 0; g < G; ++g)
-      for (int e = 0; e < E; ++e) out[g * E + e] = static_cast<T>(acc[g][e]);
-    return;
-  }
-  for (int64_t t = 0; t < n; ++t) {
-    const T* vr = vc + t * E;
-    float x[E];
-#pragma omp simd
-    for (int e = 0; e < E; ++e) x[e] = to_float(vr[e]);
-    for (int g = 0; g < G; ++g) {
-      const float p = scores[g * n + t];
-#pragma omp simd
-      for (int e = 0; e < E; ++e) acc[g][e] += p * x[e];
-    }
-  }
+  alignas(64) float acc[G][E];
+  weigh_range<T, G, E>(scores, vc0, 0, P, n, &acc[0][0], true);
+  weigh_range<T, G, E>(scores, vc, P, n, n, &acc[0][0], P == 0);
   for (int g = 0; g < G; ++g)
     for (int e = 0; e < E; ++e) out[g * E + e] = static_cast<T>(acc[g][e]);
 }
 
 // The same for any G and E, with run-time sizes (slower: nothing stays in registers).
 template <typename T>
-static void attend_any(const float* q, const T* kc, const T* vc, int64_t n, const int64_t* lens, int64_t S,
-                       float* scores, T* out, int64_t G, int64_t E) {
+static void attend_any(const float* q, const T* kc0, const T* vc0, int64_t P, const T* kc, const T* vc, int64_t n,
+                       const int64_t* lens, int64_t S, float* scores, T* out, int64_t G, int64_t E) {
   std::fill(scores, scores + G * n, 0.f);
   for (int64_t e = 0; e < E; ++e)
     for (int64_t g = 0; g < G; ++g) {
       const float qe = q[g * E + e];
-      for (int64_t t = 0; t < n; ++t) scores[g * n + t] += qe * to_float(kc[e * S + t]);
+      for (int64_t t = 0; t < n; ++t) scores[g * n + t] += qe * to_float((t < P ? kc0 : kc)[e * S + t]);
     }
   for (int64_t g = 0; g < G; ++g) {
     float* sg = scores + g * n;
@@ -237,35 +238,35 @@ static void attend_any(const float* q, const T* kc, const T* vc, int64_t n, cons
   std::vector<float> acc(G * E, 0.f);
   for (int64_t t = 0; t < n; ++t)
     for (int64_t g = 0; g < G; ++g)
-      for (int64_t e = 0; e < E; ++e) acc[g * E + e] += scores[g * n + t] * to_float(vc[t * E + e]);
+      for (int64_t e = 0; e < E; ++e) acc[g * E + e] += scores[g * n + t] * to_float((t < P ? vc0 : vc)[t * E + e]);
   for (int64_t i = 0; i < G * E; ++i) out[i] = static_cast<T>(acc[i]);
 }
 
 template <typename T, int E>
-static bool dispatch_g(int64_t G, const float* q, const T* kc, const T* vc, int64_t n, const int64_t* lens, int64_t S,
-                       float* sc, T* out) {
+static bool dispatch_g(int64_t G, const float* q, const T* kc0, const T* vc0, int64_t P, const T* kc, const T* vc,
+                       int64_t n, const int64_t* lens, int64_t S, float* sc, T* out) {
   switch (G) {
-    case 1: attend_one<T, 1, E>(q, kc, vc, n, lens, S, sc, out); return true;
-    case 2: attend_one<T, 2, E>(q, kc, vc, n, lens, S, sc, out); return true;
-    case 3: attend_one<T, 3, E>(q, kc, vc, n, lens, S, sc, out); return true;
-    case 4: attend_one<T, 4, E>(q, kc, vc, n, lens, S, sc, out); return true;
-    case 5: attend_one<T, 5, E>(q, kc, vc, n, lens, S, sc, out); return true;
-    case 6: attend_one<T, 6, E>(q, kc, vc, n, lens, S, sc, out); return true;
-    case 7: attend_one<T, 7, E>(q, kc, vc, n, lens, S, sc, out); return true;
-    case 8: attend_one<T, 8, E>(q, kc, vc, n, lens, S, sc, out); return true;
+    case 1: attend_one<T, 1, E>(q, kc0, vc0, P, kc, vc, n, lens, S, sc, out); return true;
+    case 2: attend_one<T, 2, E>(q, kc0, vc0, P, kc, vc, n, lens, S, sc, out); return true;
+    case 3: attend_one<T, 3, E>(q, kc0, vc0, P, kc, vc, n, lens, S, sc, out); return true;
+    case 4: attend_one<T, 4, E>(q, kc0, vc0, P, kc, vc, n, lens, S, sc, out); return true;
+    case 5: attend_one<T, 5, E>(q, kc0, vc0, P, kc, vc, n, lens, S, sc, out); return true;
+    case 6: attend_one<T, 6, E>(q, kc0, vc0, P, kc, vc, n, lens, S, sc, out); return true;
+    case 7: attend_one<T, 7, E>(q, kc0, vc0, P, kc, vc, n, lens, S, sc, out); return true;
+    case 8: attend_one<T, 8, E>(q, kc0, vc0, P, kc, vc, n, lens, S, sc, out); return true;
     default: return false;
   }
 }
 
 template <typename T>
-static void attend_dispatch(int64_t G, int64_t E, const float* q, const T* kc, const T* vc, int64_t n,
-                            const int64_t* lens, int64_t S, float* sc, T* out) {
+static void attend_dispatch(int64_t G, int64_t E, const float* q, const T* kc0, const T* vc0, int64_t P, const T* kc,
+                            const T* vc, int64_t n, const int64_t* lens, int64_t S, float* sc, T* out) {
   bool done = false;
-  if (E == 16) done = dispatch_g<T, 16>(G, q, kc, vc, n, lens, S, sc, out);
-  else if (E == 32) done = dispatch_g<T, 32>(G, q, kc, vc, n, lens, S, sc, out);
-  else if (E == 64) done = dispatch_g<T, 64>(G, q, kc, vc, n, lens, S, sc, out);
-  else if (E == 128) done = dispatch_g<T, 128>(G, q, kc, vc, n, lens, S, sc, out);
-  if (!done) attend_any<T>(q, kc, vc, n, lens, S, sc, out, G, E);
+  if (E == 16) done = dispatch_g<T, 16>(G, q, kc0, vc0, P, kc, vc, n, lens, S, sc, out);
+  else if (E == 32) done = dispatch_g<T, 32>(G, q, kc0, vc0, P, kc, vc, n, lens, S, sc, out);
+  else if (E == 64) done = dispatch_g<T, 64>(G, q, kc0, vc0, P, kc, vc, n, lens, S, sc, out);
+  else if (E == 128) done = dispatch_g<T, 128>(G, q, kc0, vc0, P, kc, vc, n, lens, S, sc, out);
+  if (!done) attend_any<T>(q, kc0, vc0, P, kc, vc, n, lens, S, sc, out, G, E);
 }
 
 // Ask for the start of the next task's keys and values (the first 128 bytes of each key row, the
@@ -321,10 +322,14 @@ static inline void rotate_queries(const T* src, const T* c, const T* s, float* q
 // its first min(p + 1, S) entries: a cache longer than every position is the usual one, and one of
 // exactly a sliding window's W positions is a ring that keeps the last W (order does not matter
 // to attention: keys are rotated before they are cached).
+// owners, shared: (B,) or null: slot b's first shared[b] positions are read from slot owners[b],
+// which holds the same keys and values there (its cache's copy; see attend_one). Not for rings.
 template <typename T>
 static void attend(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_cache, const int64_t* positions,
-                   T* out, int64_t B, int64_t H, int64_t K, int64_t E, int64_t S, double scale, bool rope) {
+                   const int64_t* owners, const int64_t* shared, T* out, int64_t B, int64_t H, int64_t K, int64_t E,
+                   int64_t S, double scale, bool rope) {
   const int64_t G = H / K, row = (H + 2 * K) * E;
+  auto source = [&](int64_t b) { return owners && shared[b] > 0 ? owners[b] : b; };  // the slot a task reads first
   at::parallel_for(0, B * K, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> q(G * E), scores;
     for (int64_t task = begin; task < end; ++task) {
@@ -332,15 +337,17 @@ static void attend(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_ca
       const T* src = qkv + b * row;
       T* kc = k_cache + (b * K + k) * E * S;  // (E, S)
       T* vc = v_cache + (b * K + k) * S * E;  // (S, E)
+      const int64_t o = source(b), P = owners ? shared[b] : 0;
       const T* c = rope ? cos + b * E : nullptr;
       const T* s = rope ? sin + b * E : nullptr;
       write_kv<T>(src, c, s, kc, vc, pos, H, K, k, E, S);  // 1) the new key and value
       rotate_queries<T>(src, c, s, q.data(), G, k, E, scale);  // 2) this kv head's queries
       // 3) ask for the next task's keys and values now, so they arrive while this one computes
-      if (task + 1 < end) prefetch_next(k_cache, v_cache, task + 1, E, S);
-      // 4) attend over this slot's cached positions
+      if (task + 1 < end) prefetch_next(k_cache, v_cache, source((task + 1) / K) * K + (task + 1) % K, E, S);
+      // 4) attend over this slot's cached positions (the first P as its owner holds them)
       scores.resize(G * n);
-      attend_dispatch<T>(G, E, q.data(), kc, vc, n, nullptr, S, scores.data(), out + b * H * E + k * G * E);
+      attend_dispatch<T>(G, E, q.data(), k_cache + (o * K + k) * E * S, v_cache + (o * K + k) * S * E, P, kc, vc, n,
+                         nullptr, S, scores.data(), out + b * H * E + k * G * E);
     }
   });
 }
@@ -389,7 +396,7 @@ static void attend_runs(const T* qkv, const T* cos, const T* sin, T* k_cache, T*
         }
         const int64_t n = positions[last - 1] + 1;  // the pass's last row sees the most
         scores.resize(Q * n);
-        attend_dispatch<T>(Q, E, q.data(), kc, vc, n, lens.data(), S, scores.data(), o.data());
+        attend_dispatch<T>(Q, E, q.data(), kc, vc, 0, kc, vc, n, lens.data(), S, scores.data(), o.data());
         for (int64_t i = first; i < last; ++i)
           std::copy(o.data() + (i - first) * G * E, o.data() + (i - first + 1) * G * E, out + i * H * E + k * G * E);
       }
@@ -575,24 +582,36 @@ bool bf16_dot_products() {  // whether linear_bf16 multiplies bf16 rows of x wit
   return false;
 #endif
 }
+// owners, shared: empty, or (B,) int64 each (see attend): slots whose first positions another
+// slot holds too read them there.
 torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
-                               torch::Tensor v_cache, torch::Tensor positions, int64_t H, int64_t K, double scale) {
+                               torch::Tensor v_cache, torch::Tensor positions, int64_t H, int64_t K, double scale,
+                               torch::Tensor owners, torch::Tensor shared) {
   TORCH_CHECK(qkv.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(), "contiguous inputs");
   TORCH_CHECK(positions.scalar_type() == at::kLong, "int64 positions");
   const int64_t B = qkv.size(0), E = k_cache.size(2), S = k_cache.size(3);
-  const bool rope = cos.numel() > 0;
+  const bool rope = cos.numel() > 0, sharing = owners.numel() > 0;
   auto cos_c = cos.contiguous(), sin_c = sin.contiguous(), pos_c = positions.contiguous();
+  auto owners_c = owners.contiguous(), shared_c = shared.contiguous();
+  if (sharing) {
+    TORCH_CHECK(owners.scalar_type() == at::kLong && shared.scalar_type() == at::kLong && owners.numel() == B &&
+                shared.numel() == B, "int64 owners and shared lengths, one per row");
+    TORCH_CHECK(positions.max().item<int64_t>() < S, "shared prefixes need positions within the cache (no rings)");
+    TORCH_CHECK((shared_c <= pos_c).all().item<bool>(), "a shared prefix must end at or before the row's position");
+  }
+  const int64_t* own = sharing ? owners_c.data_ptr<int64_t>() : nullptr;
+  const int64_t* lens = sharing ? shared_c.data_ptr<int64_t>() : nullptr;
   auto out = torch::empty({B, H * E}, qkv.options());
   if (qkv.scalar_type() == at::kBFloat16) {
     using T = c10::BFloat16;
     attend<T>(qkv.data_ptr<T>(), rope ? cos_c.data_ptr<T>() : nullptr, rope ? sin_c.data_ptr<T>() : nullptr,
-              k_cache.data_ptr<T>(), v_cache.data_ptr<T>(), pos_c.data_ptr<int64_t>(), out.data_ptr<T>(),
+              k_cache.data_ptr<T>(), v_cache.data_ptr<T>(), pos_c.data_ptr<int64_t>(), own, lens, out.data_ptr<T>(),
               B, H, K, E, S, scale, rope);
   } else {
     TORCH_CHECK(qkv.scalar_type() == at::kFloat, "float32 or bfloat16");
     attend<float>(qkv.data_ptr<float>(), rope ? cos_c.data_ptr<float>() : nullptr,
                   rope ? sin_c.data_ptr<float>() : nullptr, k_cache.data_ptr<float>(), v_cache.data_ptr<float>(),
-                  pos_c.data_ptr<int64_t>(), out.data_ptr<float>(), B, H, K, E, S, scale, rope);
+                  pos_c.data_ptr<int64_t>(), own, lens, out.data_ptr<float>(), B, H, K, E, S, scale, rope);
   }
   return out;
 }
@@ -625,6 +644,8 @@ torch::Tensor verify_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tens
   return out;
 }
 """
+
+NO_SHARING = (torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))  # decode_attention's owners, shared: none
 
 _lock = threading.Lock()
 _module = None
@@ -691,11 +712,14 @@ def decode_attention_reference(
     n_heads: int,
     n_kv_heads: int,
     scale: float,
+    owners: torch.Tensor | None = None,
+    shared: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """What the kernel computes, in torch ops: (B, H*E) attention outputs; writes the caches.
 
     qkv (B, (H+2K)*E); cos, sin (B, E) (empty for no rotation); k_cache (slots, K, E, S) (keys
-    transposed), v_cache (slots, K, S, E); positions (B,).
+    transposed), v_cache (slots, K, S, E); positions (B,). `owners`, `shared`: where the kernel may
+    read a slot's first positions from another slot holding the same; every slot reads its own here.
     """
     B = qkv.shape[0]
     H, K = n_heads, n_kv_heads

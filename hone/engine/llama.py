@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from hone.engine.kernels import decode_attention_reference, load_kernels, verify_attention_reference
+from hone.engine.kernels import NO_SHARING, decode_attention_reference, load_kernels, verify_attention_reference
 from hone.errors import HoneError, InvalidRequestError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
@@ -293,6 +293,9 @@ class LlamaRunner:
         self._verify = module.verify_attention if module is not None else verify_attention_reference
         self._rms_kernel = module.rms_norm if module is not None else None
         self.attention_impl = "cpp" if module is not None else "torch"
+        # the kernel can read samples of one prompt from one slot's copy of it (`decode(shared=)`);
+        # not through a sliding window's ring, where a position's entry moves
+        self.shares_prefixes = module is not None and all(w is None for w in self.window)
 
         # ---------------------------------------------------------------- slot KV cache, grown on demand
         # one cache tensor per group of layers of one window (None: global attention, the usual cache)
@@ -504,6 +507,7 @@ class LlamaRunner:
         positions: torch.Tensor,
         lora: list[tuple[LoraAdapter, torch.Tensor | None]] | None = None,
         runs: tuple[torch.Tensor, torch.Tensor] | None = None,
+        shared: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """One step for slots 0..B-1: token b sits at position positions[b]. Returns logits (B, V) fp32.
 
@@ -515,6 +519,11 @@ class LlamaRunner:
         `runs` = (slots (B,), starts (R+1,)) feeds several tokens per slot (speculative verification,
         `verifies_drafts` models only): row b is a token of slot slots[b], each slot's rows are
         consecutive at consecutive positions, and each row attends causally over its own slot.
+
+        `shared` = (owners (B,), lengths (B,)), `shares_prefixes` runners only, one token per slot:
+        slot b's first lengths[b] cached positions equal those of slot owners[b] (samples of one
+        prompt, whose caches are copies), and attention reads them there. The outputs are the same;
+        a batch's samples of a prompt read its keys and values from one place, once from memory.
         """
         B = tokens.shape[0]
         self._set_lora(lora or [], n_rows=B)
@@ -522,6 +531,9 @@ class LlamaRunner:
         if runs is not None and not self.verifies_drafts:
             raise HoneError("this model's sliding-window layers cannot verify several tokens per slot")
         slots, starts = (runs[0].to(self.device), runs[1].to(self.device)) if runs is not None else (None, None)
+        if shared is not None and not (self.shares_prefixes and runs is None):
+            raise HoneError("shared prefixes need the attention kernel and one token per slot")
+        sharing = tuple(t.to(self.device) for t in shared) if shared is not None else NO_SHARING
         H, K = self.n_heads, self.n_kv_heads
         rope = {kind: (cos[positions], sin[positions]) for kind, (cos, sin) in self.rope.items()}  # (B, E) each
         x = self._embed(tokens)  # (B, D)
@@ -532,7 +544,7 @@ class LlamaRunner:
                 qkv = self._norm_qk(qkv, i)
             # rotate q and k, write k and v at each slot's position, attend over the slot's positions
             if runs is None:
-                a = self._attend(qkv, *rope[self.layer_types[i]], *self._cache(i), positions, H, K, self.scale)  # (B, H*E)
+                a = self._attend(qkv, *rope[self.layer_types[i]], *self._cache(i), positions, H, K, self.scale, *sharing)  # (B, H*E)
             else:
                 a = self._verify(qkv, *rope[self.layer_types[i]], *self._cache(i), slots, positions, starts, H, K, self.scale)
             x = self._block_outputs(x, a, i)

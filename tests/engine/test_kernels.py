@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hone.engine import Engine
-from hone.engine.kernels import decode_attention_reference, load_kernels, verify_attention_reference
+from hone.engine.kernels import NO_SHARING, decode_attention_reference, load_kernels, verify_attention_reference
 from hone.types import SamplingParams
 
 from .test_engine import GREEDY, gather, naive_greedy
@@ -42,7 +42,7 @@ def test_kernel_matches_torch_reference_and_writes_the_same_cache(H, K, E, S, dt
     inputs = random_step(dtype, len(positions), H, K, E, S, slots=len(positions) + 2, positions=positions)
     fast_k, fast_v = inputs[3].clone(), inputs[4].clone()
     slow_k, slow_v = inputs[3].clone(), inputs[4].clone()
-    fast = kernels.decode_attention(*inputs[:3], fast_k, fast_v, inputs[5], H, K, E**-0.5)
+    fast = kernels.decode_attention(*inputs[:3], fast_k, fast_v, inputs[5], H, K, E**-0.5, *NO_SHARING)
     slow = decode_attention_reference(*inputs[:3], slow_k, slow_v, inputs[5], H, K, E**-0.5)
     # bf16: the kernel rotates in fp32 and rounds once, torch rounds after each op (a bf16 ulp or two)
     assert torch.allclose(fast.float(), slow.float(), atol=atol), (fast.float() - slow.float()).abs().max()
@@ -55,7 +55,7 @@ def test_kernel_without_rotation_matches_reference():
     inputs = random_step(torch.float32, 3, 4, 2, 16, 20, slots=3, positions=[0, 7, 19])
     empty = torch.empty(0)
     k1, v1, k2, v2 = inputs[3].clone(), inputs[4].clone(), inputs[3].clone(), inputs[4].clone()
-    fast = kernels.decode_attention(inputs[0], empty, empty, k1, v1, inputs[5], 4, 2, 0.25)
+    fast = kernels.decode_attention(inputs[0], empty, empty, k1, v1, inputs[5], 4, 2, 0.25, *NO_SHARING)
     slow = decode_attention_reference(inputs[0], empty, empty, k2, v2, inputs[5], 4, 2, 0.25)
     assert torch.allclose(fast, slow, atol=1e-5)
 
@@ -87,7 +87,7 @@ def test_verify_attention_equals_one_decode_step_per_token(dtype, atol, H, K, E)
     expected = torch.empty(len(slots), H * E, dtype=dtype)
     for i in range(len(slots)):  # one token at a time: a one-slot decode step on that slot's cache
         b = int(slots[i])
-        out = decode_attention_reference(qkv[i : i + 1], cos[i : i + 1], sin[i : i + 1], step_k[b : b + 1], step_v[b : b + 1], positions[i : i + 1], H, K, E**-0.5)
+        out = decode_attention_reference(qkv[i : i + 1], cos[i : i + 1], sin[i : i + 1], step_k[b : b + 1], step_v[b : b + 1], positions[i : i + 1], H, K, E**-0.5, *NO_SHARING)
         expected[i] = out[0]
     implementations = [verify_attention_reference] + ([kernels.verify_attention] if kernels is not None else [])
     for verify in implementations:
@@ -115,7 +115,7 @@ def test_verify_kernel_gives_exactly_the_decode_kernels_outputs(dtype, H, K, E):
     qkv, cos, sin, k_cache, v_cache, _ = random_step(dtype, len(slots), H, K, E, S, slots=4, positions=[0])
     step_k, step_v = k_cache.clone(), v_cache.clone()
     expected = torch.cat([
-        kernels.decode_attention(qkv[i : i + 1], cos[i : i + 1], sin[i : i + 1], step_k[b : b + 1], step_v[b : b + 1], positions[i : i + 1], H, K, E**-0.5)
+        kernels.decode_attention(qkv[i : i + 1], cos[i : i + 1], sin[i : i + 1], step_k[b : b + 1], step_v[b : b + 1], positions[i : i + 1], H, K, E**-0.5, *NO_SHARING)
         for i, b in enumerate(slots.tolist())
     ])
     got_k, got_v = k_cache.clone(), v_cache.clone()
