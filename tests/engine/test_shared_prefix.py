@@ -19,23 +19,26 @@ needs_kernel = pytest.mark.skipif(kernels is None, reason="the C++ attention ker
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("H, K, E", [(9, 3, 64), (10, 2, 24)])  # a compiled specialisation; the generic loop
+# SmolLM2's heads and the tiny model's (the group's queries attend the shared positions together,
+# 2 and 4 samples a pass); a head size with no compiled specialisation (each sample alone)
+@pytest.mark.parametrize("H, K, E", [(9, 3, 64), (4, 2, 16), (10, 2, 24)])
 def test_a_slot_reads_its_shared_prefix_from_the_owner_slot(dtype, H, K, E):
     S, P = 96, 37  # the prefix ends inside a tile of positions
-    positions = torch.tensor([70, 70, 41, 50])  # slots 0-2 share the first P positions; slot 3 does not
-    qkv, cos, sin, k_cache, v_cache, _ = random_step(dtype, 4, H, K, E, S, slots=4, positions=[0])
-    for b in (1, 2):  # copies of slot 0's prefix, as the engine makes them
+    # slots 0-4 share the first P positions (slot 1 reads them from 0, and so on); slot 5 does not
+    positions = torch.tensor([70, 70, 41, 50, 37, 60])
+    qkv, cos, sin, k_cache, v_cache, _ = random_step(dtype, 6, H, K, E, S, slots=6, positions=[0])
+    for b in (1, 2, 3, 4):  # copies of slot 0's prefix, as the engine makes them
         k_cache[b, ..., :P] = k_cache[0, ..., :P]
         v_cache[b, :, :P] = v_cache[0, :, :P]
     own_k, own_v = k_cache.clone(), v_cache.clone()
     expected = kernels.decode_attention(qkv, cos, sin, own_k, own_v, positions, H, K, E**-0.5, *NO_SHARING)
-    # with sharing, slots 1 and 2 never read their own copy: spoil it
-    k_cache[1:3, ..., :P] = 1e4
-    v_cache[1:3, :, :P] = float("nan")
-    owners, shared = torch.tensor([0, 0, 0, 3]), torch.tensor([0, P, P, 0])
+    # with sharing, slots 1-4 never read their own copy: spoil it
+    k_cache[1:5, ..., :P] = 1e4
+    v_cache[1:5, :, :P] = float("nan")
+    owners, shared = torch.tensor([0, 0, 0, 0, 0, 5]), torch.tensor([0, P, P, P, P, 0])
     got = kernels.decode_attention(qkv, cos, sin, k_cache, v_cache, positions, H, K, E**-0.5, owners, shared)
     assert torch.equal(got, expected)
-    rows = torch.arange(4)
+    rows = torch.arange(6)
     assert torch.equal(k_cache[rows, ..., positions], own_k[rows, ..., positions])  # each new key in its own slot
     assert torch.equal(v_cache[rows, :, positions], own_v[rows, :, positions])
 
