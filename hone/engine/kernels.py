@@ -91,10 +91,11 @@ struct Vec {
 };
 #endif
 
-// Scores (G, n) of G queries q (G, E) against keys kc (E, S): a tile of TV vectors of positions at
-// a time, the G sums held in registers over e, each key slice widened once for all G. Returns the
-// positions done (whole tiles); the caller does the rest. Each score sums over e in order, as the
-// scalar loop does, so the results are the same. A tile reads E key rows a slice each, more
+// Scores of G queries q (G, E) against keys kc (E, S) at positions [from, to), into scores (G, n):
+// a tile of TV vectors of positions at a time, the G sums held in registers over e, each key slice
+// widened once for all G; the last positions (fewer than a tile) a key row at a time. Each score
+// sums over e in order with fused multiply-adds either way, so a position's score does not depend
+// on where the tiles fall (tested: bit for bit). A tile reads E key rows a slice each, more
 // streams than the hardware prefetcher follows: each row's slice two tiles ahead is asked for
 // explicitly (a decode step's attention at 32 slots x 512 positions, keys and values from memory:
 // ~20 GB/s without, ~30 with, AMD EPYC Zen 5).
