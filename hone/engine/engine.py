@@ -9,8 +9,9 @@ How a request travels:
    the n slots of its samples; the first tokens are drawn from the shared prefill logits.
 4. Each decode step feeds every active row one token; finished rows leave and their slots are
    refilled by compaction. Samples of one prompt read its keys and values from one of their slots
-   (the attention kernel), so a group of RL attempts reads its prompt from memory once a step. When all n samples of a request are done its future is resolved
-   (asyncio futures are resolved on their own loop via `call_soon_threadsafe`).
+   (the attention kernel), so a group of RL attempts reads its prompt from memory once a step.
+   When all n samples of a request are done its future is resolved (asyncio futures are resolved
+   on their own loop via `call_soon_threadsafe`).
 5. An exception while computing fails the requests in flight, not the worker: it goes on serving.
    A request whose caller cancels (its `sample` task, e.g. a server whose client hung up) is
    dropped: queued, it is never admitted; decoding, its rows leave the batch at the next step.

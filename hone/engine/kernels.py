@@ -597,8 +597,14 @@ torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tens
   if (sharing) {
     TORCH_CHECK(owners.scalar_type() == at::kLong && shared.scalar_type() == at::kLong && owners.numel() == B &&
                 shared.numel() == B, "int64 owners and shared lengths, one per row");
-    TORCH_CHECK(positions.max().item<int64_t>() < S, "shared prefixes need positions within the cache (no rings)");
-    TORCH_CHECK((shared_c <= pos_c).all().item<bool>(), "a shared prefix must end at or before the row's position");
+    const int64_t* p = pos_c.data_ptr<int64_t>();
+    const int64_t* o = owners_c.data_ptr<int64_t>();
+    const int64_t* n = shared_c.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {  // plain loops: torch ops here cost ~10 us a layer
+      TORCH_CHECK(p[b] < S, "shared prefixes need positions within the cache (no rings)");
+      TORCH_CHECK(n[b] <= p[b], "a shared prefix must end at or before the row's position");
+      TORCH_CHECK(n[b] == 0 || (o[b] >= 0 && o[b] < k_cache.size(0)), "an owner must be a slot of the cache");
+    }
   }
   const int64_t* own = sharing ? owners_c.data_ptr<int64_t>() : nullptr;
   const int64_t* lens = sharing ? shared_c.data_ptr<int64_t>() : nullptr;

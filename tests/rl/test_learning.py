@@ -37,7 +37,10 @@ def test_grpo_raises_the_embedded_models_valid_tool_call_rate(tmp_path):
     # (bench/second_model.py's first 4 steps, the same settings, AMD EPYC: 0.28 0.47 0.66 0.88, first
     # two 0.38, last two 0.77; this test, 2026-12-02: 0.22 0.38 0.72 0.91, first two 0.30, last two 0.81)
     assert fmean(rewards[-2:]) >= fmean(rewards[:2]) + 0.25, rewards
-    # ... on prompts it never trained on too, and a healthy run raises no warning
+    # ... without losing ground on prompts it never trained on, and a healthy run raises no warning.
+    # Greedy validation starts at ~85% of 20 held-out prompts, so the 4 steps' gain there is a prompt or
+    # none (85 -> 90 and 85 -> 85 in two runs of the same code, 2026-12-02: batches form by timing and
+    # bf16 rounds by batch size, so runs differ); a strict rise would be a coin flip, not a property
     validation = [h["validation/success"] for h in history if "validation/success" in h]
-    assert len(validation) == 2 and validation[-1] > validation[0], validation
+    assert len(validation) == 2 and validation[-1] >= validation[0], validation
     assert not [h["warnings"] for h in history if h.get("warnings")]
