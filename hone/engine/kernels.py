@@ -594,20 +594,20 @@ torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tens
   const bool rope = cos.numel() > 0, sharing = owners.numel() > 0;
   auto cos_c = cos.contiguous(), sin_c = sin.contiguous(), pos_c = positions.contiguous();
   auto owners_c = owners.contiguous(), shared_c = shared.contiguous();
+  const int64_t* own = nullptr;  // null: every slot reads its own cache
+  const int64_t* lens = nullptr;
   if (sharing) {
     TORCH_CHECK(owners.scalar_type() == at::kLong && shared.scalar_type() == at::kLong && owners.numel() == B &&
                 shared.numel() == B, "int64 owners and shared lengths, one per row");
+    own = owners_c.data_ptr<int64_t>();
+    lens = shared_c.data_ptr<int64_t>();
     const int64_t* p = pos_c.data_ptr<int64_t>();
-    const int64_t* o = owners_c.data_ptr<int64_t>();
-    const int64_t* n = shared_c.data_ptr<int64_t>();
     for (int64_t b = 0; b < B; ++b) {  // plain loops: torch ops here cost ~10 us a layer
       TORCH_CHECK(p[b] < S, "shared prefixes need positions within the cache (no rings)");
-      TORCH_CHECK(n[b] <= p[b], "a shared prefix must end at or before the row's position");
-      TORCH_CHECK(n[b] == 0 || (o[b] >= 0 && o[b] < k_cache.size(0)), "an owner must be a slot of the cache");
+      TORCH_CHECK(lens[b] <= p[b], "a shared prefix must end at or before the row's position");
+      TORCH_CHECK(lens[b] == 0 || (own[b] >= 0 && own[b] < k_cache.size(0)), "an owner must be a slot of the cache");
     }
   }
-  const int64_t* own = sharing ? owners_c.data_ptr<int64_t>() : nullptr;
-  const int64_t* lens = sharing ? shared_c.data_ptr<int64_t>() : nullptr;
   auto out = torch::empty({B, H * E}, qkv.options());
   if (qkv.scalar_type() == at::kBFloat16) {
     using T = c10::BFloat16;
